@@ -1,0 +1,159 @@
+# -*- coding: utf-8 -*-
+# Copyright: datacrunch.sglang contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Controller-side half of datacrunch.sglang.sglang_launch_spec: builds the host's launch spec, contacts no host."""
+
+from __future__ import annotations
+
+from ansible.errors import AnsibleActionFail
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible.plugins.action import ActionBase
+
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch_spec import (
+    LaunchRequest,
+    LaunchSpecError,
+    Node,
+    build_launch_spec,
+    docker_run_command,
+)
+
+ARGUMENT_SPEC = {
+    "profile": {"type": "dict", "required": True},
+    "image": {"type": "str", "default": ""},
+    "image_version": {"type": "str", "default": ""},
+    "model": {"type": "str", "default": ""},
+    "revision": {"type": "str", "default": ""},
+    "snapshot": {"type": "dict"},
+    "port": {"type": "int", "default": 30000},
+    "bind_host": {"type": "str", "default": "0.0.0.0"},
+    "dist_port": {"type": "int", "default": 50000},
+    "hf_home": {"type": "str", "default": "/root/.cache/huggingface"},
+    "hf_endpoint": {"type": "str", "default": ""},
+    "cache_dir": {"type": "str", "default": "/var/cache/datacrunch-sglang"},
+    "secrets_dir": {"type": "str", "default": "/etc/datacrunch-sglang"},
+    "container_name": {"type": "str", "default": "sglang-server"},
+    "args": {"type": "dict", "default": {}},
+    "env": {"type": "dict", "default": {}},
+    "api_key": {"type": "bool", "default": True},
+    "hf_token": {"type": "bool", "default": False},
+    "enable_metrics": {"type": "bool", "default": True},
+    "shm_size": {"type": "str", "default": "32g"},
+    "log_max_size": {"type": "str", "default": "100m"},
+    "log_max_files": {"type": "int", "default": 5},
+    "allow_public_rendezvous": {"type": "bool", "default": False},
+    "allow_deprecated_flags": {"type": "bool", "default": False},
+    "nccl_ib_hca": {"type": "str", "default": ""},
+    "nccl_ib_gid_index": {"type": "str", "default": ""},
+    "nccl_socket_ifname": {"type": "str", "default": ""},
+    "cluster": {"type": "str", "default": ""},
+    "node_rank": {"type": "int", "default": -1},
+    "private_ip": {"type": "str", "default": ""},
+    "collection_version": {"type": "str", "default": ""},
+    "plan": {"type": "bool", "default": False},
+}
+
+
+def _interface_of(address, interfaces):
+    for name, addresses in (interfaces or {}).items():
+        for entry in addresses or []:
+            if str(entry).split("/")[0] == address:
+                return name
+    return None
+
+
+def _node_from_vars(name, host_vars, explicit=None):
+    """A unit member as the launch sees it: inventory variables first, then what gpu_host discovered."""
+    explicit = explicit or {}
+    gpu = host_vars.get("sglang_gpu") or {}
+    private_ip = explicit.get("private_ip") or host_vars.get("sglang_private_ip") or gpu.get("private_ip") or None
+    rank = explicit.get("node_rank", host_vars.get("sglang_node_rank", -1))
+    try:
+        rank = int(rank)
+    except (TypeError, ValueError):
+        raise AnsibleActionFail("sglang_node_rank=%r on %s must be an integer" % (rank, name)) from None
+    return Node(
+        name=name,
+        rank=None if rank < 0 else rank,
+        private_ip=private_ip,
+        gpus=gpu.get("count"),
+        gpu_model=gpu.get("model"),
+        interface=gpu.get("private_interface") or _interface_of(private_ip, gpu.get("interfaces")),
+        ib_devices=list(gpu.get("ib_devices") or []),
+    )
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _requires_connection = False
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        task_vars = task_vars or {}
+        validation = ArgumentSpecValidator(ARGUMENT_SPEC).validate(self._task.args)
+        if validation.error_messages:
+            raise AnsibleActionFail("sglang_launch_spec: %s" % "; ".join(validation.error_messages))
+        args = validation.validated_parameters
+        me = task_vars["inventory_hostname"]
+        hostvars = task_vars.get("hostvars", {})
+        cluster = args["cluster"] or ""
+
+        nodes = [_node_from_vars(me, task_vars, {"private_ip": args["private_ip"], "node_rank": args["node_rank"]})]
+        if cluster:
+            for other in sorted(task_vars.get("groups", {}).get("all", [])):
+                if other == me:
+                    continue
+                other_vars = hostvars[other]
+                if str(other_vars.get("sglang_cluster") or "") == cluster:
+                    nodes.append(_node_from_vars(other, other_vars))
+            absent = sorted(node.name for node in nodes if node.name not in task_vars.get("ansible_play_hosts_all", []))
+            if absent and not args["plan"]:
+                raise AnsibleActionFail(
+                    "sglang_cluster=%r is deployed as one unit, but this play leaves out %s; include every host of the "
+                    "cluster (check --limit)" % (cluster, ", ".join(absent))
+                )
+
+        request = LaunchRequest(
+            profile=args["profile"],
+            host=me,
+            nodes=nodes,
+            cluster=cluster,
+            image=args["image"],
+            image_version=args["image_version"],
+            model=args["model"],
+            revision=args["revision"],
+            snapshot=args["snapshot"],
+            port=args["port"],
+            bind_host=args["bind_host"],
+            dist_port=args["dist_port"],
+            hf_home=args["hf_home"],
+            hf_endpoint=args["hf_endpoint"],
+            cache_dir=args["cache_dir"],
+            secrets_dir=args["secrets_dir"],
+            container_name=args["container_name"],
+            user_args=args["args"],
+            user_env=args["env"],
+            api_key=args["api_key"],
+            hf_token=args["hf_token"],
+            enable_metrics=args["enable_metrics"],
+            shm_size=args["shm_size"],
+            log_max_size=args["log_max_size"],
+            log_max_files=args["log_max_files"],
+            allow_public_rendezvous=args["allow_public_rendezvous"],
+            allow_deprecated_flags=args["allow_deprecated_flags"],
+            nccl_ib_hca=args["nccl_ib_hca"],
+            nccl_ib_gid_index=args["nccl_ib_gid_index"],
+            nccl_socket_ifname=args["nccl_socket_ifname"],
+            collection_version=args["collection_version"],
+            plan=args["plan"],
+        )
+        try:
+            spec = build_launch_spec(request)
+        except LaunchSpecError as exc:
+            raise AnsibleActionFail("%s: %s" % (me, exc)) from None
+        result.update(
+            changed=False,
+            spec=spec,
+            docker_run=docker_run_command(spec),
+            ansible_facts={"sglang_launch_spec": spec},
+        )
+        return result

@@ -1,0 +1,537 @@
+# -*- coding: utf-8 -*-
+# Copyright: datacrunch.sglang contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The launch spec: the one place that decides which SGLang container each host runs.
+
+build_launch_spec() is a pure function from (profile, image and SGLang version, topology of the serving unit, user
+settings) to the container one host must run: image, argv, environment, mounts, ulimits, shm, IPC and network mode,
+GPU request, restart policy, labels with the spec hash, readiness probe and endpoint. Nothing else builds command
+lines. Secrets never enter the spec: it names the root-only files that hold them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shlex
+from dataclasses import dataclass, field
+
+from ansible_collections.datacrunch.sglang.plugins.module_utils.image_ref import (
+    DEFAULT_SGLANG_IMAGE,
+    ImageRefError,
+    image_version,
+    parse_image_ref,
+)
+from ansible_collections.datacrunch.sglang.plugins.module_utils.network_address import (
+    is_ip_address,
+    is_private_address,
+)
+from ansible_collections.datacrunch.sglang.plugins.module_utils.sglang_flags import (
+    FlagError,
+    FlagTable,
+    supported_versions,
+)
+
+LABEL_PREFIX = "datacrunch.sglang."
+LABEL_SPEC_HASH = LABEL_PREFIX + "spec-hash"
+LABEL_PROFILE = LABEL_PREFIX + "profile"
+LABEL_CLUSTER = LABEL_PREFIX + "cluster"
+LABEL_RANK = LABEL_PREFIX + "rank"
+LABEL_COLLECTION_VERSION = LABEL_PREFIX + "collection-version"
+LABEL_SECRETS_DIGEST = LABEL_PREFIX + "secrets-digest"
+# Labels that do not take part in the spec hash: a collection upgrade alone must not restart a server.
+UNHASHED_LABELS = (LABEL_SPEC_HASH, LABEL_COLLECTION_VERSION, LABEL_SECRETS_DIGEST)
+
+CONTAINER_CACHE_DIR = "/var/cache/sglang"
+CONTAINER_SECRETS_DIR = "/run/datacrunch-sglang"
+SERVER_CONFIG_FILE = "server-config.yaml"
+HF_TOKEN_FILE = "hf_token"
+PLACEHOLDER = "<%s of %s>"
+
+# Flags the spec renders itself; a profile or user flag resolving to one of these is a conflict, not an override.
+OWNED_FLAG_DESTS = {
+    "model_path": "the model comes from sglang_model or the profile's model",
+    "revision": "the revision comes from sglang_model_revision or the profile (pinned to the prefetched commit)",
+    "tp_size": "the tensor parallel size comes from the profile's tp",
+    "host": "the bind address comes from sglang_server_bind_host",
+    "port": "the port comes from sglang_port",
+    "nnodes": "the node count comes from the hosts in sglang_cluster",
+    "node_rank": "ranks come from sglang_node_rank or the order of inventory_hostname in the cluster",
+    "dist_init_addr": "the rendezvous address comes from rank 0's sglang_private_ip and sglang_server_dist_port",
+    "api_key": "the API key comes from sglang_api_key and reaches the server through a root-only config file",
+    "config": "the config file carries the API key; put other flags in sglang_server_args",
+    "enable_metrics": "metrics follow sglang_server_enable_metrics",
+    "enable_dp_attention": "DP attention comes from the profile's dp_attention",
+    "attn_dp_size": "DP attention comes from the profile's dp_attention",
+}
+
+
+class LaunchSpecError(ValueError):
+    """A launch input is wrong; the message names the variable, the value and the fix."""
+
+
+@dataclass
+class Node:
+    """One host of a serving unit, as far as the launch needs to know it."""
+
+    name: str
+    rank: int | None = None
+    private_ip: str | None = None
+    gpus: int | None = None
+    gpu_model: str | None = None
+    interface: str | None = None
+    ib_devices: list = field(default_factory=list)
+
+
+@dataclass
+class LaunchRequest:
+    profile: dict
+    host: str
+    nodes: list
+    cluster: str = ""
+    image: str = ""
+    image_version: str = ""
+    model: str = ""
+    revision: str = ""
+    snapshot: dict | None = None
+    port: int = 30000
+    bind_host: str = "0.0.0.0"
+    dist_port: int = 50000
+    hf_home: str = "/root/.cache/huggingface"
+    hf_endpoint: str = ""
+    cache_dir: str = "/var/cache/datacrunch-sglang"
+    secrets_dir: str = "/etc/datacrunch-sglang"
+    container_name: str = "sglang-server"
+    user_args: dict = field(default_factory=dict)
+    user_env: dict = field(default_factory=dict)
+    api_key: bool = True
+    hf_token: bool = False
+    enable_metrics: bool = True
+    shm_size: str = "32g"
+    log_max_size: str = "100m"
+    log_max_files: int = 5
+    allow_public_rendezvous: bool = False
+    allow_deprecated_flags: bool = False
+    nccl_ib_hca: str = ""
+    nccl_ib_gid_index: str = ""
+    nccl_socket_ifname: str = ""
+    collection_version: str = ""
+    # Plan mode: values only a host can tell become explicit placeholders instead of errors.
+    plan: bool = False
+
+
+def resolve_image(request):
+    image = request.image or request.profile.get("image") or DEFAULT_SGLANG_IMAGE
+    try:
+        parse_image_ref(image)
+        version = image_version(image, request.image_version)
+    except ImageRefError as exc:
+        raise LaunchSpecError("sglang_image=%r: %s" % (image, exc)) from None
+    if not version:
+        raise LaunchSpecError(
+            "sglang_image=%r does not name an SGLang version in its tag, so its flags cannot be checked; set "
+            "sglang_image_version to the SGLang version inside the image (known: %s)"
+            % (image, ", ".join(supported_versions()))
+        )
+    if version not in supported_versions():
+        raise LaunchSpecError(
+            "sglang_image=%r is SGLang %s, which this collection has no flag data for (known: %s); use a known "
+            "version, or set sglang_image_version to the known version whose flags the image accepts"
+            % (image, version, ", ".join(supported_versions()))
+        )
+    return image, version
+
+
+def assign_ranks(request):
+    """Ranks of the unit: explicit sglang_node_rank values first, the rest by order of inventory_hostname."""
+    nodes = sorted(request.nodes, key=lambda node: node.name)
+    total = len(nodes)
+    explicit = {}
+    for node in nodes:
+        if node.rank is None or node.rank < 0:
+            continue
+        if node.rank >= total:
+            raise LaunchSpecError(
+                "sglang_node_rank=%d on %s is out of range: sglang_cluster=%r has %d hosts, so ranks are 0..%d"
+                % (node.rank, node.name, request.cluster, total, total - 1)
+            )
+        if node.rank in explicit:
+            raise LaunchSpecError(
+                "sglang_node_rank=%d is set on both %s and %s in sglang_cluster=%r; give each host its own rank"
+                % (node.rank, explicit[node.rank], node.name, request.cluster)
+            )
+        explicit[node.rank] = node.name
+    free = iter(rank for rank in range(total) if rank not in explicit)
+    ranks = {}
+    for node in nodes:
+        ranks[node.name] = node.rank if node.rank is not None and node.rank >= 0 else next(free)
+    return ranks
+
+
+def _check_layout(request):
+    profile = request.profile
+    name = profile.get("name", "?")
+    nodes = request.nodes
+    if request.cluster:
+        if len(nodes) != profile["nodes"]:
+            raise LaunchSpecError(
+                "sglang_profile=%s needs %d node(s) of %d GPUs (tp %d), but sglang_cluster=%r has %d host(s): %s; "
+                "put exactly %d hosts in the cluster or choose a profile for %d node(s)"
+                % (
+                    name,
+                    profile["nodes"],
+                    profile["gpus_per_node"],
+                    profile["tp"],
+                    request.cluster,
+                    len(nodes),
+                    ", ".join(sorted(node.name for node in nodes)),
+                    profile["nodes"],
+                    len(nodes),
+                )
+            )
+    elif profile["nodes"] != 1:
+        raise LaunchSpecError(
+            "sglang_profile=%s spans %d nodes, but %s has no sglang_cluster; give the %d hosts of the unit the same "
+            "sglang_cluster value" % (name, profile["nodes"], request.host, profile["nodes"])
+        )
+    known_counts = {node.name: node.gpus for node in nodes if node.gpus is not None}
+    if len(set(known_counts.values())) > 1:
+        raise LaunchSpecError(
+            "the hosts of sglang_cluster=%r have different GPU counts (%s); every host of a unit needs %d GPUs"
+            % (
+                request.cluster,
+                ", ".join("%s: %d" % item for item in sorted(known_counts.items())),
+                profile["gpus_per_node"],
+            )
+        )
+    for host, count in sorted(known_counts.items()):
+        if count < profile["gpus_per_node"]:
+            raise LaunchSpecError(
+                "sglang_profile=%s needs %d GPUs per node (tp %d over %d node(s)), but %s has %d GPUs; use a host "
+                "with %d GPUs or a profile for %d"
+                % (name, profile["gpus_per_node"], profile["tp"], profile["nodes"], host, count,
+                   profile["gpus_per_node"], count)
+            )
+
+
+def _rank0_address(request, ranks):
+    rank0 = next(node for node in request.nodes if ranks[node.name] == 0)
+    address = rank0.private_ip
+    if not address:
+        if request.plan:
+            return PLACEHOLDER % ("sglang_private_ip", rank0.name)
+        raise LaunchSpecError(
+            "the private address of %s (rank 0 of sglang_cluster=%r) is unknown; set sglang_private_ip for it or "
+            "run the gpu_host preflight, which discovers it" % (rank0.name, request.cluster)
+        )
+    if not is_ip_address(address):
+        raise LaunchSpecError(
+            "sglang_private_ip=%r on %s is not an IP address; set it to the host's address on the private network"
+            % (address, rank0.name)
+        )
+    if not is_private_address(address) and not request.allow_public_rendezvous:
+        raise LaunchSpecError(
+            "sglang_private_ip=%s on %s (rank 0 of sglang_cluster=%r) is a public address: the rendezvous and NCCL "
+            "traffic would cross the internet unencrypted. Use the hosts' private network (DataCrunch Instant "
+            "Clusters give workers private addresses), or set sglang_server_allow_public_rendezvous=true to accept "
+            "the risk" % (address, rank0.name, request.cluster)
+        )
+    return address
+
+
+def _flag_origin(source, flag):
+    return "%s[%r]" % (source, flag)
+
+
+def _collect_args(request, table):
+    """Profile flags overridden by user flags, keyed by canonical option; conflicts with owned flags refused."""
+    merged = {}
+    origins = {}
+    for source, mapping in (
+        ("profile %s sglang_args" % request.profile.get("name"), request.profile.get("sglang_args") or {}),
+        ("sglang_server_args", request.user_args or {}),
+    ):
+        if not isinstance(mapping, dict):
+            raise LaunchSpecError("%s must be a mapping of SGLang flag to value, got %r" % (source, mapping))
+        for flag, value in mapping.items():
+            origin = _flag_origin(source, flag)
+            if not table.knows(flag):
+                raise LaunchSpecError(
+                    "%s: SGLang %s has no flag %s; check the spelling against `python3 -m sglang.launch_server "
+                    "--help` of that version" % (origin, table.version, FlagTable.normalize(flag))
+                )
+            dest = table.dest(flag)
+            if dest in OWNED_FLAG_DESTS:
+                raise LaunchSpecError(
+                    "%s conflicts with a flag the launch renders itself (%s): %s"
+                    % (origin, table.canonical(flag), OWNED_FLAG_DESTS[dest])
+                )
+            notice = table.deprecation(flag)
+            if notice and not request.allow_deprecated_flags and value not in (None, False):
+                raise LaunchSpecError(
+                    "%s: %s is deprecated in SGLang %s (%s); use the current syntax, or set "
+                    "sglang_server_allow_deprecated_flags=true" % (origin, table.canonical(flag), table.version, notice)
+                )
+            canonical = table.canonical(flag)
+            merged[canonical] = value
+            origins[canonical] = origin
+    return merged, origins
+
+
+def _dp_attention_args(request, table):
+    width = request.profile.get("dp_attention") or 0
+    if width <= 1:
+        return []
+    if table.knows("--attn-dp-size"):
+        return ["--attn-dp-size", str(width)]
+    if table.knows("--enable-dp-attention"):
+        return ["--enable-dp-attention", table.canonical("--dp-size"), str(width)]
+    raise LaunchSpecError(
+        "sglang_profile=%s asks for dp_attention=%d, but SGLang %s has no DP attention flag"
+        % (request.profile.get("name"), width, table.version)
+    )
+
+
+def _slug(text):
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-").lower() or "unknown"
+
+
+def cache_key(image, gpu_model, tp, dp_attention, nnodes):
+    """A JIT cache is only valid for one image, GPU architecture and parallel layout."""
+    digest = hashlib.sha256(("%s|%s|%s|%s|%s" % (image, gpu_model, tp, dp_attention, nnodes)).encode()).hexdigest()
+    return "%s-%s-tp%d-dpa%d-nn%d-%s" % (
+        _slug(parse_image_ref(image)["tag"] or "image")[:40],
+        _slug(gpu_model)[:40],
+        tp,
+        dp_attention,
+        nnodes,
+        digest[:12],
+    )
+
+
+def _model_and_revision(request):
+    model = request.model or request.profile["model"]
+    snapshot = request.snapshot or {}
+    if snapshot.get("complete") and snapshot.get("commit"):
+        if snapshot.get("repo") and snapshot["repo"] != model:
+            raise LaunchSpecError(
+                "sglang_model_snapshot is for %s but the launch wants %s; run the model_cache role for the same model"
+                % (snapshot["repo"], model)
+            )
+        return model, snapshot["commit"], True
+    revision = request.revision or request.profile.get("revision") or ""
+    return model, revision, False
+
+
+def spec_hash(spec):
+    hashed = {key: value for key, value in spec.items() if key not in ("labels", "spec_hash")}
+    hashed["labels"] = {key: value for key, value in spec["labels"].items() if key not in UNHASHED_LABELS}
+    return hashlib.sha256(json.dumps(hashed, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def build_launch_spec(request):
+    """The container that request.host must run (see module docstring)."""
+    profile = request.profile
+    if not request.nodes or request.host not in [node.name for node in request.nodes]:
+        raise LaunchSpecError("%s must be one of the nodes of its unit" % request.host)
+    if not isinstance(request.port, int) or not 1 <= request.port <= 65535:
+        raise LaunchSpecError("sglang_port=%r must be a TCP port number (1-65535)" % (request.port,))
+    if not isinstance(request.dist_port, int) or not 1 <= request.dist_port <= 65535 or request.dist_port == request.port:
+        raise LaunchSpecError(
+            "sglang_server_dist_port=%r must be a TCP port number other than sglang_port=%r"
+            % (request.dist_port, request.port)
+        )
+    for variable, path in (("sglang_hf_home", request.hf_home), ("sglang_cache_dir", request.cache_dir)):
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise LaunchSpecError("%s=%r must be an absolute path on the host" % (variable, path))
+    if not re.match(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$", request.container_name or ""):
+        raise LaunchSpecError(
+            "sglang_server_container_name=%r is not a valid container name (letters, digits, _ . -)"
+            % (request.container_name,)
+        )
+
+    image, version = resolve_image(request)
+    table = FlagTable(version)
+    ranks = assign_ranks(request)
+    _check_layout(request)
+    me = next(node for node in request.nodes if node.name == request.host)
+    rank = ranks[me.name]
+    nnodes = len(request.nodes) if request.cluster else 1
+    model, revision, offline = _model_and_revision(request)
+
+    try:
+        extra, _origins = _collect_args(request, table)
+        argv = ["python3", "-m", "sglang.launch_server"]
+        argv += table.render("--model-path", model, "model")
+        if revision:
+            argv += table.render("--revision", revision, "revision")
+        argv += table.render("--tp-size", profile["tp"], "profile tp")
+        argv += _dp_attention_args(request, table)
+        argv += table.render("--host", request.bind_host, "sglang_server_bind_host")
+        argv += table.render("--port", request.port, "sglang_port")
+        if nnodes > 1:
+            argv += table.render("--nnodes", nnodes, "sglang_cluster")
+            argv += table.render("--node-rank", rank, "sglang_node_rank")
+            argv += table.render(
+                "--dist-init-addr", "%s:%d" % (_rank0_address(request, ranks), request.dist_port), "rendezvous"
+            )
+        if request.enable_metrics:
+            argv += table.render("--enable-metrics", True, "sglang_server_enable_metrics")
+        if request.api_key:
+            argv += table.render(
+                "--config", "%s/%s" % (CONTAINER_SECRETS_DIR, SERVER_CONFIG_FILE), "sglang_api_key"
+            )
+        for option in sorted(extra):
+            argv += table.render(option, extra[option], _origins[option])
+    except FlagError as exc:
+        raise LaunchSpecError(str(exc)) from None
+
+    gpu_model = me.gpu_model or profile.get("gpu_model") or ""
+    if not me.gpu_model and request.plan:
+        gpu_model = gpu_model or PLACEHOLDER % ("gpu model", me.name)
+    key = cache_key(image, gpu_model or "gpu", profile["tp"], profile.get("dp_attention") or 0, nnodes)
+    host_cache = "%s/%s" % (request.cache_dir.rstrip("/"), key)
+
+    env = {
+        "HF_HOME": request.hf_home,
+        "SGLANG_CACHE_DIR": CONTAINER_CACHE_DIR + "/sglang",
+        "SGLANG_DG_CACHE_DIR": CONTAINER_CACHE_DIR + "/deep_gemm",
+        "TORCHINDUCTOR_CACHE_DIR": CONTAINER_CACHE_DIR + "/inductor",
+        "TRITON_CACHE_DIR": CONTAINER_CACHE_DIR + "/triton",
+        "FLASHINFER_WORKSPACE_BASE": CONTAINER_CACHE_DIR + "/flashinfer",
+        "CUDA_CACHE_PATH": CONTAINER_CACHE_DIR + "/cuda",
+        "CUDA_CACHE_MAXSIZE": "4294967296",
+    }
+    if offline:
+        env["HF_HUB_OFFLINE"] = "1"
+    elif request.hf_endpoint:
+        env["HF_ENDPOINT"] = request.hf_endpoint
+    if request.hf_token:
+        env["HF_TOKEN_PATH"] = "%s/%s" % (CONTAINER_SECRETS_DIR, HF_TOKEN_FILE)
+
+    devices = []
+    cap_add = []
+    if nnodes > 1:
+        ifname = request.nccl_socket_ifname or me.interface
+        if not ifname:
+            if not request.plan:
+                raise LaunchSpecError(
+                    "the network interface holding %s's private address is unknown; run the gpu_host preflight "
+                    "(it discovers it) or set sglang_server_nccl_socket_ifname" % me.name
+                )
+            ifname = PLACEHOLDER % ("interface", me.name)
+        env["GLOO_SOCKET_IFNAME"] = ifname
+        env["NCCL_SOCKET_IFNAME"] = ifname
+        env["SGLANG_HOST_IP"] = me.private_ip or PLACEHOLDER % ("sglang_private_ip", me.name)
+        ib_names = [dev["name"] if isinstance(dev, dict) else str(dev) for dev in me.ib_devices or []]
+        roce = any(isinstance(dev, dict) and str(dev.get("link_layer", "")).lower() == "ethernet"
+                   for dev in me.ib_devices or [])
+        if request.nccl_ib_hca or ib_names:
+            env["NCCL_IB_HCA"] = request.nccl_ib_hca or ",".join(sorted(ib_names))
+            devices.append("/dev/infiniband")
+            cap_add.append("IPC_LOCK")
+        if request.nccl_ib_gid_index != "" or roce:
+            env["NCCL_IB_GID_INDEX"] = str(request.nccl_ib_gid_index if request.nccl_ib_gid_index != "" else 3)
+    for key_name, value in sorted((profile.get("env") or {}).items()):
+        env[str(key_name)] = str(value)
+    for key_name, value in sorted((request.user_env or {}).items()):
+        if key_name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN") or "API_KEY" in str(key_name).upper():
+            raise LaunchSpecError(
+                "sglang_server_env[%r]: secrets never go into the container environment (docker inspect shows it); "
+                "use sglang_hf_token / sglang_api_key, which reach the container as root-only files" % key_name
+            )
+        env[str(key_name)] = str(value)
+
+    mounts = [
+        {"source": request.hf_home, "target": request.hf_home, "read_only": False},
+        {"source": host_cache, "target": CONTAINER_CACHE_DIR, "read_only": False},
+    ]
+    secrets_host_dir = "%s/%s" % (request.secrets_dir.rstrip("/"), request.container_name)
+    secret_files = {}
+    if request.api_key:
+        secret_files[SERVER_CONFIG_FILE] = "api_key"
+    if request.hf_token:
+        secret_files[HF_TOKEN_FILE] = "hf_token"
+    if secret_files:
+        mounts.append({"source": secrets_host_dir + "/secrets", "target": CONTAINER_SECRETS_DIR, "read_only": True})
+
+    probe_host = request.bind_host if request.bind_host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    advertised = probe_host if probe_host != "127.0.0.1" else (me.private_ip or "127.0.0.1")
+    if ":" in probe_host:
+        probe_host = "[%s]" % probe_host
+    if ":" in advertised:
+        advertised = "[%s]" % advertised
+    spec = {
+        "name": request.container_name,
+        "image": image,
+        "sglang_version": version,
+        "command": argv,
+        "env": env,
+        "mounts": mounts,
+        "devices": devices,
+        "cap_add": cap_add,
+        "network_mode": "host",
+        "ipc_mode": "host",
+        "shm_size": request.shm_size,
+        "ulimits": [
+            {"name": "memlock", "soft": -1, "hard": -1},
+            {"name": "stack", "soft": 67108864, "hard": 67108864},
+        ],
+        "gpus": "all",
+        # A rank that comes back alone after a reboot would hang the rendezvous: the unit restarts as a whole.
+        "restart_policy": "unless-stopped" if nnodes == 1 else "no",
+        "log_config": {"type": "json-file", "config": {"max-size": request.log_max_size,
+                                                         "max-file": str(request.log_max_files)}},
+        "labels": {
+            LABEL_PROFILE: profile.get("name", ""),
+            LABEL_CLUSTER: request.cluster or "",
+            LABEL_RANK: str(rank),
+            LABEL_COLLECTION_VERSION: request.collection_version,
+        },
+        "host_dirs": {"cache": host_cache, "secrets": secrets_host_dir},
+        "secret_files": secret_files,
+        "rank": rank,
+        "nnodes": nnodes,
+        "cluster": request.cluster or "",
+        "model": model,
+        "revision": revision,
+        "offline": offline,
+        "port": request.port,
+        "endpoint": "http://%s:%d" % (advertised, request.port),
+        "readiness": {
+            "kind": "http" if rank == 0 else "running",
+            "url": "http://%s:%d/health_generate" % (probe_host, request.port),
+            "base_url": "http://%s:%d" % (probe_host, request.port),
+        },
+    }
+    spec["spec_hash"] = spec_hash(spec)
+    spec["labels"][LABEL_SPEC_HASH] = spec["spec_hash"]
+    return spec
+
+
+def docker_run_command(spec):
+    """The `docker run` command line equivalent to a spec (for plans and for people)."""
+    words = ["docker", "run", "--detach", "--name", spec["name"]]
+    if spec.get("gpus"):
+        words += ["--gpus", spec["gpus"]]
+    words += ["--network", spec["network_mode"], "--ipc", spec["ipc_mode"], "--shm-size", spec["shm_size"]]
+    for ulimit in spec["ulimits"]:
+        words += ["--ulimit", "%s=%s:%s" % (ulimit["name"], ulimit["soft"], ulimit["hard"])]
+    words += ["--restart", spec["restart_policy"]]
+    words += ["--log-driver", spec["log_config"]["type"]]
+    for key, value in sorted(spec["log_config"]["config"].items()):
+        words += ["--log-opt", "%s=%s" % (key, value)]
+    for device in spec.get("devices") or []:
+        words += ["--device", device]
+    for cap in spec.get("cap_add") or []:
+        words += ["--cap-add", cap]
+    for mount in spec["mounts"]:
+        words += ["--volume", "%s:%s%s" % (mount["source"], mount["target"], ":ro" if mount["read_only"] else "")]
+    for key, value in sorted(spec["env"].items()):
+        words += ["--env", "%s=%s" % (key, value)]
+    for key, value in sorted(spec["labels"].items()):
+        words += ["--label", "%s=%s" % (key, value)]
+    words.append(spec["image"])
+    words += spec["command"]
+    return " ".join(shlex.quote(word) for word in words)
