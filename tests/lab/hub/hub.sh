@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# The lab's Hub stand-in: olah (offline mode) serving local git repositories, behind gate.py (tokens, gated repos,
+# Range, lab controls). A simulation for tests, never shipped with the collection.
+#
+#   hub.sh start            create the virtualenv and the repos if needed, start the servers (idempotent)
+#   hub.sh stop             stop this instance's servers
+#   hub.sh status           print whether it runs and where (exit 1 if not running)
+#   hub.sh url [--host A]   print the endpoint URL (for hosts: --host <lab network gateway>)
+#   hub.sh build            (re)build the repositories
+#   hub.sh token NAME       print a lab token: granted (access to the gated repo) or no-access
+#
+# Environment: HUB_PORT (18090), HUB_OLAH_PORT (HUB_PORT+1000), HUB_STATE_DIR (tests/lab/.state/hub; one per
+# instance), HUB_PYTHON (python3, >= 3.10). Several instances with their own port and state dir coexist.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+LAB_STATE="$(cd "$HERE/.." && pwd)/.state"
+PORT="${HUB_PORT:-18090}"
+OLAH_PORT="${HUB_OLAH_PORT:-$((PORT + 1000))}"
+STATE="${HUB_STATE_DIR:-$LAB_STATE/hub}"
+VENV="$LAB_STATE/hub-venv"
+PYTHON="${HUB_PYTHON:-python3}"
+OLAH_VERSION=0.5.4
+REQUIREMENTS="olah==$OLAH_VERSION safetensors==0.8.0 numpy"
+
+die() { echo "hub.sh: $*" >&2; exit 1; }
+
+ensure_venv() {
+  mkdir -p "$LAB_STATE"
+  # One virtualenv for all instances; a lock keeps parallel starts from building it twice.
+  exec 9>"$LAB_STATE/hub-venv.lock"
+  flock 9
+  if [[ "$(cat "$VENV/.lab-requirements" 2>/dev/null)" != "$REQUIREMENTS" ]]; then
+    command -v "$PYTHON" >/dev/null || die "HUB_PYTHON=$PYTHON not found: install python3 (>= 3.10) or set HUB_PYTHON"
+    rm -rf "$VENV"
+    "$PYTHON" -m venv "$VENV" || die "cannot create a virtualenv with $PYTHON: install python3-venv"
+    # shellcheck disable=SC2086
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check $REQUIREMENTS >"$LAB_STATE/hub-venv-pip.log" 2>&1 \
+      || { tail -5 "$LAB_STATE/hub-venv-pip.log" >&2; die "pip install $REQUIREMENTS failed (PyPI reachable?)"; }
+    echo "$REQUIREMENTS" >"$VENV/.lab-requirements"
+  fi
+  flock -u 9
+  exec 9>&-
+}
+
+build_repos() {
+  command -v git >/dev/null || die "git not found: apt-get install git"
+  local stamp
+  stamp="$(sha256sum "$HERE/build_repos.py" | cut -d' ' -f1)"
+  if [[ "${1:-}" == force || "$(cat "$STATE/mirrors/.built" 2>/dev/null)" != "$stamp" ]]; then
+    rm -rf "$STATE/mirrors"
+    mkdir -p "$STATE/mirrors"
+    "$VENV/bin/python" "$HERE/build_repos.py" "$STATE/mirrors" >"$STATE/repos.txt"
+    echo "$stamp" >"$STATE/mirrors/.built"
+  fi
+}
+
+alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+ready() {
+  curl -sf -o /dev/null --max-time 5 \
+    "http://127.0.0.1:$PORT/api/models/datacrunch-lab/tiny-deepseek-r1/revision/main"
+}
+
+start() {
+  mkdir -p "$STATE"
+  if alive "$STATE/gate.pid" && alive "$STATE/olah.pid" && ready; then
+    echo "hub: running at $(url)"
+    return 0
+  fi
+  stop_quiet
+  ensure_venv
+  build_repos
+  cat >"$STATE/olah.toml" <<EOF
+[basic]
+host = "127.0.0.1"
+port = $OLAH_PORT
+repos-path = "$STATE/olah-cache"
+mirrors-path = ["$STATE/mirrors"]
+mirror-netloc = "127.0.0.1:$OLAH_PORT"
+mirror-lfs-netloc = "127.0.0.1:$OLAH_PORT"
+
+[accessibility]
+offline = true
+EOF
+  (cd "$STATE" && setsid "$VENV/bin/olah-cli" --config "$STATE/olah.toml" --host 127.0.0.1 --port "$OLAH_PORT" \
+     --log-path "$STATE/logs" </dev/null >"$STATE/olah.log" 2>&1 & echo $! >"$STATE/olah.pid")
+  (setsid "$VENV/bin/python" "$HERE/gate.py" --listen "0.0.0.0:$PORT" --upstream "127.0.0.1:$OLAH_PORT" \
+     --mirrors "$STATE/mirrors" --config "$HERE/lab-tokens.json" </dev/null >"$STATE/gate.log" 2>&1 &
+   echo $! >"$STATE/gate.pid")
+  for _ in $(seq 1 120); do
+    if ready; then
+      echo "hub: running at $(url)"
+      return 0
+    fi
+    alive "$STATE/olah.pid" || { tail -20 "$STATE/olah.log" >&2; die "olah exited (log: $STATE/olah.log)"; }
+    alive "$STATE/gate.pid" || { tail -20 "$STATE/gate.log" >&2; die "gate exited (log: $STATE/gate.log)"; }
+    sleep 0.5
+  done
+  die "not ready after 60 s on port $PORT (logs: $STATE/olah.log, $STATE/gate.log)"
+}
+
+stop_quiet() {
+  local f
+  for f in "$STATE/gate.pid" "$STATE/olah.pid"; do
+    if alive "$f"; then
+      kill "$(cat "$f")" 2>/dev/null || true
+      for _ in $(seq 1 20); do alive "$f" || break; sleep 0.1; done
+      alive "$f" && kill -9 "$(cat "$f")" 2>/dev/null || true
+    fi
+    rm -f "$f"
+  done
+}
+
+url() {
+  local host=127.0.0.1
+  if [[ "${1:-}" == --host ]]; then
+    [[ -n "${2:-}" ]] || die "url --host needs an address"
+    host="$2"
+  fi
+  echo "http://$host:$PORT"
+}
+
+token() {
+  local name="${1:-}"
+  case "$name" in
+    granted) "$PYTHON" -c 'import json,sys; t=json.load(open(sys.argv[1]))["tokens"]; print(next(k for k,v in t.items() if v["granted"]))' "$HERE/lab-tokens.json" ;;
+    no-access) "$PYTHON" -c 'import json,sys; t=json.load(open(sys.argv[1]))["tokens"]; print(next(k for k,v in t.items() if not v["granted"]))' "$HERE/lab-tokens.json" ;;
+    *) die "token NAME: granted or no-access, not '$name'" ;;
+  esac
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop_quiet; echo "hub: stopped (port $PORT)" ;;
+  status)
+    if alive "$STATE/gate.pid" && alive "$STATE/olah.pid" && ready; then echo "hub: running at $(url)"; else echo "hub: not running (port $PORT)"; exit 1; fi ;;
+  url) shift; url "$@" ;;
+  build) ensure_venv; build_repos force; cat "$STATE/repos.txt" ;;
+  token) shift; token "$@" ;;
+  *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac
