@@ -1,0 +1,267 @@
+"""Benchmark reports: names, verdicts against profile figures, the previous run, and the files written."""
+
+import json
+import struct
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ansible_collections.datacrunch.sglang.plugins.module_utils import bench_output, bench_report
+from ansible_collections.datacrunch.sglang.plugins.module_utils.bench_report import BenchReportError
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT / "tests" / "fixtures" / "bench"
+PROFILES = ROOT / "roles" / "sglang_server" / "vars" / "profiles"
+
+
+def seed_one_batch(started_at="2026-11-28T22:20:00Z"):
+    result = bench_output.one_batch_result(
+        (FIXTURES / "seed-one-batch-deepseek-r1-8xh200.txt").read_text(),
+        requested={"batch_size": 1, "input_len": 128, "output_len": 256},
+    )
+    return {"started_at": started_at, "result": result["runs"][0]}
+
+
+def serving(started_at="2026-11-28T22:10:03Z", scale=1.0):
+    records = bench_output.parse_serving_jsonl((FIXTURES / "serving-v0.5.18.jsonl").read_text())
+    for record in records:
+        record["output_throughput"] *= scale
+        record["median_tpot_ms"] /= scale
+    return {
+        "started_at": started_at,
+        "settings": {"dataset_name": "random-ids", "input_len": 128, "output_len": 256},
+        "results": records,
+    }
+
+
+def png_size(path):
+    data = Path(path).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+# --- names -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("image", "tag"),
+    [
+        ("lmsysorg/sglang:v0.5.18", "v0.5.18"),
+        ("localhost/sglang-standin:v0.5.23", "v0.5.23"),
+        ("lmsysorg/sglang", "latest"),
+        ("lmsysorg/sglang@sha256:" + "ab" * 32, "sha256-abababababab"),
+        ("lmsysorg/sglang:v0.5.18-cu130@sha256:" + "cd" * 32, "v0.5.18-cu130"),
+        ("registry.example:5000/team/sglang:dev", "dev"),
+    ],
+)
+def test_image_tag(image, tag):
+    assert bench_report.image_tag(image) == tag
+
+
+def test_report_basename_sorts_by_time_and_is_safe():
+    document = {
+        "started_at": "2026-11-28T22:10:03Z",
+        "host": "gpu 1/a",
+        "profile": "deepseek-r1",
+        "image": "lmsysorg/sglang:v0.5.18",
+    }
+    assert bench_report.report_basename(document) == "20261128T221003Z-gpu_1_a-deepseek-r1-v0.5.18"
+
+
+# --- expected figures and verdicts -------------------------------------------------------------------
+
+
+def test_seed_figure_from_the_shipped_profile_passes_on_the_seed_run():
+    profile = yaml.safe_load((PROFILES / "deepseek-r1.yml").read_text())
+    document, _previous = bench_report.build_document(
+        "h1", "deepseek-r1", "lmsysorg/sglang:v0.5.18", one_batch=seed_one_batch(), expected=profile["expected"]
+    )
+    (row,) = document["verdicts"]
+    assert row["field"] == "median_decode_throughput"
+    assert (row["expected"], row["measured"], row["verdict"]) == (47.67, 47.67, "pass")
+
+
+def test_throughput_floor_latency_ceiling_and_tolerance():
+    run = {bench_report.ONE_BATCH: {"result": {"median_decode_throughput": 47.0, "median_decode_latency": 0.0213}}}
+    expected = {"bench_one_batch": {"median_decode_throughput": 47.67, "median_decode_latency": 0.021}}
+    strict = {row["field"]: row["verdict"] for row in bench_report.evaluate(run, expected, 0)}
+    assert strict == {"median_decode_throughput": "miss", "median_decode_latency": "miss"}
+    loose = {row["field"]: row["verdict"] for row in bench_report.evaluate(run, expected, 5)}
+    assert loose == {"median_decode_throughput": "pass", "median_decode_latency": "pass"}
+
+
+def test_serving_bounds_per_concurrency_explicit_and_absent():
+    document = {bench_report.SERVING: serving()}
+    expected = {
+        "bench_serving": {
+            4: {"output_throughput": 150, "median_tpot_ms": {"max": 20}},
+            "16": {"output_throughput": 10_000},
+            64: {"output_throughput": 1},
+        }
+    }
+    verdicts = {(row["concurrency"], row["field"]): row["verdict"] for row in bench_report.evaluate(document, expected)}
+    assert verdicts == {
+        (4, "output_throughput"): "pass",
+        (4, "median_tpot_ms"): "miss",
+        (16, "output_throughput"): "miss",
+        (64, "output_throughput"): "absent",
+    }
+
+
+@pytest.mark.parametrize(
+    ("expected", "message"),
+    [
+        ({"bench_latency": {"x": 1}}, r"expected\.bench_latency is not a benchmark"),
+        ({"bench_serving": {"four": {"output_throughput": 1}}}, r"key 'four' must be a max concurrency"),
+        ({"bench_one_batch": {"median_decode_throughput": "fast"}}, r"'fast' must be a number"),
+        ({"bench_one_batch": {"completed_ok": 3}}, r"cannot tell whether more or less is better"),
+        ({"bench_one_batch": {"median_decode_latency": {"min": 1, "max": 2}}}, r"one of min/max"),
+        ([47.67], r"must be a mapping"),
+    ],
+)
+def test_bad_expected_figures_are_named(expected, message):
+    with pytest.raises(BenchReportError, match=message):
+        bench_report.evaluate({}, expected)
+
+
+def test_bad_tolerance_and_missing_results_are_named():
+    with pytest.raises(BenchReportError, match=r"tolerance_pct=150"):
+        bench_report.evaluate({}, {}, 150)
+    with pytest.raises(BenchReportError, match=r"no results to report"):
+        bench_report.build_document("h1", "p", "img:v1")
+    with pytest.raises(BenchReportError, match=r"host=''"):
+        bench_report.build_document("", "p", "img:v1", one_batch=seed_one_batch())
+
+
+# --- previous run ------------------------------------------------------------------------------------
+
+
+def test_previous_run_is_the_latest_earlier_one_of_the_same_host_and_profile(tmp_path):
+    def write(name, **fields):
+        base = {"schema": 1, "host": "h1", "profile": "deepseek-r1", "started_at": "2026-11-01T00:00:00Z"}
+        (tmp_path / name).write_text(json.dumps(base | fields))
+
+    write("a.json", started_at="2026-11-20T00:00:00Z", image="img:old")
+    write("b.json", started_at="2026-11-25T00:00:00Z", image="img:wanted")
+    write("c.json", started_at="2026-11-26T00:00:00Z", host="h2")
+    write("d.json", started_at="2026-11-26T00:00:00Z", profile="deepseek-r1-mtp")
+    write("e.json", started_at="2026-11-29T00:00:00Z")  # later than the current run
+    write("f.json", started_at="2026-11-27T00:00:00Z", schema=99)
+    (tmp_path / "g.json").write_text("{not json")
+    (tmp_path / "h.md").write_text("# not a report")
+    current = {"host": "h1", "profile": "deepseek-r1", "started_at": "2026-11-28T00:00:00Z"}
+    path, previous = bench_report.find_previous(str(tmp_path), current)
+    assert Path(path).name == "b.json"
+    assert previous["image"] == "img:wanted"
+    assert bench_report.find_previous(str(tmp_path / "missing"), current) == (None, None)
+
+
+def test_comparison_judges_direction():
+    before = {bench_report.SERVING: serving(), bench_report.ONE_BATCH: seed_one_batch()}
+    after = {bench_report.SERVING: serving(scale=0.5), bench_report.ONE_BATCH: seed_one_batch()}
+    rows = {(row["concurrency"], row["field"]): row for row in bench_report.compare(before, after)}
+    assert rows[(4, "output_throughput")]["change_pct"] == pytest.approx(-50)
+    assert rows[(4, "output_throughput")]["better"] is False
+    assert rows[(4, "median_tpot_ms")]["change_pct"] == pytest.approx(100)
+    assert rows[(4, "median_tpot_ms")]["better"] is False
+    assert rows[(None, "median_decode_throughput")]["better"] is None  # unchanged
+    assert bench_report.compare(None, after) == []
+
+
+# --- files -------------------------------------------------------------------------------------------
+
+
+def build(tmp_path, scale=1.0, started_at=None, image="lmsysorg/sglang:v0.5.18"):
+    expected = {
+        "bench_one_batch": {"median_decode_throughput": 47.67},
+        "bench_serving": {4: {"output_throughput": 150}},
+    }
+    return bench_report.build_document(
+        "dcsg-lab-1",
+        "deepseek-r1",
+        image,
+        serving=serving(scale=scale),
+        one_batch=seed_one_batch(),
+        expected=expected,
+        tolerance_pct=5,
+        report_dir=str(tmp_path),
+        started_at=started_at,
+    )
+
+
+def test_report_files_json_markdown_and_plots(tmp_path):
+    document, previous = build(tmp_path, started_at="2026-11-27T08:00:00Z")
+    assert previous is None
+    first = bench_report.write_report(str(tmp_path), document, previous)
+    assert first["warnings"] == []
+    names = sorted(Path(path).name for path in first["files"])
+    assert names == [
+        "20261127T080000Z-dcsg-lab-1-deepseek-r1-v0.5.18-latency.png",
+        "20261127T080000Z-dcsg-lab-1-deepseek-r1-v0.5.18-throughput.png",
+        "20261127T080000Z-dcsg-lab-1-deepseek-r1-v0.5.18.json",
+        "20261127T080000Z-dcsg-lab-1-deepseek-r1-v0.5.18.md",
+    ]
+
+    document, previous = build(tmp_path, scale=0.5, image="lmsysorg/sglang:v0.5.23")
+    second = bench_report.write_report(str(tmp_path), document, previous)
+    json_path, md_path, throughput_png, latency_png = second["files"]
+    saved = json.loads(Path(json_path).read_text())
+    assert saved["previous"]["file"] == "20261127T080000Z-dcsg-lab-1-deepseek-r1-v0.5.18.json"
+    assert saved["previous"]["image"] == "lmsysorg/sglang:v0.5.18"
+    verdicts = {(row["program"], row["concurrency"], row["field"]): row["verdict"] for row in saved["verdicts"]}
+    assert verdicts == {
+        ("bench_one_batch", None, "median_decode_throughput"): "pass",
+        ("bench_serving", 4, "output_throughput"): "miss",
+    }
+    markdown = Path(md_path).read_text()
+    assert "| bench_serving | 4 | output_throughput | 80.57 | >= 142.5 (expected 150.0, tolerance 5%) | **MISS** |" in (
+        markdown
+    )
+    assert "| bench_one_batch | - | median_decode_throughput | 47.67 | >= 45.29" in markdown
+    assert "| 4 | 16 | 80.57 |" in markdown
+    assert "| bench_serving | 4 | output_throughput | 161.1 | 80.57 | -50.0% worse |" in markdown
+    assert f"![{Path(throughput_png).name}]({Path(throughput_png).name})" in markdown
+    assert png_size(throughput_png) == (960, 600)
+    assert png_size(latency_png) == (1320, 576)
+    assert Path(throughput_png).stat().st_size > 20_000
+
+
+def test_reports_never_hold_the_api_key(tmp_path):
+    assert "sk-fixture-must-not-leak" in (FIXTURES / "serving-v0.5.18.jsonl").read_text()
+    document, previous = build(tmp_path)
+    result = bench_report.write_report(str(tmp_path), document, previous)
+    for path in result["files"]:
+        assert b"sk-fixture-must-not-leak" not in Path(path).read_bytes()
+
+
+def test_check_mode_writes_nothing(tmp_path):
+    document, previous = build(tmp_path / "reports")
+    result = bench_report.write_report(str(tmp_path / "reports"), document, previous, check_mode=True)
+    assert len(result["files"]) == 4
+    assert not (tmp_path / "reports").exists()
+
+
+def test_without_matplotlib_the_reports_are_still_written(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    document, previous = build(tmp_path)
+    result = bench_report.write_report(str(tmp_path), document, previous)
+    assert [Path(path).suffix for path in result["files"]] == [".json", ".md"]
+    assert all(Path(path).is_file() for path in result["files"])
+    assert "matplotlib is not installed" in result["warnings"][0]
+    assert "## Plots" not in Path(result["files"][1]).read_text()
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_one_batch_only_report_has_no_plots(tmp_path):
+    document, previous = bench_report.build_document(
+        "h1", "deepseek-r1", "lmsysorg/sglang:v0.5.18", one_batch=seed_one_batch(), report_dir=str(tmp_path)
+    )
+    result = bench_report.write_report(str(tmp_path), document, previous)
+    assert [Path(path).suffix for path in result["files"]] == [".json", ".md"]
+    markdown = Path(result["files"][1]).read_text()
+    assert "## Single batch (bench_one_batch: batch 1, input 128, output 256)" in markdown
+    assert "| 47.67 | 0.02098 | 0.19635 | 651.9 | 5.537 | 69.35 |" in markdown
+    assert "The profile sets no expected figures." in markdown
