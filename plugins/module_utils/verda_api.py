@@ -1,0 +1,464 @@
+# Copyright: datacrunch.sglang contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A small client for the DataCrunch (Verda) public API.
+
+OAuth2 client credentials with token refresh, bounded retries (429 with Retry-After, 5xx on safe requests) and
+errors that say what failed and how to fix it, without ever repeating the client secret or a token.
+
+Standard library only: the inventory plugin and the provisioning modules share it, and module code may run on a
+Python without ``requests``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import ipaddress
+import json
+import os
+import socket
+import ssl
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+DEFAULT_BASE_URL = "https://api.verda.com/v1"
+CLIENT_ID_ENV = ("VERDA_CLIENT_ID", "DATACRUNCH_CLIENT_ID")
+CLIENT_SECRET_ENV = ("VERDA_CLIENT_SECRET", "DATACRUNCH_CLIENT_SECRET")
+BASE_URL_ENV = ("VERDA_BASE_URL", "DATACRUNCH_BASE_URL")
+
+USER_AGENT = "datacrunch.sglang"
+# Refresh a little before the announced expiry, so a request never leaves with a token that dies in flight.
+TOKEN_EXPIRY_MARGIN_S = 30
+# Requests that can be repeated without effect beyond the first: retried on server errors and timeouts.
+SAFE_METHODS = frozenset({"GET", "HEAD"})
+REDACTED = "********"
+
+# What to do about each error code the API documents.
+_FIXES = {
+    "unauthorized_request": (
+        "check the client credentials (VERDA_CLIENT_ID / VERDA_CLIENT_SECRET, or client_id / client_secret); "
+        "create or rotate them under Keys in the DataCrunch (Verda) console"
+    ),
+    "insufficient_funds": "add funds to the DataCrunch (Verda) account, then run again",
+    "forbidden_action": "the account may not do this; check the project and the key's permissions",
+    "not_found": "the object does not exist (any more); refresh what you know about it",
+    "invalid_request": "check the values sent (type, image, location, hostname, SSH key ids)",
+    "server_error": "the API failed on its side; run again later",
+    "service_unavailable": "the API is unavailable; run again later",
+}
+
+
+class VerdaError(Exception):
+    """Any failure talking to the API. ``str()`` is a complete, user-facing message."""
+
+    def __init__(self, message, code=None, status=None):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.status = status
+
+
+class VerdaConfigError(VerdaError):
+    """Bad or missing settings, found before any request is sent."""
+
+
+class VerdaAPIError(VerdaError):
+    """The API answered with an error, or could not be reached."""
+
+
+class VerdaSettings:
+    """Where and as whom to talk to the API."""
+
+    __slots__ = ("base_url", "client_id", "client_secret")
+
+    def __init__(self, base_url, client_id, client_secret):
+        self.base_url = base_url
+        self.client_id = client_id
+        self.client_secret = client_secret
+
+    def __repr__(self):
+        return f"VerdaSettings(base_url={self.base_url!r}, client_id={mask(self.client_id)!r}, client_secret=...)"
+
+
+def mask(value):
+    """A hint of an identifier that is safe to print: its first characters only."""
+    if not value:
+        return ""
+    return value[:4] + "..." if len(value) > 4 else "..."
+
+
+def _first_env(names, environ):
+    for name in names:
+        value = environ.get(name)
+        if value:
+            return value, name
+    return None, None
+
+
+def _is_loopback(host):
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_base_url(base_url, variable="base_url"):
+    """The base URL without a trailing slash; refuses what would leak the secret or cannot work."""
+    parsed = urllib.parse.urlsplit(base_url or "")
+    if parsed.scheme not in ("https", "http") or not parsed.hostname:
+        raise VerdaConfigError(
+            f"{variable}={base_url!r} is not an API URL: use the form {DEFAULT_BASE_URL} (or set VERDA_BASE_URL)"
+        )
+    if parsed.query or parsed.fragment:
+        raise VerdaConfigError(f"{variable}={base_url!r} must not carry a query or fragment: use {DEFAULT_BASE_URL}")
+    if parsed.username or parsed.password:
+        raise VerdaConfigError(
+            f"{variable} must not carry credentials in the URL: set VERDA_CLIENT_ID / VERDA_CLIENT_SECRET instead"
+        )
+    if parsed.scheme == "http" and not _is_loopback(parsed.hostname):
+        raise VerdaConfigError(
+            f"{variable}={base_url!r} would send the client secret unencrypted to {parsed.hostname}: use https:// "
+            "(plain http is accepted on loopback only)"
+        )
+    return base_url.rstrip("/")
+
+
+def resolve_settings(client_id=None, client_secret=None, base_url=None, environ=None):
+    """Settings from explicit values, else the environment (``VERDA_*``, then the older ``DATACRUNCH_*``)."""
+    environ = os.environ if environ is None else environ
+    if not client_id:
+        client_id, _ = _first_env(CLIENT_ID_ENV, environ)
+    if not client_secret:
+        client_secret, _ = _first_env(CLIENT_SECRET_ENV, environ)
+    if not base_url:
+        base_url, _ = _first_env(BASE_URL_ENV, environ)
+    missing = [name for name, value in (("client_id", client_id), ("client_secret", client_secret)) if not value]
+    if missing:
+        raise VerdaConfigError(
+            "no DataCrunch (Verda) API credentials: {} not set. Export VERDA_CLIENT_ID and VERDA_CLIENT_SECRET "
+            "(the older DATACRUNCH_CLIENT_ID / DATACRUNCH_CLIENT_SECRET also work), or set client_id and "
+            "client_secret in the inventory config or module arguments".format(" and ".join(missing))
+        )
+    return VerdaSettings(check_base_url(base_url or DEFAULT_BASE_URL), client_id, client_secret)
+
+
+def parse_retry_after(value, now=None):
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date); None when absent or unreadable."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    now = time.time() if now is None else now
+    return max(0.0, when.timestamp() - now)
+
+
+class _Response:
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def text(self):
+        return self.body.decode("utf-8", errors="replace")
+
+    def json(self):
+        if not self.body.strip():
+            return None
+        return json.loads(self.body)
+
+
+class VerdaClient:
+    """Talks to the API as one OAuth2 client; authenticates on first use and refreshes as tokens expire."""
+
+    def __init__(
+        self,
+        settings,
+        timeout=30.0,
+        max_retries=4,
+        max_retry_wait=60.0,
+        log=None,
+        sleep=time.sleep,
+        clock=time.monotonic,
+        ssl_context=None,
+    ):
+        self.settings = settings
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.max_retry_wait = max_retry_wait
+        self._log = log or (lambda message: None)
+        self._sleep = sleep
+        self._clock = clock
+        self._ssl_context = ssl_context
+        self._access_token = None
+        self._refresh_token = None
+        self._expires_at = 0.0
+
+    # ---- low level -------------------------------------------------------------------------------------------
+
+    def _redact(self, text):
+        for secret in (self.settings.client_secret, self._access_token, self._refresh_token):
+            if secret:
+                text = text.replace(secret, REDACTED)
+        return text
+
+    def _fail(self, message, code=None, status=None):
+        return VerdaAPIError(self._redact(message), code=code, status=status)
+
+    def _send(self, method, path, params=None, body=None, token=None):
+        url = self.settings.base_url + path
+        if params:
+            query = {key: value for key, value in params.items() if value is not None}
+            if query:
+                url += "?" + urllib.parse.urlencode(query)
+        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode("utf-8")
+            headers["Content-Type"] = "application/json"
+        if token:
+            headers["Authorization"] = "Bearer " + token
+        # check_base_url admits http(s) only.
+        request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310
+        self._log(f"DataCrunch API: {method} {path}")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout, context=self._ssl_context) as answer:  # noqa: S310
+                return _Response(answer.status, answer.headers, answer.read())
+        except urllib.error.HTTPError as error:
+            return _Response(error.code, error.headers, error.read() or b"")
+
+    def _send_retrying(self, method, path, params=None, body=None, token=None):
+        """One logical request: retries 429 always, and network or 5xx failures for safe methods."""
+        retryable = method in SAFE_METHODS or path == "/oauth2/token"
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = self._send(method, path, params=params, body=body, token=token)
+            except (urllib.error.URLError, OSError) as error:
+                reason = getattr(error, "reason", error)
+                if retryable and attempt <= self.max_retries and not isinstance(reason, ssl.SSLError):
+                    self._backoff(attempt, None, f"{method} {path}: {reason}")
+                    continue
+                raise self._unreachable(method, path, reason) from None
+            if response.status == 429 and attempt <= self.max_retries:
+                self._backoff(attempt, parse_retry_after(response.headers.get("Retry-After")), f"{method} {path}: 429")
+                continue
+            if response.status >= 500 and retryable and attempt <= self.max_retries:
+                self._backoff(attempt, parse_retry_after(response.headers.get("Retry-After")), f"{method} {path}: "
+                              f"HTTP {response.status}")
+                continue
+            return response, attempt
+
+    def _backoff(self, attempt, retry_after, what):
+        wait = retry_after if retry_after is not None else min(2.0 ** (attempt - 1), 16.0)
+        wait = min(wait, self.max_retry_wait)
+        self._log(f"DataCrunch API: {what}; retrying in {wait:.1f}s (attempt {attempt + 1})")
+        self._sleep(wait)
+
+    def _unreachable(self, method, path, reason):
+        if isinstance(reason, ssl.SSLError):
+            fix = "the TLS connection failed; check the system CA certificates and any proxy in between"
+        elif isinstance(reason, (socket.timeout, TimeoutError)):
+            fix = f"no answer within {self.timeout:g}s; check the network or raise the timeout"
+        else:
+            fix = "check the network and VERDA_BASE_URL (or base_url)"
+        return self._fail(
+            f"DataCrunch API at {self.settings.base_url} is unreachable ({method} {path}: {reason}): {fix}",
+            code="unreachable",
+        )
+
+    def _error(self, method, path, response, attempts):
+        try:
+            payload = response.json()
+        except ValueError:
+            payload = None
+        code = message = None
+        if isinstance(payload, dict):
+            code = payload.get("code")
+            message = payload.get("message") or payload.get("error_description") or payload.get("error")
+        if not message:
+            message = response.text().strip()[:300] or "(empty answer)"
+        if response.status == 429:
+            retry_after = response.headers.get("Retry-After")
+            fix = (
+                f"the API rate limit held through {attempts} attempts"
+                + (f" (Retry-After: {retry_after}s)" if retry_after else "")
+                + "; wait and run again, and let the inventory cache its answers (cache: true)"
+            )
+            code = code or "rate_limited"
+        elif code in _FIXES:
+            fix = _FIXES[code]
+        elif response.status in (401, 403):
+            fix = _FIXES["unauthorized_request"]
+        elif response.status >= 500:
+            fix = _FIXES["server_error"]
+        else:
+            fix = _FIXES["invalid_request"]
+        return self._fail(
+            f"DataCrunch API {method} {path} failed: HTTP {response.status}"
+            + (f" {code}" if code else "")
+            + f": {message}. Fix: {fix}",
+            code=code,
+            status=response.status,
+        )
+
+    # ---- authentication ----------------------------------------------------------------------------------------
+
+    def _take_token(self, response):
+        data = response.json()
+        if not isinstance(data, dict) or not data.get("access_token"):
+            raise self._fail("DataCrunch API POST /oauth2/token answered without an access_token: "
+                             "check VERDA_BASE_URL points at the API (…/v1)", code="invalid_token_answer")
+        self._access_token = data["access_token"]
+        self._refresh_token = data.get("refresh_token")
+        expires_in = float(data.get("expires_in") or 0)
+        self._expires_at = self._clock() + max(0.0, expires_in - TOKEN_EXPIRY_MARGIN_S)
+
+    def authenticate(self):
+        """Client-credentials grant: a fresh access token (and refresh token)."""
+        body = {
+            "grant_type": "client_credentials",
+            "client_id": self.settings.client_id,
+            "client_secret": self.settings.client_secret,
+        }
+        response, attempts = self._send_retrying("POST", "/oauth2/token", body=body)
+        if response.status >= 400:
+            error = self._error("POST", "/oauth2/token", response, attempts)
+            if response.status in (400, 401, 403):
+                raise self._fail(
+                    f"DataCrunch API refused the client credentials (client id {mask(self.settings.client_id)!r}, "
+                    f"HTTP {response.status}{' ' + error.code if error.code else ''}). Fix: "
+                    + _FIXES["unauthorized_request"],
+                    code=error.code or "unauthorized_request",
+                    status=response.status,
+                )
+            raise error
+        self._take_token(response)
+
+    def refresh(self):
+        """Refresh-token grant; falls back to the client credentials when the refresh token is refused."""
+        if not self._refresh_token:
+            self.authenticate()
+            return
+        body = {"grant_type": "refresh_token", "refresh_token": self._refresh_token}
+        response, attempts = self._send_retrying("POST", "/oauth2/token", body=body)
+        if response.status in (400, 401, 403):
+            self._log("DataCrunch API: refresh token refused; authenticating again")
+            self.authenticate()
+            return
+        if response.status >= 400:
+            raise self._error("POST", "/oauth2/token", response, attempts)
+        self._take_token(response)
+
+    def _token(self):
+        if not self._access_token:
+            self.authenticate()
+        elif self._clock() >= self._expires_at:
+            self.refresh()
+        return self._access_token
+
+    # ---- requests ----------------------------------------------------------------------------------------------
+
+    def request(self, method, path, params=None, body=None):
+        """Sends an authenticated request; returns the response. Errors raise VerdaAPIError."""
+        response, attempts = self._send_retrying(method, path, params=params, body=body, token=self._token())
+        if response.status == 401:
+            # The token may have been revoked or expired early: one more try with a fresh one.
+            self._log("DataCrunch API: access token refused; refreshing")
+            self.refresh()
+            response, attempts = self._send_retrying(method, path, params=params, body=body, token=self._token())
+        if response.status >= 400:
+            raise self._error(method, path, response, attempts)
+        return response
+
+    def _json(self, method, path, params=None, body=None):
+        response = self.request(method, path, params=params, body=body)
+        try:
+            return response.json()
+        except ValueError:
+            raise self._fail(f"DataCrunch API {method} {path} answered with something other than JSON: "
+                             f"{response.text()[:200]!r}. Fix: check VERDA_BASE_URL", code="bad_answer") from None
+
+    def _list(self, path, params=None):
+        data = self._json("GET", path, params=params)
+        if not isinstance(data, list):
+            raise self._fail(f"DataCrunch API GET {path} answered with {type(data).__name__}, not a list. "
+                             "Fix: check VERDA_BASE_URL", code="bad_answer")
+        return data
+
+    def _get_or_none(self, path):
+        try:
+            return self._json("GET", path)
+        except VerdaAPIError as error:
+            if error.status == 404 or error.code == "not_found":
+                return None
+            raise
+
+    @staticmethod
+    def _segment(value, what):
+        value = str(value)
+        if not value or value in (".", "..") or not all(c.isalnum() or c in "-._~" for c in value):
+            raise VerdaConfigError(f"{what}={value!r} is not a valid identifier: use the id the API returned")
+        return value
+
+    # Instances
+
+    def list_instances(self, status=None):
+        return self._list("/instances", params={"status": status})
+
+    def get_instance(self, instance_id):
+        return self._get_or_none("/instances/" + self._segment(instance_id, "instance id"))
+
+    def create_instance(self, payload):
+        """Orders an instance; returns its id (the API answers with the bare id as text)."""
+        text = self.request("POST", "/instances", body=payload).text().strip()
+        if text.startswith('"'):
+            text = json.loads(text)
+        return text
+
+    def instance_action(self, instance_ids, action, volume_ids=None, delete_permanently=False):
+        body = {"id": list(instance_ids), "action": action, "volume_ids": volume_ids}
+        if delete_permanently:
+            body["delete_permanently"] = True
+        return self.request("PUT", "/instances", body=body).json()
+
+    def instance_available(self, instance_type, location=None, is_spot=False):
+        path = "/instance-availability/" + self._segment(instance_type, "instance_type")
+        return self._json("GET", path, params={"isSpot": str(bool(is_spot)).lower(), "location_code": location}) is True
+
+    # Instant Clusters
+
+    def list_clusters(self, status=None):
+        return self._list("/clusters", params={"status": status})
+
+    def get_cluster(self, cluster_id):
+        return self._get_or_none("/clusters/" + self._segment(cluster_id, "cluster id"))
+
+    def create_cluster(self, payload):
+        data = self._json("POST", "/clusters", body=payload)
+        if not isinstance(data, dict) or not data.get("id"):
+            raise self._fail(f"DataCrunch API POST /clusters answered without an id: {data!r}", code="bad_answer")
+        return data["id"]
+
+    def discontinue_clusters(self, cluster_ids):
+        body = {"actions": [{"id": cluster_id, "action": "discontinue"} for cluster_id in cluster_ids]}
+        return self.request("PUT", "/clusters", body=body).json()
+
+    def cluster_available(self, cluster_type, location=None):
+        path = "/cluster-availability/" + self._segment(cluster_type, "cluster_type")
+        return self.request("GET", path, params={"location_code": location}).text().strip() == "true"
+
+    # SSH keys
+
+    def list_ssh_keys(self):
+        return self._list("/sshkeys")

@@ -1,0 +1,107 @@
+"""Start the DataCrunch (Verda) API stand-in and steer it from tests: faults, pool, seed, request log.
+
+In-process (a thread, for unit tests) or as its own process on loopback (for ansible-playbook and ansible-inventory
+runs, which read VERDA_BASE_URL).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SERVER = HERE / "verda_api_standin.py"
+CLIENT_ID = "standin-client-7f3a"
+CLIENT_SECRET = "standin-secret-d41c9b2e5a"  # only ever valid against the stand-in
+
+sys.path.insert(0, str(HERE))
+import verda_api_standin  # noqa: E402
+
+
+class Control:
+    """The stand-in's control endpoints (outside the API, no auth)."""
+
+    def __init__(self, base_url):
+        self.base_url = base_url
+        self.root = base_url[: -len(verda_api_standin.API_PREFIX)] + verda_api_standin.ADMIN_PREFIX
+
+    def _call(self, method, route, payload=None):
+        data = json.dumps(payload).encode() if payload is not None else None
+        request = urllib.request.Request(self.root + route, data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            body = answer.read()
+        return json.loads(body) if body else None
+
+    def fault(self, kind, count=1, method=None, path=None, retry_after=1, **extra):
+        self._call("POST", "/faults", {"kind": kind, "count": count, "method": method, "path": path,
+                                       "retry_after": retry_after, **extra})
+
+    def clear_faults(self):
+        self._call("DELETE", "/faults")
+
+    def requests(self):
+        return self._call("GET", "/requests")
+
+    def clear_requests(self):
+        self._call("DELETE", "/requests")
+
+    def state(self):
+        return self._call("GET", "/state")
+
+    def seed(self, instances=(), clusters=()):
+        self._call("POST", "/seed", {"instances": list(instances), "clusters": list(clusters)})
+
+    def reset(self, pool=()):
+        self._call("POST", "/reset", {"addresses": list(pool)})
+
+    def set_pool(self, addresses):
+        self._call("POST", "/pool", {"addresses": list(addresses)})
+
+    def env(self):
+        """The environment a client needs to reach this stand-in."""
+        return {"VERDA_BASE_URL": self.base_url, "VERDA_CLIENT_ID": CLIENT_ID, "VERDA_CLIENT_SECRET": CLIENT_SECRET}
+
+
+@contextlib.contextmanager
+def in_thread(**options):
+    """The stand-in in this process, on a free loopback port."""
+    options.setdefault("provision_seconds", 0.4)
+    options.setdefault("action_seconds", 0.2)
+    state = verda_api_standin.StandInState(CLIENT_ID, CLIENT_SECRET, **options)
+    server = verda_api_standin.StandInServer(("127.0.0.1", 0), state)
+    server.start_background()
+    try:
+        yield Control(server.base_url)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextlib.contextmanager
+def in_process(*args, env=None):
+    """The stand-in as its own process (`python3 verda_api_standin.py ARGS`), on a free loopback port."""
+    with tempfile.TemporaryDirectory(prefix="verda-standin-") as tmp:
+        url_file = os.path.join(tmp, "url")
+        command = [sys.executable, str(SERVER), "--listen", "127.0.0.1:0", "--url-file", url_file,
+                   "--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET, *args]
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                   env={**os.environ, **(env or {})})
+        try:
+            deadline = time.monotonic() + 15
+            while not os.path.exists(url_file):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the API stand-in did not start: " + process.stderr.read().decode())
+                time.sleep(0.05)
+            with open(url_file, encoding="utf-8") as handle:
+                yield Control(handle.read().strip())
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
