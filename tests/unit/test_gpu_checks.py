@@ -1,0 +1,370 @@
+"""Preflight verdicts on facts: nvidia-smi facts come from the replayed real outputs, the rest is shaped as
+gpu_info returns it. Each fault must fail its own check, with a message that says what and how to fix."""
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from ansible_collections.datacrunch.sglang.plugins.module_utils import gpu_checks, nvidia_smi
+
+STANDIN = Path(__file__).resolve().parents[1] / "fixtures" / "nvidia-smi" / "nvidia-smi-standin"
+GIB = 1024**3
+OUR_CONTAINER = {
+    "id": "c0ffee",
+    "name": "sglang",
+    "image": "lmsysorg/sglang:v0.5.18",
+    "labels": {"datacrunch.sglang.spec-hash": "x"},
+}
+
+
+def gpu_facts(variant, monkeypatch):
+    monkeypatch.setenv("NVIDIA_SMI_FIXTURE", variant)
+    return nvidia_smi.collect(str(STANDIN))
+
+
+@pytest.fixture
+def healthy(monkeypatch):
+    return {
+        "gpu": gpu_facts("h200-x8", monkeypatch),
+        "toolkit": {
+            "installed": True,
+            "version": "1.18.0",
+            "binaries": {"nvidia-ctk": "/usr/bin/nvidia-ctk", "nvidia-container-runtime-hook": "/usr/bin/hook"},
+            "daemon_json_runtimes": ["nvidia"],
+            "cdi_specs": [],
+        },
+        "docker": {
+            "installed": True,
+            "running": True,
+            "version": "28.1.1",
+            "api_version": "1.49",
+            "runtimes": ["nvidia", "runc"],
+            "root_dir": "/var/lib/docker",
+        },
+        "images": [{"image": "lmsysorg/sglang:v0.5.18", "present": True, "size": 40 * GIB}],
+        "container_probe": {
+            "image": "lmsysorg/sglang:v0.5.18",
+            "ran": True,
+            "exit_code": 0,
+            "seconds": 1.5,
+            "output": "\n".join(f"GPU {i}: NVIDIA H200 (UUID: GPU-{i})" for i in range(8)),
+        },
+        "disk": {
+            "/root/.cache/huggingface": {"free": 2000 * GIB, "total": 3000 * GIB, "mount": "/", "error": ""},
+            "/var/cache/datacrunch-sglang": {"free": 2000 * GIB, "total": 3000 * GIB, "mount": "/", "error": ""},
+            "/var/lib/docker": {"free": 2000 * GIB, "total": 3000 * GIB, "mount": "/", "error": ""},
+        },
+        "sizes": {"/root/.cache/huggingface/hub/models--deepseek-ai--DeepSeek-R1": {"bytes": 0}},
+        "shm": {"total": 700 * GIB, "free": 700 * GIB},
+        "ports": {
+            "30000": {"port": 30000, "free": True, "listeners": []},
+            "50000": {"port": 50000, "free": True, "listeners": []},
+        },
+        "network": {
+            "interfaces": {"lo": ["127.0.0.1"], "ens7": ["10.0.0.4"]},
+            "private_addresses": [{"interface": "ens7", "address": "10.0.0.4"}],
+        },
+        "ib_devices": [],
+    }
+
+
+@pytest.fixture
+def req():
+    return {
+        "profile": "deepseek-r1",
+        "gpu_model": "H200",
+        "gpu_count": 8,
+        "image": "lmsysorg/sglang:v0.5.18",
+        "container_probe": True,
+        "disk": [
+            {
+                "name": "model",
+                "path": "/root/.cache/huggingface",
+                "need_bytes": 723 * 10**9,
+                "present_path": "/root/.cache/huggingface/hub/models--deepseek-ai--DeepSeek-R1",
+            },
+            {"name": "caches", "path": "/var/cache/datacrunch-sglang", "need_bytes": 20 * 10**9},
+        ],
+        "image_bytes": 50 * 10**9,
+        "shm_min_bytes": 32 * GIB,
+        "port": 30000,
+    }
+
+
+def by_name(result):
+    return {check["name"]: check for check in result["checks"]}
+
+
+def failing(result):
+    return {check["name"]: check for check in result["checks"] if check["status"] == "fail"}
+
+
+def test_healthy_host_passes(healthy, req):
+    result = gpu_checks.evaluate(healthy, req)
+    assert failing(result) == {}
+    assert result["failed"] is False
+    checks = by_name(result)
+    assert checks["gpus"]["summary"].startswith("8 x NVIDIA H200")
+    assert checks["nvlink"]["summary"] == "all 28 GPU pairs joined (NV18), all links up"
+    assert checks["container gpus"]["summary"].startswith("a container sees 8 GPUs")
+    assert checks["disk /"]["status"] == "pass"
+    assert checks["fabric"]["status"] == "skip"
+
+
+@pytest.mark.parametrize(
+    ("variant", "check", "words", "fix_words"),
+    [
+        ("h200-x8-gpu-missing", "gpus", "7 x NVIDIA H200: profile deepseek-r1 needs 8 x H200", "a GPU is missing"),
+        ("h200-x8-old-driver", "driver", "driver 550.54.15 is older than 580.65.06", "upgrade the NVIDIA driver"),
+        ("h200-x8-ecc-error", "ecc", "GPU3: 2 uncorrected ECC errors since boot, row remap pending", "reset"),
+        ("h200-x8-mig-on", "mig", "MIG mode is on for GPU 0", "-mig 0"),
+        ("h200-x8-persistence-off", "persistence", "persistence mode is off on GPU 0-7", "nvidia-persistenced"),
+        ("h200-x8-nvlink-down", "nvlink", "GPU pairs not joined by NVLink: 0-5 (SYS)", "fabricmanager"),
+        ("h200-x8-process", "gpu processes", "pid 4242 (python3) holds 959.9 GiB on GPU 0-7", "kill 4242"),
+    ],
+)
+def test_each_gpu_fault_fails_its_own_check(healthy, req, monkeypatch, variant, check, words, fix_words):
+    healthy["gpu"] = gpu_facts(variant, monkeypatch)
+    result = gpu_checks.evaluate(healthy, req)
+    failed = failing(result)
+    assert check in failed, result["checks"]
+    assert words in failed[check]["summary"]
+    assert fix_words in failed[check]["fix"]
+    assert result["failed"] is True
+
+
+def test_fault_fails_only_its_check(healthy, req, monkeypatch):
+    healthy["gpu"] = gpu_facts("h200-x8-mig-on", monkeypatch)
+    assert set(failing(gpu_checks.evaluate(healthy, req))) == {"mig"}
+
+
+def test_missing_gpu_also_fails_the_container_count(healthy, req, monkeypatch):
+    healthy["gpu"] = gpu_facts("h200-x8-gpu-missing", monkeypatch)
+    assert set(failing(gpu_checks.evaluate(healthy, req))) == {"gpus", "container gpus"}
+
+
+def test_inactive_links_are_named(healthy, req):
+    healthy["gpu"]["nvlink"]["links"]["2"]["inactive"] = [3, 4, 5, 9]
+    check = failing(gpu_checks.evaluate(healthy, req))["nvlink"]
+    assert check["summary"] == "inactive links: GPU2 link 3-5,9"
+
+
+def test_our_server_on_the_gpus_is_fine(healthy, req, monkeypatch):
+    healthy["gpu"] = gpu_facts("h200-x8-process", monkeypatch)
+    for device in healthy["gpu"]["gpus"]:
+        for process in device["processes"]:
+            process.update(ours=True, container=OUR_CONTAINER)
+    checks = by_name(gpu_checks.evaluate(healthy, req))
+    assert checks["gpu processes"]["status"] == "pass"
+
+
+def test_foreign_container_on_the_gpus_is_named(healthy, req, monkeypatch):
+    healthy["gpu"] = gpu_facts("h200-x8-process", monkeypatch)
+    for device in healthy["gpu"]["gpus"]:
+        for process in device["processes"]:
+            process.update(ours=False, container={"name": "someones-vllm", "id": "abc"})
+    check = failing(gpu_checks.evaluate(healthy, req))["gpu processes"]
+    assert "in container someones-vllm" in check["summary"]
+    assert check["fix"] == "free the GPUs: docker stop someones-vllm"
+
+
+def test_no_nvidia_smi(healthy, req):
+    healthy["gpu"] = nvidia_smi.collect("/nonexistent/nvidia-smi")
+    result = gpu_checks.evaluate(healthy, req)
+    assert "nvidia-smi" in failing(result)
+    assert "install the NVIDIA driver" in failing(result)["nvidia-smi"]["fix"]
+    # The GPU checks that need nvidia-smi are not reported as passing.
+    assert "nvlink" not in by_name(result)
+
+
+def test_docker_missing(healthy, req):
+    healthy["docker"] = {"installed": False, "running": False, "error": "no Docker socket at /var/run/docker.sock"}
+    healthy["toolkit"] = {"installed": False, "binaries": {}, "daemon_json_runtimes": [], "cdi_specs": []}
+    healthy["container_probe"] = {
+        "image": "x",
+        "ran": False,
+        "skipped": True,
+        "error": "the Docker engine is not running",
+    }
+    result = gpu_checks.evaluate(healthy, req)
+    failed = failing(result)
+    assert set(failed) == {"docker engine", "nvidia toolkit"}
+    assert "install Docker Engine" in failed["docker engine"]["fix"]
+    assert "gpu_host_install_toolkit: true" in failed["nvidia toolkit"]["fix"]
+    assert by_name(result)["container gpus"]["status"] == "skip"
+
+
+def test_toolkit_installed_but_not_configured(healthy, req):
+    healthy["toolkit"]["binaries"] = {"nvidia-ctk": "/usr/bin/nvidia-ctk"}
+    healthy["toolkit"]["daemon_json_runtimes"] = []
+    healthy["docker"]["runtimes"] = ["runc"]
+    check = failing(gpu_checks.evaluate(healthy, req))["toolkit configured"]
+    assert "nvidia-ctk runtime configure --runtime=docker" in check["fix"]
+
+
+def test_configured_but_engine_not_restarted(healthy, req):
+    healthy["toolkit"]["binaries"] = {"nvidia-ctk": "/usr/bin/nvidia-ctk"}
+    healthy["docker"]["runtimes"] = ["runc"]
+    check = failing(gpu_checks.evaluate(healthy, req))["toolkit configured"]
+    assert "systemctl restart docker" in check["fix"]
+
+
+def test_container_probe_error_is_shown(healthy, req):
+    healthy["container_probe"] = {
+        "image": "img",
+        "ran": False,
+        "exit_code": None,
+        "error": 'could not select device driver "" with capabilities: [[gpu]]',
+    }
+    check = failing(gpu_checks.evaluate(healthy, req))["container gpus"]
+    assert "could not select device driver" in check["summary"]
+
+
+def test_probe_image_not_pulled_is_a_warning(healthy, req):
+    healthy["container_probe"] = {
+        "image": "img",
+        "ran": False,
+        "skipped": True,
+        "error": "image img is not on the host yet",
+    }
+    check = by_name(gpu_checks.evaluate(healthy, req))["container gpus"]
+    assert check["status"] == "warn"
+
+
+def test_disk_needs_add_up_per_mount(healthy, req):
+    for state in healthy["disk"].values():
+        state["free"] = 700 * GIB
+    healthy["images"][0]["present"] = False
+    check = failing(gpu_checks.evaluate(healthy, req))["disk /"]
+    assert check["summary"].startswith("700.0 GiB free on /, needs 738.5 GiB: model 673.3 GiB")
+    assert "image 46.6 GiB (/var/lib/docker)" in check["summary"]
+    assert "sglang_hf_home" in check["fix"]
+
+
+def test_weights_already_present_need_no_room(healthy, req):
+    for state in healthy["disk"].values():
+        state["free"] = 30 * GIB
+    healthy["sizes"]["/root/.cache/huggingface/hub/models--deepseek-ai--DeepSeek-R1"]["bytes"] = 723 * 10**9
+    assert "disk /" not in failing(gpu_checks.evaluate(healthy, req))
+
+
+def test_full_disk_on_its_own_mount(healthy, req):
+    healthy["disk"]["/root/.cache/huggingface"] = {
+        "free": 10 * 1024**2,
+        "total": 10 * 1024**2,
+        "mount": "/root/.cache/huggingface",
+        "error": "",
+    }
+    failed = failing(gpu_checks.evaluate(healthy, req))
+    assert set(failed) == {"disk /root/.cache/huggingface"}
+
+
+def test_small_shm(healthy, req):
+    healthy["shm"] = {"total": 64 * 1024**2}
+    check = failing(gpu_checks.evaluate(healthy, req))["/dev/shm"]
+    assert "needs 32.0 GiB" in check["summary"]
+    assert "remount,size=33G" in check["fix"]
+
+
+def test_port_taken_by_a_foreign_process(healthy, req):
+    healthy["ports"]["30000"] = {
+        "port": 30000,
+        "free": False,
+        "listeners": [{"address": "0.0.0.0", "pid": 777, "name": "nginx", "container": None, "ours": False}],
+    }
+    check = failing(gpu_checks.evaluate(healthy, req))["serving port"]
+    assert check["summary"] == (
+        "port 30000 is taken by pid 777 (nginx) on 0.0.0.0, not by a datacrunch.sglang container"
+    )
+    assert check["fix"] == "stop it (kill 777) or set sglang_port to a free port"
+
+
+def test_port_held_by_our_server(healthy, req):
+    healthy["ports"]["30000"] = {
+        "port": 30000,
+        "free": False,
+        "listeners": [{"address": "0.0.0.0", "pid": 5, "name": "python3", "container": OUR_CONTAINER, "ours": True}],
+    }
+    check = by_name(gpu_checks.evaluate(healthy, req))["serving port"]
+    assert check == {
+        "name": "serving port",
+        "status": "pass",
+        "summary": "port 30000 held by our server (sglang)",
+        "fix": "",
+    }
+
+
+def test_multi_node_rendezvous(healthy, req):
+    req.update(multi_node=True, rank=0, peers=1, rendezvous_port=50000)
+    healthy["rendezvous"] = {"mode": "listen", "port": 50000, "listening": True, "peers": ["10.0.0.5"]}
+    checks = by_name(gpu_checks.evaluate(healthy, req))
+    assert checks["rendezvous"]["status"] == "pass"
+    assert checks["rendezvous port"]["status"] == "pass"
+    assert checks["private address"]["summary"] == "10.0.0.4 on ens7"
+    assert checks["infiniband"]["status"] == "warn"
+
+    healthy["rendezvous"] = {"mode": "listen", "port": 50000, "listening": True, "peers": []}
+    assert "only 0 of 1 peers" in failing(gpu_checks.evaluate(healthy, req))["rendezvous"]["summary"]
+
+    req["rank"] = 1
+    healthy["rendezvous"] = {
+        "mode": "connect",
+        "host": "10.0.0.4",
+        "port": 50000,
+        "reached": False,
+        "error": "10.0.0.4:50000: timed out",
+    }
+    check = failing(gpu_checks.evaluate(healthy, req))["rendezvous"]
+    assert check["summary"] == "cannot reach rank 0 at 10.0.0.4:50000: 10.0.0.4:50000: timed out"
+
+
+def test_private_ip_not_on_host(healthy, req):
+    req["private_ip"] = "10.9.9.9"
+    check = failing(gpu_checks.evaluate(healthy, req))["private address"]
+    assert "sglang_private_ip=10.9.9.9 is not an address of this host" in check["summary"]
+
+
+def test_fabric_threshold_and_degraded(healthy, req):
+    assert gpu_checks.fabric_threshold(1) == 0.0
+    assert gpu_checks.fabric_threshold(4) == pytest.approx(gpu_checks.FABRIC_REFERENCE_GBPS[4] * 0.8)
+    assert gpu_checks.fabric_threshold(8) == gpu_checks.fabric_threshold(4)
+    req["fabric"] = {"gpus": 8, "busbw_gbps": 120.0, "min_busbw_gbps": 284.0, "size_bytes": GIB}
+    result = gpu_checks.evaluate(healthy, req)
+    assert by_name(result)["fabric"]["status"] == "degraded"
+    assert result["degraded"] is True
+    assert result["failed"] is False
+    req["fabric"]["busbw_gbps"] = 355.0
+    assert by_name(gpu_checks.evaluate(healthy, req))["fabric"]["status"] == "pass"
+
+
+def test_sglang_gpu_fact(healthy):
+    healthy["ib_devices"] = [
+        {
+            "name": "mlx5_0",
+            "ports": [{"state": "ACTIVE", "link_layer": "InfiniBand", "rate": "400"}],
+            "netdevs": ["ibp1"],
+        },
+        {"name": "mlx5_1", "ports": [{"state": "DOWN"}], "netdevs": []},
+    ]
+    fact = gpu_checks.sglang_gpu(healthy)
+    assert fact["count"] == 8
+    assert fact["model"] == "NVIDIA H200"
+    assert fact["driver"] == "580.159.04"
+    assert fact["cuda"] == "13.0"
+    assert fact["memory_mib"] == 143771
+    assert len(fact["uuids"]) == 8
+    assert fact["nvlink_all_pairs"] is True
+    assert fact["ib_devices"] == [{"name": "mlx5_0", "link_layer": "InfiniBand", "rate": "400", "netdevs": ["ibp1"]}]
+    assert fact["private_ip"] == "10.0.0.4"
+    assert fact["private_interface"] == "ens7"
+    assert gpu_checks.sglang_gpu(healthy, "127.0.0.1")["private_interface"] == "lo"
+
+
+def test_table_lists_fixes_of_failures(healthy, req, monkeypatch):
+    healthy["gpu"] = gpu_facts("h200-x8-old-driver", monkeypatch)
+    lines = gpu_checks.render_table("gpu-1", gpu_checks.evaluate(copy.deepcopy(healthy), req))
+    assert lines[0].startswith("gpu-1: 1 fail")
+    text = "\n".join(lines)
+    assert "FAIL     driver" in text
+    assert "fix: upgrade the NVIDIA driver to >= 580.65.06" in text
