@@ -126,7 +126,8 @@ def check_base_url(base_url, variable="base_url"):
     return base_url.rstrip("/")
 
 
-def resolve_settings(client_id=None, client_secret=None, base_url=None, environ=None):
+def resolve_settings(client_id=None, client_secret=None, base_url=None, environ=None,
+                     base_url_variable="base_url (VERDA_BASE_URL)"):
     """Settings from explicit values, else the environment (``VERDA_*``, then the older ``DATACRUNCH_*``)."""
     environ = os.environ if environ is None else environ
     if not client_id:
@@ -142,7 +143,7 @@ def resolve_settings(client_id=None, client_secret=None, base_url=None, environ=
             "(the older DATACRUNCH_CLIENT_ID / DATACRUNCH_CLIENT_SECRET also work), or set client_id and "
             "client_secret in the inventory config or module arguments".format(" and ".join(missing))
         )
-    return VerdaSettings(check_base_url(base_url or DEFAULT_BASE_URL), client_id, client_secret)
+    return VerdaSettings(check_base_url(base_url or DEFAULT_BASE_URL, base_url_variable), client_id, client_secret)
 
 
 def parse_retry_after(value, now=None):
