@@ -1,0 +1,249 @@
+"""Benchmark runs without Docker: settings, the server's spec, the API key, command lines and the launcher."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ansible_collections.datacrunch.sglang.plugins.module_utils import bench_runner, launch_spec, profiles
+from ansible_collections.datacrunch.sglang.plugins.module_utils.bench_runner import BenchRunError
+from ansible_collections.datacrunch.sglang.plugins.module_utils.secret_files import server_config_yaml
+
+SERVING_DEFAULTS = {
+    "concurrency": [1, 4, 16],
+    "input_len": 128,
+    "output_len": 256,
+    "num_prompts": 0,
+    "prompts_per_concurrency": 8,
+    "dataset_name": "random-ids",
+    "dataset_path": "",
+    "request_rate": "inf",
+    "backend": "sglang",
+    "extra_args": [],
+}
+ONE_BATCH_DEFAULTS = {
+    "batch_size": 1,
+    "input_len": 128,
+    "output_len": 256,
+    "enable_torch_compile": True,
+    "torch_compile_max_bs": 1,
+    "tp": 0,
+    "extra_args": [],
+}
+
+
+def server_spec(profile="deepseek-r1", **request):
+    """A launch spec as the server role builds it (the real launch spec code)."""
+    shipped = profiles.load_profile_files(profiles.shipped_profiles_dir())
+    resolved = profiles.resolve_profile(profile, shipped)
+    nodes = [launch_spec.Node(name="h1", gpus=8, gpu_model="H200")]
+    return launch_spec.build_launch_spec(launch_spec.LaunchRequest(profile=resolved, host="h1", nodes=nodes, **request))
+
+
+# --- settings ----------------------------------------------------------------------------------------
+
+
+def test_serving_settings_defaults_pass():
+    settings = bench_runner.serving_settings(SERVING_DEFAULTS)
+    assert settings["concurrency"] == [1, 4, 16]
+    assert bench_runner.serving_num_prompts(settings, 16) == 128
+    assert bench_runner.serving_num_prompts(dict(settings, num_prompts=50), 16) == 50
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"concurrency": []}, r"sglang_benchmark_concurrency=\[\] must be a non-empty list"),
+        ({"concurrency": [1, 0]}, r"sglang_benchmark_concurrency=0 must be a positive integer"),
+        ({"concurrency": [4, 4]}, r"lists a level twice"),
+        ({"input_len": 0}, r"sglang_benchmark_input_len=0 must be a positive integer"),
+        ({"dataset_name": "random"}, r"dataset_name='random' needs sglang_benchmark_dataset_path .*downloads ShareGPT"),
+        ({"dataset_name": "mmmu"}, r"dataset_name='mmmu' is not supported here; use random-ids"),
+        ({"dataset_name": "sharegpt", "dataset_path": "data.json"}, r"dataset_path='data.json' must be an absolute"),
+        ({"request_rate": "fast"}, r"request_rate='fast' must be 'inf'"),
+        ({"request_rate": "0"}, r"request_rate='0' must be 'inf'"),
+        ({"extra_args": ["--output-file=/tmp/x"]}, r"contains --output-file, which the benchmark sets itself"),
+        ({"extra_args": ["--api-key", "k"]}, r"must not be passed on a command line"),
+    ],
+)
+def test_bad_serving_settings_name_the_variable_and_the_fix(change, message):
+    with pytest.raises(BenchRunError, match=message):
+        bench_runner.serving_settings(dict(SERVING_DEFAULTS, **change), "sglang_benchmark_")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"batch_size": 0}, r"batch_size=0 must be a positive integer"),
+        ({"output_len": 1}, r"output_len=1 gives no decode step"),
+        ({"torch_compile_max_bs": -1}, r"torch_compile_max_bs=-1"),
+        ({"extra_args": ["--tp", "4"]}, r"contains --tp, which the benchmark sets itself"),
+    ],
+)
+def test_bad_one_batch_settings(change, message):
+    with pytest.raises(BenchRunError, match=message):
+        bench_runner.one_batch_settings(dict(ONE_BATCH_DEFAULTS, **change))
+
+
+def test_env_refuses_secrets_and_stringifies():
+    assert bench_runner.check_env({"NCCL_DEBUG": "INFO", "X": 3}) == {"NCCL_DEBUG": "INFO", "X": "3"}
+    with pytest.raises(BenchRunError, match=r"sglang_benchmark_env\['OPENAI_API_KEY'\]: secrets never go"):
+        bench_runner.check_env({"OPENAI_API_KEY": "k"}, "sglang_benchmark_")
+    with pytest.raises(BenchRunError, match=r"must be a string or a number"):
+        bench_runner.check_env({"FLAG": True})
+
+
+# --- the server as deployed --------------------------------------------------------------------------
+
+
+def test_server_spec_is_read_from_the_server_dir(tmp_path):
+    spec = server_spec()
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    assert bench_runner.load_server_spec(str(tmp_path)) == spec
+    with pytest.raises(BenchRunError, match=r"sglang_benchmark_server_dir='.*missing': no server spec .*deploy"):
+        bench_runner.load_server_spec(str(tmp_path / "missing"), "sglang_benchmark_")
+    (tmp_path / "spec.json").write_text(json.dumps({"name": "x"}))
+    with pytest.raises(BenchRunError, match=r"lacks 'image'; redeploy"):
+        bench_runner.load_server_spec(str(tmp_path))
+
+
+@pytest.mark.parametrize("key", ["sk-plain", 'with "quotes" and: colon', "ünïcode"])
+def test_api_key_from_the_servers_config_file(tmp_path, key):
+    path = tmp_path / "server-config.yaml"
+    path.write_text(server_config_yaml(key))  # written exactly as the server role writes it
+    assert bench_runner.read_api_key(str(path)) == key
+    plain = tmp_path / "api-key"
+    plain.write_text(key + "\n")
+    assert bench_runner.read_api_key(str(plain)) == key
+
+
+def test_server_flags():
+    command = ["python3", "-m", "sglang.launch_server", "--tp-size", "8", "--trust-remote-code", "--port=30000"]
+    assert bench_runner.server_flag(command, "--tp", "--tp-size") == "8"
+    assert bench_runner.server_flag(command, "--trust-remote-code") is True
+    assert bench_runner.server_flag(command, "--port") == "30000"
+    assert bench_runner.server_flag(command, "--revision") is None
+
+
+def test_tokenizer_is_the_cached_snapshot_when_present(tmp_path):
+    commit = "56d4cbbb4d29f4355bab4b9a39ccb717a14ad5ad"
+    spec = server_spec(hf_home=str(tmp_path), snapshot={"complete": True, "commit": commit})
+    assert bench_runner.tokenizer_source(spec) == "deepseek-ai/DeepSeek-R1"
+    snapshot = tmp_path / "hub" / "models--deepseek-ai--DeepSeek-R1" / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    assert bench_runner.tokenizer_source(spec) == str(snapshot)
+
+
+# --- command lines -----------------------------------------------------------------------------------
+
+
+def test_serving_command_for_the_deployed_server():
+    spec = server_spec()
+    settings = bench_runner.serving_settings(SERVING_DEFAULTS)
+    command = bench_runner.serving_command(settings, spec, 4, "/run/datacrunch-sglang-bench/serving-c4.jsonl")
+    shown = bench_runner.shown_command(command)
+    assert shown[:3] == ["python3", "-m", "sglang.benchmark.serving"]
+    words = " ".join(shown)
+    for expected in (
+        "--base-url http://127.0.0.1:30000",
+        "--dataset-name random-ids",
+        "--num-prompts 32",
+        "--random-input-len 128",
+        "--random-output-len 256",
+        "--random-range-ratio 1",
+        "--max-concurrency 4",
+        "--request-rate inf",
+        "--tokenizer deepseek-ai/DeepSeek-R1",
+    ):
+        assert expected in words
+    assert "api" not in words.lower()
+
+
+def test_one_batch_command_is_the_seeds_with_the_served_model_and_tp():
+    spec = server_spec()
+    settings = bench_runner.one_batch_settings(ONE_BATCH_DEFAULTS)
+    shown = bench_runner.shown_command(bench_runner.one_batch_command(settings, spec, "/r/one-batch.jsonl"))
+    assert shown[:3] == ["python3", "-m", "sglang.benchmark.one_batch"]
+    assert shown[3:] == [
+        "--model-path",
+        "deepseek-ai/DeepSeek-R1",
+        "--revision",
+        "56d4cbbb4d29f4355bab4b9a39ccb717a14ad5ad",
+        "--tp-size",
+        "8",
+        "--trust-remote-code",
+        "--batch-size",
+        "1",
+        "--input-len",
+        "128",
+        "--output-len",
+        "256",
+        "--enable-torch-compile",
+        "--torch-compile-max-bs",
+        "1",
+        "--run-name",
+        "datacrunch-sglang",
+        "--result-filename",
+        "/r/one-batch.jsonl",
+    ]
+    # The server's DP attention, port and API key config are serving settings, not the single-batch run's.
+    assert "--config" not in shown and "--enable-dp-attention" not in shown and "--port" not in shown
+    overridden = bench_runner.one_batch_settings(dict(ONE_BATCH_DEFAULTS, tp=4, enable_torch_compile=False))
+    shown = bench_runner.shown_command(bench_runner.one_batch_command(overridden, spec, "/r/x.jsonl"))
+    assert shown[shown.index("--tp-size") + 1] == "4"
+    assert "--enable-torch-compile" not in shown and "--torch-compile-max-bs" not in shown
+
+
+# --- the launcher, run for real against a small sglang package -----------------------------------------
+
+
+def fake_sglang(root, with_current):
+    """A package tree with SGLang's module layout whose benchmark modules report what they were given."""
+    report = (
+        "import json, os, sys\n"
+        "print(json.dumps({'module': __spec__.name, 'argv': sys.argv[1:], "
+        "'key': os.environ.get('OPENAI_API_KEY')}))\n"
+    )
+    package = root / "sglang"
+    (package / "benchmark").mkdir(parents=True)
+    (package / "__init__.py").write_text("print('sglang imported', flush=True)\n")
+    (package / "bench_serving.py").write_text(report)
+    if with_current:
+        (package / "benchmark" / "__init__.py").write_text("")
+        (package / "benchmark" / "serving.py").write_text(report)
+    return root
+
+
+@pytest.mark.parametrize(
+    ("with_current", "module"), [(True, "sglang.benchmark.serving"), (False, "sglang.bench_serving")]
+)
+def test_launcher_picks_the_module_and_passes_the_key_only_through_the_environment(tmp_path, with_current, module):
+    fake_sglang(tmp_path / "site", with_current)
+    key_file = tmp_path / "api-key"
+    key_file.write_text("sk-launcher-test\n")
+    command = [sys.executable, "-c", bench_runner.LAUNCHER, str(key_file), *bench_runner.SERVING_MODULES, "--x", "1"]
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / "site"))
+    env.pop("OPENAI_API_KEY", None)
+    completed = subprocess.run(command, capture_output=True, text=True, env=env, check=True, timeout=60)
+    lines = completed.stdout.strip().splitlines()
+    # The launcher chooses without importing SGLang: the package is imported once, by the benchmark itself.
+    assert lines[:2] == [f"datacrunch.sglang: running python3 -m {module}", "sglang imported"]
+    seen = json.loads(lines[2])
+    assert seen == {"module": module, "argv": ["--x", "1"], "key": "sk-launcher-test"}
+    assert "sk-launcher-test" not in " ".join(command[4:])
+
+
+def test_launcher_without_key_file_sets_no_key(tmp_path):
+    fake_sglang(tmp_path / "site", True)
+    command = [sys.executable, "-c", bench_runner.LAUNCHER, str(tmp_path / "none"), *bench_runner.SERVING_MODULES]
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / "site"))
+    env.pop("OPENAI_API_KEY", None)
+    completed = subprocess.run(command, capture_output=True, text=True, env=env, check=True, timeout=60)
+    assert json.loads(completed.stdout.strip().splitlines()[2])["key"] is None
+
+
+def test_redaction_and_shown_command():
+    assert bench_runner.redact("key=sk-abcdef here", ["sk-abcdef", "", "abc"]) == "key=******** here"
+    assert bench_runner.shown_command(["docker", "ps"]) == ["docker", "ps"]
