@@ -1,0 +1,258 @@
+"""SGLang's own command-line parser, imported from an unpacked sglang wheel (see setup.sh).
+
+Only this module imports `sglang`. One process holds one SGLang version (both are the package `sglang`), so the
+tools around it (generate_flags.py, check_argv.py) start `python real_parser.py dump|check VERSION` under
+.venv-sglang-parser, one process per version.
+
+    python real_parser.py dump VERSION      JSON description of every option of that version's parser
+    python real_parser.py check VERSION     reads a JSON list of argvs on stdin, writes a JSON list of results
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+CACHE = HERE / ".cache"
+VENV_PYTHON = ROOT / ".venv-sglang-parser" / "bin" / "python"
+# What `sglang serve` and `python -m sglang.launch_server` call their parser (prepare_server_args).
+PROG = "sglang serve"
+
+
+def supported_versions() -> list[str]:
+    """The versions with a requirements-<version>.txt: the ones setup.sh prepares."""
+    names = (p.name[len("requirements-") : -len(".txt")] for p in HERE.glob("requirements-*.txt"))
+    return sorted(names, key=lambda v: tuple(int(x) for x in v.split(".")))
+
+
+def activate(version: str) -> None:
+    """Put that version's unpacked wheel and its per-version pins first on sys.path."""
+    src, site = CACHE / f"sglang-{version}", CACHE / f"site-{version}"
+    for path in (src, site):
+        if not path.is_dir():
+            raise SystemExit(f"{path} is missing: run tests/sglang_parser/setup.sh")
+    sys.path[:0] = [str(src), str(site)]
+
+
+def _quiet_import():
+    """Import SGLang's parser pieces with their import-time chatter kept off stdout."""
+    warnings.simplefilter("ignore")
+    with contextlib.redirect_stdout(io.StringIO()):
+        from sglang.srt.server_args import ServerArgs
+
+        try:
+            from sglang.srt.utils.server_args_config_parser import ConfigArgumentMerger
+        except ImportError:
+            from sglang.srt.server_args_config_parser import ConfigArgumentMerger
+        from sglang.version import __version__
+    return ServerArgs, ConfigArgumentMerger, __version__
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, type]:
+    server_args, merger, _ = _quiet_import()
+    parser = argparse.ArgumentParser(prog=PROG)
+    server_args.add_cli_args(parser)
+    return parser, merger
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# dump: the parser described as data
+
+ACTION_NAMES = {
+    "_StoreAction": "store",
+    "_StoreTrueAction": "store_true",
+    "_StoreFalseAction": "store_false",
+    "_StoreConstAction": "store_const",
+    "_AppendAction": "append",
+    "_AppendConstAction": "append_const",
+    "_CountAction": "count",
+    "_HelpAction": "help",
+    "_VersionAction": "version",
+    "BooleanOptionalAction": "boolean_optional",
+    "LoRAPathAction": "lora_paths",
+    "DeprecatedAction": "deprecated",
+    "DeprecatedStoreTrueAction": "deprecated_store_true",
+    "DeprecatedStoreConstAction": "deprecated_store_const",
+    "DeprecatedAliasStoreAction": "deprecated_alias",
+}
+
+# argparse type callables, by (module, name), to the names the generated data uses.
+TYPE_NAMES = {
+    ("builtins", "str"): "str",
+    ("builtins", "int"): "int",
+    ("builtins", "float"): "float",
+    ("json", "loads"): "json",
+    ("sglang.srt.utils.common", "json_list_type"): "json_list",
+    ("sglang.srt.utils.common", "human_readable_int"): "human_readable_int",
+    ("sglang.srt.utils.common", "nullable_str"): "nullable_str",
+    ("sglang.srt.model_executor.cuda_graph_config", "parse_cuda_graph_config_arg"): "cuda_graph_config",
+    ("sglang.srt.model_executor.cuda_graph_config", "parse_cuda_graph_backend_arg"): "cuda_graph_backend",
+}
+
+
+def _plain(value):
+    """A JSON-able copy of a default or const; None where the parser holds an object that has no plain form."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        items = [_plain(v) for v in value]
+        return None if any(i is None and v is not None for i, v in zip(items, value, strict=True)) else items
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {k: _plain(v) for k, v in value.items()}
+    return None
+
+
+class _ParserError(Exception):
+    pass
+
+
+class _RaisingParser(argparse.ArgumentParser):
+    def error(self, message):
+        raise _ParserError(message)
+
+
+def _deprecation(action: argparse.Action, option_string: str) -> tuple[str | None, str | None]:
+    """(warning, error) that the real action gives for this spelling, taken by calling it."""
+    messages: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    logger = logging.getLogger(type(action).__module__)
+    handler = Collect()
+    logger.addHandler(handler)
+    try:
+        value = None if action.nargs == 0 else (action.choices[0] if action.choices else "x")
+        action(_RaisingParser(prog=PROG), argparse.Namespace(), value, option_string)
+    except _ParserError as exc:
+        return None, str(exc)
+    finally:
+        logger.removeHandler(handler)
+    text = "".join(messages)
+    for escape in ("\033[1;33m", "\033[0m"):
+        text = text.replace(escape, "")
+    return text or None, None
+
+
+def describe(parser: argparse.ArgumentParser, merger_cls) -> dict:
+    flags: dict[str, dict] = {}
+    for action in parser._actions:
+        kind = type(action).__name__
+        if kind not in ACTION_NAMES:
+            raise SystemExit(
+                f"unknown argparse action class {kind} for {action.option_strings}: map it in ACTION_NAMES"
+            )
+        if not action.option_strings:
+            raise SystemExit(f"positional argument {action.dest}: the generated data has no place for it")
+        type_name = None
+        if action.type is not None:
+            key = (getattr(action.type, "__module__", ""), getattr(action.type, "__name__", repr(action.type)))
+            if key not in TYPE_NAMES:
+                raise SystemExit(f"unknown argparse type {key} for {action.option_strings}: map it in TYPE_NAMES")
+            type_name = TYPE_NAMES[key]
+        choices = action.choices
+        if choices is not None:
+            # A set has no stable order; argparse lists choices in iteration order in its messages.
+            choices = sorted(choices, key=str) if isinstance(choices, (set, frozenset)) else list(choices)
+        for option in action.option_strings:
+            spec = {
+                "dest": action.dest,
+                "action": ACTION_NAMES[kind],
+                "nargs": action.nargs,
+                "type": type_name,
+                "choices": choices,
+                "deprecated": None,
+                "primary": action.option_strings[0],
+                "default": _plain(action.default),
+            }
+            if kind.startswith("Deprecated"):
+                warning, error = _deprecation(action, option)
+                spec["deprecated"] = warning or error
+                if error:
+                    spec["error"] = error
+            if kind == "DeprecatedStoreConstAction":
+                spec["const"] = _plain(action.const_value)
+            elif action.const is not None:
+                spec["const"] = _plain(action.const)
+            if action.metavar is not None:
+                spec["metavar"] = action.metavar
+            if action.required:
+                spec["required"] = True
+            flags[option] = spec
+
+    merger = merger_cls(parser)
+    return {
+        "flags": flags,
+        "config_store_true": sorted(set(merger.store_true_actions)),
+        "config_unsupported": {k: type(a).__name__ for k, a in sorted(merger.unsupported_actions.items())},
+        "allow_abbrev": parser.allow_abbrev,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# check: argvs parsed the way prepare_server_args parses them
+
+
+def _jsonable(namespace: argparse.Namespace) -> dict:
+    return json.loads(json.dumps(vars(namespace), default=str))
+
+
+def check(parser_factory, merger_cls, argv: list[str]) -> dict:
+    """Parse argv like prepare_server_args: the --config YAML merged first, then argparse.
+
+    rc 0 (parsed: args), 2 (argparse's usage error: message is its last line), 1 (the YAML merger raised,
+    which the real server reports as a traceback).
+    """
+    parser = parser_factory()
+    stderr = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(stderr):
+            if "--config" in argv:
+                argv = merger_cls(parser).merge_config_with_args(list(argv))
+            namespace = parser.parse_args(argv)
+    except SystemExit as exc:
+        lines = [line for line in stderr.getvalue().splitlines() if line.strip()]
+        return {"rc": int(exc.code or 0), "message": lines[-1] if lines else "", "stderr": stderr.getvalue()}
+    except (ValueError, OSError) as exc:
+        return {"rc": 1, "message": f"{type(exc).__name__}: {exc}", "stderr": stderr.getvalue()}
+    return {"rc": 0, "message": "", "stderr": stderr.getvalue(), "args": _jsonable(namespace), "argv": argv}
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[0] not in ("dump", "check"):
+        print(__doc__, file=sys.stderr)
+        return 2
+    command, version = argv
+    activate(version)
+    os.environ.setdefault("SGLANG_DISABLE_REQUEST_LOGGING", "1")
+    server_args, merger_cls, real_version = _quiet_import()
+    if real_version != version:
+        raise SystemExit(f"unpacked sglang is {real_version}, expected {version}: run setup.sh --force")
+
+    def parser_factory():
+        parser = argparse.ArgumentParser(prog=PROG)
+        server_args.add_cli_args(parser)
+        return parser
+
+    if command == "dump":
+        data = describe(parser_factory(), merger_cls)
+        data["version"] = real_version
+        json.dump(data, sys.stdout)
+    else:
+        argvs = json.load(sys.stdin)
+        json.dump([check(parser_factory, merger_cls, list(a)) for a in argvs], sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
