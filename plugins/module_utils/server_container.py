@@ -1,0 +1,411 @@
+# -*- coding: utf-8 -*-
+# Copyright: datacrunch.sglang contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Make the SGLang container on this host match its launch spec (docker SDK), and wait until it serves.
+
+The spec hash on the container's label says whether the running container is the one the spec wants; the spec
+files next to the secrets keep what ran before, for diffs and rollback.
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+import os
+import time
+
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch_spec import (
+    LABEL_PREFIX,
+    LABEL_SECRETS_DIGEST,
+    LABEL_SPEC_HASH,
+    SERVER_CONFIG_FILE,
+    spec_hash,
+)
+from ansible_collections.datacrunch.sglang.plugins.module_utils.secret_files import (
+    ensure_private_dir,
+    host_salt,
+    redact,
+    remove_file,
+    secrets_digest,
+    server_config_yaml,
+    write_private_file,
+)
+from ansible_collections.datacrunch.sglang.plugins.module_utils.sglang_http import probe_ready, smoke
+from ansible_collections.datacrunch.sglang.plugins.module_utils.tcp_listeners import listeners, process_ancestors
+
+try:
+    import docker
+    from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+    from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
+
+    HAS_DOCKER = True
+    DOCKER_IMPORT_ERROR = None
+    DOCKER_ERRORS = (DockerException,)
+except ImportError as exc:  # pragma: no cover - depends on the host
+    HAS_DOCKER = False
+    DOCKER_IMPORT_ERROR = str(exc)
+    DOCKER_ERRORS = ()
+
+SPEC_FILE = "spec.json"
+READY_SPEC_FILE = "spec.ready.json"
+PREVIOUS_SPEC_FILE = "spec.previous.json"
+READY_RECORD_FILE = "ready.json"
+LOG_TAIL = 40
+
+
+class ServerError(Exception):
+    """Something on the host prevents the server from running; carries the evidence."""
+
+    def __init__(self, message, **evidence):
+        super().__init__(message)
+        self.evidence = evidence
+
+
+def _parse_docker_time(value):
+    if not value or value.startswith("0001-"):
+        return None
+    base = value.split(".")[0].rstrip("Z")
+    return calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S"))
+
+
+def diff_view(spec):
+    """The part of a spec worth showing in --diff (stable ordering)."""
+    if not spec:
+        return {}
+    return {
+        "image": spec.get("image"),
+        "command": list(spec.get("command") or []),
+        "env": dict(sorted((spec.get("env") or {}).items())),
+        "mounts": sorted("%s:%s%s" % (m["source"], m["target"], ":ro" if m.get("read_only") else "")
+                         for m in spec.get("mounts") or []),
+        "restart_policy": spec.get("restart_policy"),
+        "labels": dict(sorted((spec.get("labels") or {}).items())),
+    }
+
+
+class ServerContainer:
+    def __init__(self, spec, secrets=None, check_mode=False, client=None):
+        if not HAS_DOCKER:
+            raise ServerError(
+                "the docker Python SDK is not importable on this host (%s); run the datacrunch.sglang.host_venv role "
+                "first so that modules run in the collection's virtualenv" % DOCKER_IMPORT_ERROR
+            )
+        self.spec = spec
+        self.secrets = {name: value for name, value in (secrets or {}).items() if value}
+        self.check_mode = check_mode
+        self.actions = []
+        try:
+            self.client = client or docker.from_env(timeout=120)
+            self.client.ping()
+        except DockerException as exc:
+            raise ServerError(
+                "the Docker engine on this host does not answer (%s); start it (systemctl start docker)" % exc
+            ) from None
+        self.host_dir = spec["host_dirs"]["secrets"]
+        self.secrets_dir = os.path.join(self.host_dir, "secrets")
+
+    # --- state on the host -------------------------------------------------------------------------------------
+
+    def container(self):
+        try:
+            return self.client.containers.get(self.spec["name"])
+        except NotFound:
+            return None
+
+    def read_spec_file(self, name):
+        try:
+            with open(os.path.join(self.host_dir, name), encoding="utf-8") as handle:
+                return json.load(handle)
+        except (OSError, ValueError):
+            return None
+
+    def _write_spec_file(self, name, spec):
+        if self.check_mode:
+            return
+        os.makedirs(self.host_dir, mode=0o755, exist_ok=True)
+        path = os.path.join(self.host_dir, name)
+        temp = path + ".tmp"
+        with open(temp, "w", encoding="utf-8") as handle:
+            json.dump(spec, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+        os.chmod(temp, 0o644)
+        os.replace(temp, path)
+
+    def secrets_digest(self):
+        if not self.spec.get("secret_files"):
+            return ""
+        salt = host_salt(self.secrets_dir, self.check_mode)
+        return secrets_digest(salt, {kind: self.secrets.get(kind, "") for kind in self.spec["secret_files"].values()})
+
+    def ensure_host_files(self):
+        """Directories the mounts need, and the root-only secret files; True when something changed."""
+        changed = False
+        for mount in self.spec["mounts"]:
+            if mount["target"] == "/run/datacrunch-sglang":
+                continue
+            if not os.path.isdir(mount["source"]):
+                changed = True
+                if not self.check_mode:
+                    os.makedirs(mount["source"], mode=0o755, exist_ok=True)
+        if not self.spec.get("secret_files"):
+            return changed
+        if not os.path.isdir(self.host_dir):
+            changed = True
+            if not self.check_mode:
+                os.makedirs(self.host_dir, mode=0o755, exist_ok=True)
+        changed |= ensure_private_dir(self.secrets_dir, self.check_mode)
+        for file_name, kind in sorted(self.spec["secret_files"].items()):
+            value = self.secrets.get(kind)
+            if not value:
+                raise ServerError(
+                    "the launch spec expects the %s in %s, but none was given (set %s)"
+                    % (kind, file_name, "sglang_api_key" if kind == "api_key" else "sglang_hf_token")
+                )
+            content = server_config_yaml(value) if file_name == SERVER_CONFIG_FILE else value + "\n"
+            if os.path.isdir(self.secrets_dir) or not self.check_mode:
+                changed |= write_private_file(os.path.join(self.secrets_dir, file_name), content, self.check_mode)
+            else:
+                changed = True
+        if os.path.isdir(self.secrets_dir):
+            for stale in sorted(os.listdir(self.secrets_dir)):
+                if stale.startswith(".") or stale in self.spec["secret_files"]:
+                    continue
+                changed |= remove_file(os.path.join(self.secrets_dir, stale), self.check_mode)
+        return changed
+
+    # --- image ---------------------------------------------------------------------------------------------------
+
+    def local_image(self):
+        try:
+            return self.client.images.get(self.spec["image"])
+        except ImageNotFound:
+            return None
+
+    def ensure_image(self, pull):
+        """Pull per policy before anything stops: the server is down only for the swap."""
+        image = self.local_image()
+        if image is not None and pull != "always":
+            return image
+        if pull == "never":
+            raise ServerError(
+                "image %s is not on this host and sglang_server_pull=never forbids pulling it; load it (docker load) "
+                "or allow pulls" % self.spec["image"]
+            )
+        if self.check_mode:
+            self.actions.append("pull %s" % self.spec["image"])
+            return image
+        try:
+            pulled = self.client.images.pull(self.spec["image"])
+        except (APIError, DockerException) as exc:
+            if image is not None and pull == "always":
+                raise ServerError(
+                    "pulling %s failed (%s); the local copy is kept, but sglang_server_pull=always asked for the "
+                    "registry's; fix registry access or set sglang_server_pull=missing" % (self.spec["image"], exc)
+                ) from None
+            raise ServerError(
+                "image %s is not on this host and cannot be pulled: %s. Check sglang_image (tag and registry), the "
+                "host's registry access and credentials, or load the image with docker load"
+                % (self.spec["image"], str(exc).strip()[:400])
+            ) from None
+        if image is None or pulled.id != image.id:
+            self.actions.append("pulled %s" % self.spec["image"])
+        return pulled
+
+    # --- comparing -----------------------------------------------------------------------------------------------
+
+    def differences(self, container, image, digest):
+        """Why the container is not the one the spec wants ([] when it is)."""
+        if container is None:
+            return ["absent"]
+        labels = container.labels or {}
+        reasons = []
+        if labels.get(LABEL_SPEC_HASH) != self.spec["spec_hash"]:
+            reasons.append("spec changed (%s -> %s)" % ((labels.get(LABEL_SPEC_HASH) or "none")[:12],
+                                                        self.spec["spec_hash"][:12]))
+        if labels.get(LABEL_SECRETS_DIGEST, "") != digest:
+            reasons.append("secrets changed")
+        if image is not None and container.attrs.get("Image") != image.id:
+            reasons.append("image %s now points to another image id" % self.spec["image"])
+        return reasons
+
+    def diff(self, container):
+        before = {}
+        if container is not None:
+            stored = self.read_spec_file(SPEC_FILE)
+            if stored and stored.get("spec_hash") == (container.labels or {}).get(LABEL_SPEC_HASH):
+                before = diff_view(stored)
+            else:
+                config = container.attrs.get("Config") or {}
+                before = {
+                    "image": config.get("Image"),
+                    "command": list(config.get("Cmd") or []),
+                    "labels": dict(sorted((config.get("Labels") or {}).items())),
+                }
+        return {"before": before, "after": diff_view(self.spec)}
+
+    # --- acting --------------------------------------------------------------------------------------------------
+
+    def check_port_free(self, container):
+        """Refuse before stopping anything when a foreign process holds the serving port."""
+        if self.spec["readiness"]["kind"] != "http":
+            return
+        ours = set()
+        if container is not None and container.status == "running":
+            pid = (container.attrs.get("State") or {}).get("Pid")
+            if pid:
+                ours.add(pid)
+        for holder in listeners(self.spec["port"]):
+            if holder["pid"] is not None and ours.intersection(process_ancestors(holder["pid"])):
+                continue
+            if holder["pid"] is None and ours:
+                continue
+            raise ServerError(
+                "port %d on this host is held by another process (pid %s: %s); stop it or choose another sglang_port"
+                % (self.spec["port"], holder["pid"], holder["command"][:200] or "unknown")
+            )
+
+    def remove(self, container):
+        if container is None:
+            return False
+        self.actions.append("removed %s" % container.short_id)
+        if not self.check_mode:
+            try:
+                container.stop(timeout=30)
+            except (APIError, NotFound):
+                pass
+            try:
+                container.remove(force=True)
+            except NotFound:
+                pass
+        return True
+
+    def create(self, digest):
+        spec = self.spec
+        labels = dict(spec["labels"])
+        if digest:
+            labels[LABEL_SECRETS_DIGEST] = digest
+        self.actions.append("created %s" % spec["name"])
+        if self.check_mode:
+            return None
+        container = self.client.containers.create(
+            image=spec["image"],
+            command=spec["command"],
+            name=spec["name"],
+            environment=spec["env"],
+            labels=labels,
+            network_mode=spec["network_mode"],
+            ipc_mode=spec["ipc_mode"],
+            shm_size=spec["shm_size"],
+            ulimits=[Ulimit(name=u["name"], soft=u["soft"], hard=u["hard"]) for u in spec["ulimits"]],
+            device_requests=[DeviceRequest(count=-1, capabilities=[["gpu"]])] if spec.get("gpus") else None,
+            devices=["%s:%s:rwm" % (dev, dev) for dev in spec.get("devices") or []] or None,
+            cap_add=spec.get("cap_add") or None,
+            restart_policy={"Name": spec["restart_policy"]},
+            log_config=LogConfig(type=spec["log_config"]["type"], config=spec["log_config"]["config"]),
+            mounts=[Mount(target=m["target"], source=m["source"], type="bind", read_only=m["read_only"])
+                    for m in spec["mounts"]],
+            detach=True,
+        )
+        self._write_spec_file(SPEC_FILE, spec)
+        container.start()
+        container.reload()
+        self.actions.append("started %s" % container.short_id)
+        return container
+
+    def start_existing(self, container):
+        self.actions.append("started %s" % container.short_id)
+        if not self.check_mode:
+            container.start()
+            container.reload()
+        return container
+
+    def stop(self, container):
+        if container is None or container.status not in ("running", "restarting", "paused"):
+            return False
+        self.actions.append("stopped %s" % container.short_id)
+        if not self.check_mode:
+            container.stop(timeout=30)
+            container.reload()
+        return True
+
+    # --- readiness -----------------------------------------------------------------------------------------------
+
+    def logs_tail(self, container, lines=LOG_TAIL):
+        try:
+            text = container.logs(tail=lines).decode(errors="replace")
+        except (APIError, NotFound):
+            return ""
+        return redact(text, list(self.secrets.values()))
+
+    def wait_ready(self, container, timeout, round_seconds, poll=2.0):
+        """Wait until ready; (ready, detail). Raises ServerError when the container exits or restarts."""
+        call_started = time.time()
+        container.reload()
+        started_at = _parse_docker_time(container.attrs["State"].get("StartedAt")) or call_started
+        restarts = container.attrs.get("RestartCount", 0)
+        detail = "starting"
+        while True:
+            container.reload()
+            state = container.attrs["State"]
+            if state.get("Status") != "running":
+                raise ServerError(
+                    "container %s %s with exit code %s%s"
+                    % (self.spec["name"], state.get("Status"), state.get("ExitCode"),
+                       " (out of memory)" if state.get("OOMKilled") else ""),
+                    exit_code=state.get("ExitCode"),
+                    logs=self.logs_tail(container),
+                )
+            if container.attrs.get("RestartCount", 0) != restarts or (
+                _parse_docker_time(state.get("StartedAt")) or started_at
+            ) != started_at:
+                raise ServerError(
+                    "container %s restarted while starting (crash loop)" % self.spec["name"],
+                    restart_count=container.attrs.get("RestartCount", 0),
+                    logs=self.logs_tail(container),
+                )
+            ready, detail = probe_ready(self.spec["readiness"])
+            now = time.time()
+            if ready:
+                return True, detail, started_at
+            if now - started_at > timeout:
+                raise ServerError(
+                    "container %s is running but not ready %d s after it started (%s); the limit is "
+                    "sglang_server_ready_timeout=%d" % (self.spec["name"], now - started_at, detail, timeout),
+                    logs=self.logs_tail(container),
+                )
+            if round_seconds and now - call_started >= round_seconds:
+                return False, detail, started_at
+            time.sleep(poll)
+
+    def record_ready(self, container, started_at):
+        """Remember when this container became ready, and which spec last served (for rollback)."""
+        record = self.read_spec_file(READY_RECORD_FILE) or {}
+        if record.get("container_id") == container.id:
+            return record.get("seconds_to_ready")
+        seconds = round(time.time() - started_at, 1)
+        if self.check_mode:
+            return seconds
+        self._write_spec_file(READY_RECORD_FILE, {"container_id": container.id, "seconds_to_ready": seconds,
+                                                  "spec_hash": self.spec["spec_hash"]})
+        last_ready = self.read_spec_file(READY_SPEC_FILE)
+        if not last_ready or last_ready.get("spec_hash") != self.spec["spec_hash"]:
+            if last_ready:
+                self._write_spec_file(PREVIOUS_SPEC_FILE, last_ready)
+            self._write_spec_file(READY_SPEC_FILE, self.spec)
+        return seconds
+
+    def rollback_spec(self):
+        """The spec that last served on this host, when the current container runs another one; else None."""
+        current = self.container()
+        current_hash = (current.labels or {}).get(LABEL_SPEC_HASH) if current is not None else None
+        candidate = self.read_spec_file(READY_SPEC_FILE)
+        if candidate and candidate.get("spec_hash") != current_hash and spec_hash(candidate) == candidate["spec_hash"]:
+            return candidate
+        return None
+
+    def smoke(self, api_key):
+        return smoke(self.spec["readiness"]["base_url"], api_key)
+
+
+def ours(container):
+    return any(key.startswith(LABEL_PREFIX) for key in (container.labels or {}))

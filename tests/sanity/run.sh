@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# ansible-test sanity on the collection, as a copy of the checkout under ansible_collections/datacrunch/sglang
+# (where ansible-test needs it), with its pip bootstrap served from the local cache.
+set -euo pipefail
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+VENV=${VENV:-$REPO_ROOT/.venv}
+WORK=$REPO_ROOT/tests/output/sanity
+TREE=$WORK/ansible_collections/datacrunch/sglang
+
+pip_version=$(grep -o "pip='[0-9.]*'" "$VENV"/lib/python3*/site-packages/ansible_test/_internal/python_requirements.py |
+    head -n 1 | cut -d"'" -f2)
+cache=$HOME/.ansible/test/cache/get_pip_${pip_version//./_}.py
+mkdir -p "$(dirname "$cache")"
+cp "$REPO_ROOT/tests/sanity/get_pip_offline.py" "$cache"
+
+rm -rf "$WORK"
+mkdir -p "$TREE"
+# Tracked files plus new ones not ignored: what a commit of the working tree would hold.
+(cd "$REPO_ROOT" && git ls-files -z --cached --others --exclude-standard |
+    grep -zv '^collections/' | xargs -0 -I{} sh -c '[ -e "{}" ] || [ -L "{}" ] && echo "{}"' |
+    tr '\n' '\0' | xargs -0 cp --parents -P -t "$TREE")
+cd "$TREE"
+git init -q . && git add -A >/dev/null && git -c user.email=ci@localhost -c user.name=ci commit -qm tree
+PATH=$VENV/bin:$PATH exec ansible-test sanity --venv --python "${SANITY_PYTHON:-3.12}" --color no "$@"

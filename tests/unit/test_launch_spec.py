@@ -1,0 +1,361 @@
+"""The launch spec: every shipped profile, 1/2/4-node layouts, flag syntax per SGLang version, and refusals."""
+
+import copy
+import json
+import shlex
+
+import pytest
+
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch_spec import (
+    LABEL_COLLECTION_VERSION,
+    LABEL_SPEC_HASH,
+    LaunchRequest,
+    LaunchSpecError,
+    Node,
+    build_launch_spec,
+    docker_run_command,
+)
+from ansible_collections.datacrunch.sglang.plugins.module_utils.profiles import (
+    load_profile_files,
+    resolve_profile,
+    shipped_profiles_dir,
+)
+
+SHIPPED = load_profile_files(shipped_profiles_dir())
+GPU = {"gpus": 8, "gpu_model": "NVIDIA H200", "interface": "eth1"}
+
+
+def profile(name, **extra_profiles):
+    return resolve_profile(name, SHIPPED, extra_profiles)
+
+
+def nodes(count, gpus=8, base="10.0.0.", ranks=None):
+    return [
+        Node(
+            name="gpu-%d" % index,
+            private_ip="%s%d" % (base, 10 + index),
+            gpus=gpus,
+            gpu_model="NVIDIA H200",
+            interface="eth1",
+            rank=None if ranks is None else ranks[index],
+        )
+        for index in range(count)
+    ]
+
+
+def request(name="deepseek-r1", count=1, host="gpu-0", **overrides):
+    prof = overrides.pop("profile_data", None) or profile(name)
+    members = overrides.pop("nodes", None) or nodes(count)
+    defaults = {"cluster": "unit-a" if len(members) > 1 else ""}
+    defaults.update(overrides)
+    return LaunchRequest(profile=prof, host=host, nodes=members, **defaults)
+
+
+def flag_value(argv, flag):
+    index = argv.index(flag)
+    return argv[index + 1]
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_every_shipped_profile_builds(name):
+    prof = profile(name)
+    count = prof["nodes"]
+    spec = build_launch_spec(request(name, count=count, profile_data=prof))
+    argv = spec["command"]
+    assert argv[:3] == ["python3", "-m", "sglang.launch_server"]
+    assert flag_value(argv, "--model-path") == prof["model"]
+    assert flag_value(argv, "--tp-size") == str(prof["tp"])
+    assert spec["nnodes"] == count
+    assert spec["labels"]["datacrunch.sglang.profile"] == name
+    assert spec["spec_hash"] == spec["labels"][LABEL_SPEC_HASH]
+    # Every flag appears once.
+    options = [word for word in argv if word.startswith("--")]
+    assert len(options) == len(set(options))
+
+
+def test_seed_launch_in_pinned_version_syntax():
+    spec = build_launch_spec(request("deepseek-r1"))
+    argv = spec["command"]
+    assert spec["image"] == "lmsysorg/sglang:v0.5.18"
+    assert spec["sglang_version"] == "0.5.18"
+    assert "--trust-remote-code" in argv
+    assert "--enable-dp-attention" in argv
+    assert flag_value(argv, "--dp-size") == "8"
+    assert "--attn-dp-size" not in argv
+    assert flag_value(argv, "--revision") == "56d4cbbb4d29f4355bab4b9a39ccb717a14ad5ad"
+    assert flag_value(argv, "--host") == "0.0.0.0"
+    assert flag_value(argv, "--port") == "30000"
+    assert "--enable-metrics" in argv
+    assert spec["restart_policy"] == "unless-stopped"
+    assert spec["gpus"] == "all"
+    assert spec["network_mode"] == "host" and spec["ipc_mode"] == "host"
+    assert spec["shm_size"] == "32g"
+    assert {"name": "memlock", "soft": -1, "hard": -1} in spec["ulimits"]
+    assert spec["log_config"]["config"] == {"max-size": "100m", "max-file": "5"}
+
+
+def test_newer_version_renders_attn_dp_size():
+    spec = build_launch_spec(request("deepseek-r1", image="lmsysorg/sglang:v0.5.23-cu130"))
+    argv = spec["command"]
+    assert spec["sglang_version"] == "0.5.23"
+    assert flag_value(argv, "--attn-dp-size") == "8"
+    assert "--enable-dp-attention" not in argv
+
+
+def test_mtp_profile_has_no_dp_attention_and_sets_spec_env():
+    spec = build_launch_spec(request("deepseek-r1-mtp"))
+    argv = spec["command"]
+    assert "--enable-dp-attention" not in argv
+    assert flag_value(argv, "--speculative-algorithm") == "EAGLE"
+    assert flag_value(argv, "--speculative-num-draft-tokens") == "4"
+    assert spec["env"]["SGLANG_ENABLE_SPEC_V2"] == "1"
+
+
+def test_secrets_are_files_not_argv_or_env():
+    spec = build_launch_spec(request(hf_token=True))
+    argv = spec["command"]
+    assert flag_value(argv, "--config") == "/run/datacrunch-sglang/server-config.yaml"
+    assert "--api-key" not in argv
+    assert spec["env"]["HF_TOKEN_PATH"] == "/run/datacrunch-sglang/hf_token"
+    assert "HF_TOKEN" not in spec["env"]
+    secrets_mount = [m for m in spec["mounts"] if m["target"] == "/run/datacrunch-sglang"]
+    assert secrets_mount == [
+        {"source": "/etc/datacrunch-sglang/sglang-server/secrets", "target": "/run/datacrunch-sglang", "read_only": True}
+    ]
+    assert spec["secret_files"] == {"server-config.yaml": "api_key", "hf_token": "hf_token"}
+
+
+def test_no_api_key_means_no_config_flag():
+    spec = build_launch_spec(request(api_key=False))
+    assert "--config" not in spec["command"]
+    assert not [m for m in spec["mounts"] if m["target"] == "/run/datacrunch-sglang"]
+
+
+def test_prefetched_snapshot_runs_offline_on_its_commit():
+    snapshot = {"repo": "deepseek-ai/DeepSeek-R1", "commit": "a" * 40, "complete": True}
+    spec = build_launch_spec(request(snapshot=snapshot, hf_endpoint="http://mirror:8090"))
+    assert spec["env"]["HF_HUB_OFFLINE"] == "1"
+    assert "HF_ENDPOINT" not in spec["env"]
+    assert flag_value(spec["command"], "--revision") == "a" * 40
+    assert spec["offline"] is True
+
+
+def test_incomplete_snapshot_downloads_through_the_endpoint():
+    snapshot = {"repo": "deepseek-ai/DeepSeek-R1", "commit": "a" * 40, "complete": False}
+    spec = build_launch_spec(request(snapshot=snapshot, hf_endpoint="http://mirror:8090"))
+    assert "HF_HUB_OFFLINE" not in spec["env"]
+    assert spec["env"]["HF_ENDPOINT"] == "http://mirror:8090"
+
+
+def test_snapshot_of_another_model_is_refused():
+    snapshot = {"repo": "other/model", "commit": "a" * 40, "complete": True}
+    with pytest.raises(LaunchSpecError, match="sglang_model_snapshot is for other/model"):
+        build_launch_spec(request(snapshot=snapshot))
+
+
+def test_caches_are_keyed_by_image_gpu_and_layout():
+    base = build_launch_spec(request())
+    cache_mount = [m for m in base["mounts"] if m["target"] == "/var/cache/sglang"][0]
+    assert cache_mount["source"].startswith("/var/cache/datacrunch-sglang/v0.5.18-nvidia-h200-tp8-dpa8-nn1-")
+    for key in ("SGLANG_DG_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "CUDA_CACHE_PATH",
+                "FLASHINFER_WORKSPACE_BASE", "SGLANG_CACHE_DIR"):
+        assert base["env"][key].startswith("/var/cache/sglang/")
+    other_image = build_launch_spec(request(image="lmsysorg/sglang:v0.5.23"))
+    other_layout = build_launch_spec(request("deepseek-r1-mtp"))
+    other_gpu = build_launch_spec(request(nodes=[Node("gpu-0", private_ip="10.0.0.10", gpus=8, gpu_model="NVIDIA H100")]))
+    sources = {spec["host_dirs"]["cache"] for spec in (base, other_image, other_layout, other_gpu)}
+    assert len(sources) == 4
+
+
+def test_spec_hash_is_stable_and_ignores_the_collection_version():
+    first = build_launch_spec(request(collection_version="0.1.0"))
+    again = build_launch_spec(request(collection_version="0.2.0"))
+    assert first["spec_hash"] == again["spec_hash"]
+    assert again["labels"][LABEL_COLLECTION_VERSION] == "0.2.0"
+    changed = build_launch_spec(request(user_args={"mem-fraction-static": 0.85}))
+    assert changed["spec_hash"] != first["spec_hash"]
+
+
+def test_user_flags_override_profile_flags_and_can_remove_them():
+    spec = build_launch_spec(request(user_args={"reasoning-parser": None, "kv-cache-dtype": "fp8_e4m3",
+                                                "trust-remote-code": False}))
+    argv = spec["command"]
+    assert "--reasoning-parser" not in argv
+    assert "--trust-remote-code" not in argv
+    assert flag_value(argv, "--kv-cache-dtype") == "fp8_e4m3"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({"tp": 16}, r"sglang_server_args\['tp'\] conflicts .* profile's tp"),
+        ({"--port": 8000}, r"conflicts .* sglang_port"),
+        ({"model": "x/y"}, r"conflicts .* sglang_model"),
+        ({"api-key": "k"}, r"conflicts .* sglang_api_key"),
+        ({"dist-init-addr": "1.2.3.4:5"}, r"conflicts .* rendezvous"),
+        ({"no-such-flag": 1}, r"SGLang 0.5.18 has no flag --no-such-flag"),
+        ({"trust-remote-code": "yes"}, r"is a switch"),
+        ({"mem-fraction-static": True}, r"takes a value"),
+        ({"kv-cache-dtype": "fp3"}, r"is not one of"),
+        ({"cuda-graph-max-bs": "many"}, r"takes an integer"),
+    ],
+)
+def test_bad_user_flags_are_refused_with_the_variable_named(args, message):
+    with pytest.raises(LaunchSpecError, match=message):
+        build_launch_spec(request(user_args=args))
+
+
+def test_deprecated_flag_refused_unless_allowed():
+    newer = "lmsysorg/sglang:v0.5.23"
+    with pytest.raises(LaunchSpecError, match="deprecated in SGLang 0.5.23"):
+        build_launch_spec(request("deepseek-r1-mtp", image=newer, user_args={"enable-dp-attention": True}))
+
+
+def test_profile_flag_unknown_to_the_version_names_the_profile():
+    prof = profile("bad", bad={"extends": "deepseek-r1", "sglang_args": {"enable-teleport": True}})
+    with pytest.raises(LaunchSpecError, match=r"profile bad sglang_args\['enable-teleport'\]"):
+        build_launch_spec(request(profile_data=prof))
+
+
+@pytest.mark.parametrize(
+    ("image", "version", "message"),
+    [
+        ("lmsysorg/SGLang:v0.5.18", "", "not a well-formed image reference"),
+        ("lmsysorg/sglang:latest", "", "does not name an SGLang version"),
+        ("lmsysorg/sglang:v0.3.0", "", "SGLang 0.3.0, which this collection has no flag data for"),
+        ("lmsysorg/sglang@sha256:" + "0" * 64, "", "does not name an SGLang version"),
+    ],
+)
+def test_bad_images_are_refused(image, version, message):
+    with pytest.raises(LaunchSpecError, match=message):
+        build_launch_spec(request(image=image, image_version=version))
+
+
+def test_digest_pinned_image_with_explicit_version():
+    image = "lmsysorg/sglang:v0.5.18@sha256:" + "1" * 64
+    spec = build_launch_spec(request(image=image))
+    assert spec["image"] == image
+    spec = build_launch_spec(request(image="registry.example:5000/ml/sglang@sha256:" + "2" * 64, image_version="0.5.23"))
+    assert spec["sglang_version"] == "0.5.23"
+
+
+def test_secret_env_names_are_refused():
+    with pytest.raises(LaunchSpecError, match="secrets never go into the container environment"):
+        build_launch_spec(request(user_env={"HF_TOKEN": "hf_x"}))
+
+
+def test_gpu_count_below_the_profile_is_refused():
+    with pytest.raises(LaunchSpecError, match="needs 8 GPUs per node .* but gpu-0 has 4 GPUs"):
+        build_launch_spec(request(nodes=nodes(1, gpus=4)))
+
+
+# --- multi-node ------------------------------------------------------------------------------------------------
+
+
+def unit_profile(count):
+    return profile("unit", unit={"extends": "deepseek-r1-tp16", "nodes": count, "tp": 8 * count})
+
+
+@pytest.mark.parametrize("count", [1, 2, 4])
+def test_layouts_of_one_two_and_four_nodes(count):
+    prof = unit_profile(count)
+    members = nodes(count)
+    specs = [build_launch_spec(request(profile_data=prof, nodes=members, host=node.name,
+                                       cluster="unit-a" if count > 1 else "")) for node in members]
+    assert [spec["rank"] for spec in specs] == list(range(count))
+    for spec in specs:
+        argv = spec["command"]
+        assert flag_value(argv, "--tp-size") == str(8 * count)
+        if count == 1:
+            assert "--nnodes" not in argv
+            assert spec["restart_policy"] == "unless-stopped"
+            continue
+        assert flag_value(argv, "--nnodes") == str(count)
+        assert flag_value(argv, "--node-rank") == str(spec["rank"])
+        assert flag_value(argv, "--dist-init-addr") == "10.0.0.10:50000"
+        assert spec["restart_policy"] == "no"
+        assert spec["env"]["NCCL_SOCKET_IFNAME"] == "eth1"
+        assert spec["env"]["GLOO_SOCKET_IFNAME"] == "eth1"
+        assert spec["env"]["SGLANG_HOST_IP"] == "10.0.0.%d" % (10 + spec["rank"])
+        assert spec["readiness"]["kind"] == ("http" if spec["rank"] == 0 else "running")
+        assert spec["labels"]["datacrunch.sglang.rank"] == str(spec["rank"])
+        assert spec["labels"]["datacrunch.sglang.cluster"] == "unit-a"
+    if count > 1:
+        # Same command on every rank but for the rank itself.
+        stripped = [[w for w in s["command"] if w != str(s["rank"])] for s in specs]
+        assert all(words == stripped[0] for words in stripped)
+
+
+def test_ranks_follow_hostnames_unless_set():
+    members = [Node("b-host", private_ip="10.0.0.2", gpus=8, interface="eth1"),
+               Node("a-host", private_ip="10.0.0.1", gpus=8, interface="eth1")]
+    prof = profile("deepseek-r1-tp16")
+    spec_a = build_launch_spec(request(profile_data=prof, nodes=copy.deepcopy(members), host="a-host"))
+    assert spec_a["rank"] == 0
+    assert flag_value(spec_a["command"], "--dist-init-addr") == "10.0.0.1:50000"
+    members[0].rank = 0
+    spec_a = build_launch_spec(request(profile_data=prof, nodes=copy.deepcopy(members), host="a-host"))
+    assert spec_a["rank"] == 1
+    assert flag_value(spec_a["command"], "--dist-init-addr") == "10.0.0.2:50000"
+
+
+@pytest.mark.parametrize(
+    ("members", "message"),
+    [
+        (nodes(3), r"needs 2 node\(s\) .* sglang_cluster='unit-a' has 3 host"),
+        (nodes(2, ranks=[1, 1]), r"sglang_node_rank=1 is set on both"),
+        (nodes(2, ranks=[0, 2]), r"sglang_node_rank=2 on gpu-1 is out of range"),
+        (nodes(2, base="203.0.113."), r"public address"),
+        ([Node("gpu-0", private_ip="10.0.0.1", gpus=8, interface="e"),
+          Node("gpu-1", private_ip="10.0.0.2", gpus=4, interface="e")], r"different GPU counts"),
+    ],
+)
+def test_inconsistent_layouts_are_refused(members, message):
+    with pytest.raises(LaunchSpecError, match=message):
+        build_launch_spec(request("deepseek-r1-tp16", nodes=members))
+
+
+def test_public_rendezvous_allowed_explicitly():
+    spec = build_launch_spec(request("deepseek-r1-tp16", nodes=nodes(2, base="203.0.113."),
+                                     allow_public_rendezvous=True))
+    assert flag_value(spec["command"], "--dist-init-addr") == "203.0.113.10:50000"
+
+
+def test_multi_node_profile_without_cluster_is_refused():
+    with pytest.raises(LaunchSpecError, match="has no sglang_cluster"):
+        build_launch_spec(request("deepseek-r1-tp16", nodes=nodes(1), cluster=""))
+
+
+def test_infiniband_devices_set_nccl_and_pass_the_devices():
+    members = nodes(2)
+    for node in members:
+        node.ib_devices = [{"name": "mlx5_0", "link_layer": "Ethernet"}, {"name": "mlx5_1", "link_layer": "Ethernet"}]
+    spec = build_launch_spec(request("deepseek-r1-tp16", nodes=members))
+    assert spec["env"]["NCCL_IB_HCA"] == "mlx5_0,mlx5_1"
+    assert spec["env"]["NCCL_IB_GID_INDEX"] == "3"
+    assert spec["devices"] == ["/dev/infiniband"]
+    assert spec["cap_add"] == ["IPC_LOCK"]
+    overridden = build_launch_spec(request("deepseek-r1-tp16", nodes=members, nccl_ib_hca="mlx5_0",
+                                           nccl_ib_gid_index="1"))
+    assert overridden["env"]["NCCL_IB_HCA"] == "mlx5_0"
+    assert overridden["env"]["NCCL_IB_GID_INDEX"] == "1"
+
+
+def test_plan_mode_shows_placeholders_for_what_only_hosts_know():
+    members = [Node("gpu-0"), Node("gpu-1")]
+    spec = build_launch_spec(request("deepseek-r1-tp16", nodes=members, plan=True))
+    assert flag_value(spec["command"], "--dist-init-addr") == "<sglang_private_ip of gpu-0>:50000"
+    assert spec["env"]["NCCL_SOCKET_IFNAME"] == "<interface of gpu-0>"
+    with pytest.raises(LaunchSpecError, match="private address of gpu-0 .* is unknown"):
+        build_launch_spec(request("deepseek-r1-tp16", nodes=[Node("gpu-0"), Node("gpu-1")]))
+
+
+def test_docker_run_command_round_trips():
+    spec = build_launch_spec(request(hf_token=True))
+    words = shlex.split(docker_run_command(spec))
+    assert words[:2] == ["docker", "run"]
+    image_at = words.index(spec["image"])
+    assert words[image_at + 1:] == spec["command"]
+    assert "--gpus" in words and words[words.index("--gpus") + 1] == "all"
+    assert "/etc/datacrunch-sglang/sglang-server/secrets:/run/datacrunch-sglang:ro" in words
+    json.dumps(spec)  # the spec is plain data
