@@ -1,0 +1,277 @@
+"""Renting and releasing instances and Instant Clusters, against the API stand-in on loopback.
+
+The world is the stand-in's state (what the account holds) and its request log (what was sent); the SSH wait is
+checked against a loopback server that speaks the SSH protocol's first line.
+"""
+
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ansible_collections.datacrunch.sglang.plugins.module_utils import verda_provision
+from ansible_collections.datacrunch.sglang.plugins.module_utils.verda_api import VerdaClient, resolve_settings
+from ansible_collections.datacrunch.sglang.plugins.module_utils.verda_provision import (
+    ProvisionError,
+    ensure_cluster,
+    ensure_instance,
+)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lab" / "verda-api"))
+import standin_control
+from standin_control import CLIENT_ID, CLIENT_SECRET
+
+IMAGE = "ubuntu-24.04-cuda-12.8-open-docker"
+H200 = "8H200.141S.176V"
+
+
+class BannerServer:
+    """Answers every TCP connection with a first line, as an SSH server does (or anything else, to test refusal)."""
+
+    def __init__(self, banner=b"SSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13\r\n"):
+        self.banner = banner
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen(16)
+        self.port = self.socket.getsockname()[1]
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                connection, _ = self.socket.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with connection:
+                connection.sendall(self.banner)
+
+    def close(self):
+        self.socket.close()
+
+
+@pytest.fixture
+def sshd():
+    server = BannerServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def standin():
+    with standin_control.in_thread(pool=["127.0.0.1", "10.9.0.12", "10.9.0.13"]) as control:
+        yield control
+
+
+@pytest.fixture
+def client(standin):
+    return VerdaClient(resolve_settings(CLIENT_ID, CLIENT_SECRET, standin.base_url))
+
+
+def instance_params(sshd, **overrides):
+    params = {"hostname": "sglang-r1-t1", "state": "running", "instance_type": H200, "image": IMAGE,
+              "location": "FIN-01", "ssh_keys": ["standin-default"], "wait": True, "wait_timeout": 30,
+              "wait_for_ssh": True, "ssh_port": sshd.port}
+    params.update(overrides)
+    return params
+
+
+def cluster_params(sshd, **overrides):
+    params = {"hostname": "r1-tp16-t1", "state": "present", "cluster_type": "16H200", "image": IMAGE,
+              "location": "FIN-01", "ssh_keys": [], "wait": True, "wait_timeout": 30, "wait_for_ssh": True,
+              "ssh_port": sshd.port, "shared_volume_size": 500}
+    params.update(overrides)
+    return params
+
+
+def orders(standin):
+    return [r for r in standin.requests() if r["method"] in ("POST", "PUT") and r["path"] != "/v1/oauth2/token"]
+
+
+def instances(standin):
+    return {i["hostname"]: i for i in standin.state()["instances"]}
+
+
+# --- instances ---------------------------------------------------------------------------------------------------
+
+
+def test_rent_an_instance_then_a_second_run_changes_nothing(standin, client, sshd):
+    first = ensure_instance(client, instance_params(sshd))
+    assert first["changed"] is True and first["actions"] == ["create"]
+    assert first["instance"]["status"] == "running" and first["instance"]["ip"] == "127.0.0.1"
+    assert first["ssh_banner"].startswith("SSH-2.0-")
+    assert first["diff"]["before"] == {}
+    assert first["diff"]["after"]["status"] == "running"
+    held = instances(standin)["sglang-r1-t1"]
+    assert held["ssh_key_ids"] == ["5d7c3c4e-3f5a-4a34-9c7a-5b0a3b0c1d01"]  # the key named standin-default
+    assert held["location"] == "FIN-01" and held["instance_type"] == H200
+
+    standin.clear_requests()
+    second = ensure_instance(client, instance_params(sshd))
+    assert (second["changed"], second["actions"]) == (False, [])
+    assert second["diff"]["before"] == second["diff"]["after"]
+    assert orders(standin) == []
+    assert len(standin.state()["instances"]) == 1
+
+
+def test_check_mode_sends_reads_only(standin, client, sshd):
+    result = ensure_instance(client, instance_params(sshd), check_mode=True)
+    assert (result["changed"], result["actions"], result["instance"]) == (True, ["create"], None)
+    assert result["diff"]["after"]["instance_type"] == H200
+    assert orders(standin) == []
+    assert standin.state()["instances"] == []
+    assert sshd.connections == 0
+
+    ensure_instance(client, instance_params(sshd))
+    assert ensure_instance(client, instance_params(sshd), check_mode=True)["changed"] is False
+    gone = ensure_instance(client, instance_params(sshd, state="absent"), check_mode=True)
+    assert (gone["changed"], gone["actions"]) == (True, ["delete"])
+    assert instances(standin)["sglang-r1-t1"]["status"] == "running"
+
+
+def test_shut_down_start_and_delete(standin, client, sshd):
+    ensure_instance(client, instance_params(sshd))
+    stopped = ensure_instance(client, instance_params(sshd, state="stopped"))
+    assert (stopped["changed"], stopped["actions"]) == (True, ["shutdown"])
+    assert instances(standin)["sglang-r1-t1"]["status"] == "offline"
+    assert ensure_instance(client, instance_params(sshd, state="stopped"))["changed"] is False
+    assert ensure_instance(client, instance_params(sshd, state="present"))["changed"] is False
+
+    started = ensure_instance(client, instance_params(sshd, state="running"))
+    assert (started["changed"], started["actions"]) == (True, ["start"])
+    assert instances(standin)["sglang-r1-t1"]["status"] == "running"
+
+    deleted = ensure_instance(client, instance_params(sshd, state="absent"))
+    assert (deleted["changed"], deleted["actions"]) == (True, ["delete"])
+    assert instances(standin) == {}
+    assert standin.state()["pool"].count("127.0.0.1") == 1  # the address is free again
+    assert ensure_instance(client, instance_params(sshd, state="absent"))["changed"] is False
+
+
+def test_no_capacity_orders_nothing(standin, client, sshd):
+    standin.set_pool([])
+    with pytest.raises(ProvisionError) as error:
+        ensure_instance(client, instance_params(sshd))
+    message = str(error.value)
+    assert error.value.code == "no_capacity"
+    assert "instance_type='8H200.141S.176V'" in message and "location='FIN-01'" in message
+    assert "nothing was ordered" in message
+    assert orders(standin) == []
+
+
+def test_an_order_that_lands_in_no_capacity_is_deleted_and_reported(standin, client, sshd):
+    standin.fault("no_capacity", path="/v1/instances")
+    with pytest.raises(ProvisionError) as error:
+        ensure_instance(client, instance_params(sshd))
+    assert error.value.code == "no_capacity"
+    assert "ended in status 'no_capacity' and was deleted" in str(error.value)
+    assert [(r["method"], r["path"]) for r in orders(standin)] == [("POST", "/v1/instances"), ("PUT", "/v1/instances")]
+
+
+def test_missing_settings_for_a_new_instance_are_named_before_any_order(standin, client, sshd):
+    with pytest.raises(ProvisionError) as error:
+        ensure_instance(client, instance_params(sshd, image=None, location=None))
+    assert "creating it needs image, location" in str(error.value)
+    assert "FIN-01" in str(error.value)
+    assert orders(standin) == []
+
+
+def test_unknown_ssh_keys_are_named_with_the_keys_that_exist(standin, client, sshd):
+    with pytest.raises(ProvisionError) as error:
+        ensure_instance(client, instance_params(sshd, ssh_keys=["laptop"]))
+    assert "ssh_keys entry 'laptop'" in str(error.value)
+    assert "keys: standin-default" in str(error.value)
+    assert orders(standin) == []
+
+
+def test_a_bad_hostname_fails_before_any_request(standin, client, sshd):
+    with pytest.raises(ProvisionError) as error:
+        ensure_instance(client, instance_params(sshd, hostname="bad name"))
+    assert "hostname='bad name' is not a valid hostname" in str(error.value)
+    assert standin.requests() == []
+
+
+def test_an_existing_instance_of_another_type_is_not_replaced(standin, client, sshd):
+    ensure_instance(client, instance_params(sshd))
+    with pytest.raises(ProvisionError) as error:
+        ensure_instance(client, instance_params(sshd, instance_type="4H200.141S.176V"))
+    assert "instance_type='4H200.141S.176V' was asked for" in str(error.value)
+    assert "state: absent" in str(error.value)
+
+
+def test_twin_hostnames_in_the_account_are_refused(standin, client, sshd):
+    standin.seed(instances=[{"id": "aaaa0001", "hostname": "sglang-r1-t1", "status": "running", "ip": "192.0.2.1"},
+                            {"id": "aaaa0002", "hostname": "sglang-r1-t1", "status": "offline", "ip": "192.0.2.2"}])
+    with pytest.raises(ProvisionError) as error:
+        ensure_instance(client, instance_params(sshd))
+    assert "names 2 instances (aaaa0001, aaaa0002)" in str(error.value)
+
+
+def test_the_jupyter_token_is_not_returned(standin, client, sshd):
+    standin.seed(instances=[{"id": "aaaa0003", "hostname": "sglang-r1-t1", "status": "running", "ip": "127.0.0.1",
+                             "instance_type": H200, "location": "FIN-01", "jupyter_token": "tok-123secret"}])
+    result = ensure_instance(client, instance_params(sshd))
+    assert "jupyter_token" not in result["instance"]
+    assert "tok-123secret" not in repr(result)
+
+
+def test_an_answer_that_is_not_ssh_is_not_taken_for_ssh():
+    http = BannerServer(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+    now = [0.0]
+
+    def sleep(seconds):
+        now[0] += seconds
+
+    try:
+        with pytest.raises(ProvisionError) as error:
+            verda_provision.wait_for_ssh("127.0.0.1", http.port, timeout=6, clock=lambda: now[0], sleep=sleep)
+        assert "no SSH server answered on 127.0.0.1" in str(error.value)
+        assert "not an SSH banner" in str(error.value)
+    finally:
+        http.close()
+
+
+# --- Instant Clusters --------------------------------------------------------------------------------------------
+
+
+def test_rent_a_cluster_then_a_second_run_changes_nothing_then_release_it(standin, client, sshd):
+    first = ensure_cluster(client, cluster_params(sshd))
+    assert (first["changed"], first["actions"]) == (True, ["create"])
+    assert first["jump_host"] == "127.0.0.1"
+    assert first["workers"] == [{"hostname": "r1-tp16-t1-node-1", "private_ip": "10.9.0.12"},
+                                {"hostname": "r1-tp16-t1-node-2", "private_ip": "10.9.0.13"}]
+    assert first["ssh_banner"].startswith("SSH-2.0-")
+    held = standin.state()["clusters"][0]
+    assert held["shared_volumes"][0]["name"] == "r1-tp16-t1-shared-volume"
+    assert held["shared_volumes"][0]["size_in_gigabytes"] == 500
+
+    standin.clear_requests()
+    second = ensure_cluster(client, cluster_params(sshd))
+    assert (second["changed"], second["actions"]) == (False, [])
+    assert orders(standin) == []
+
+    assert ensure_cluster(client, cluster_params(sshd, state="absent"), check_mode=True)["changed"] is True
+    assert len(standin.state()["clusters"]) == 1
+    released = ensure_cluster(client, cluster_params(sshd, state="absent"))
+    assert (released["changed"], released["actions"]) == (True, ["discontinue"])
+    assert [c["status"] for c in standin.state()["clusters"]] in ([], ["discontinued"])  # no longer billed
+    time.sleep(0.3)
+    assert standin.state()["clusters"] == []
+    assert sorted(standin.state()["pool"]) == ["10.9.0.12", "10.9.0.13", "127.0.0.1"]
+    assert ensure_cluster(client, cluster_params(sshd, state="absent"))["changed"] is False
+
+
+def test_cluster_check_mode_and_no_capacity(standin, client, sshd):
+    result = ensure_cluster(client, cluster_params(sshd), check_mode=True)
+    assert (result["changed"], result["cluster"]) == (True, None)
+    assert orders(standin) == []
+    standin.set_pool(["127.0.0.1", "10.9.0.12"])  # a 16H200 needs a jump host and two workers
+    with pytest.raises(ProvisionError) as error:
+        ensure_cluster(client, cluster_params(sshd))
+    assert error.value.code == "no_capacity"
+    assert "cluster_type='16H200'" in str(error.value)
+    assert orders(standin) == []
