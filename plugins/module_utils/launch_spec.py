@@ -46,7 +46,7 @@ UNHASHED_LABELS = (LABEL_SPEC_HASH, LABEL_COLLECTION_VERSION, LABEL_SECRETS_DIGE
 CONTAINER_CACHE_DIR = "/var/cache/sglang"
 CONTAINER_SECRETS_DIR = "/run/datacrunch-sglang"
 SERVER_CONFIG_FILE = "server-config.yaml"
-HF_TOKEN_FILE = "hf_token"
+HF_TOKEN_FILE = "hf_token"  # noqa: S105 - a file name, not a token
 PLACEHOLDER = "<%s of %s>"
 
 # Flags the spec renders itself; a profile or user flag resolving to one of these is a conflict, not an override.
@@ -96,7 +96,7 @@ class LaunchRequest:
     revision: str = ""
     snapshot: dict | None = None
     port: int = 30000
-    bind_host: str = "0.0.0.0"
+    bind_host: str = "0.0.0.0"  # noqa: S104 - protected by the API key and the host firewall
     dist_port: int = 50000
     hf_home: str = "/root/.cache/huggingface"
     hf_endpoint: str = ""
@@ -258,8 +258,9 @@ def _collect_args(request, table):
             origin = _flag_origin(source, flag)
             if not table.knows(flag):
                 raise LaunchSpecError(
-                    "%s: SGLang %s has no flag %s; check the spelling against `python3 -m sglang.launch_server "
-                    "--help` of that version" % (origin, table.version, FlagTable.normalize(flag))
+                    "%s: SGLang %s has no flag %s (%s); check the spelling against `python3 -m sglang.launch_server "
+                    "--help` of that version"
+                    % (origin, table.version, FlagTable.normalize(flag), table.why_unknown(flag))
                 )
             dest = table.dest(flag)
             if dest in OWNED_FLAG_DESTS:
@@ -337,7 +338,8 @@ def build_launch_spec(request):
         raise LaunchSpecError("%s must be one of the nodes of its unit" % request.host)
     if not isinstance(request.port, int) or not 1 <= request.port <= 65535:
         raise LaunchSpecError("sglang_port=%r must be a TCP port number (1-65535)" % (request.port,))
-    if not isinstance(request.dist_port, int) or not 1 <= request.dist_port <= 65535 or request.dist_port == request.port:
+    dist_port = request.dist_port
+    if not isinstance(dist_port, int) or not 1 <= dist_port <= 65535 or dist_port == request.port:
         raise LaunchSpecError(
             "sglang_server_dist_port=%r must be a TCP port number other than sglang_port=%r"
             % (request.dist_port, request.port)
@@ -456,7 +458,8 @@ def build_launch_spec(request):
     if secret_files:
         mounts.append({"source": secrets_host_dir + "/secrets", "target": CONTAINER_SECRETS_DIR, "read_only": True})
 
-    probe_host = request.bind_host if request.bind_host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    all_interfaces = ("0.0.0.0", "::", "")  # noqa: S104 - recognising the wildcard, not binding to it
+    probe_host = request.bind_host if request.bind_host not in all_interfaces else "127.0.0.1"
     advertised = probe_host if probe_host != "127.0.0.1" else (me.private_ip or "127.0.0.1")
     if ":" in probe_host:
         probe_host = "[%s]" % probe_host

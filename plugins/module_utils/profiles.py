@@ -97,11 +97,14 @@ def resolve_profile(name, shipped, extra=None):
     for extra_name, raw in (extra or {}).items():
         if not isinstance(raw, dict):
             raise ProfileError(
-                "sglang_profiles_extra[%r] must be a mapping of profile fields, got %s" % (extra_name, type(raw).__name__)
+                "sglang_profiles_extra[%r] must be a mapping of profile fields, got %s"
+                % (extra_name, type(raw).__name__)
             )
         catalog[extra_name] = raw
     if not isinstance(name, str) or not name:
-        raise ProfileError("sglang_profile must be a profile name, got %r; known: %s" % (name, ", ".join(sorted(catalog))))
+        raise ProfileError(
+            "sglang_profile must be a profile name, got %r; known: %s" % (name, ", ".join(sorted(catalog)))
+        )
     if name not in catalog:
         raise ProfileError(
             "sglang_profile=%r is not a known profile. Known profiles: %s. Add your own under sglang_profiles_extra "

@@ -10,6 +10,7 @@ files next to the secrets keep what ran before, for diffs and rollback.
 from __future__ import annotations
 
 import calendar
+import contextlib
 import json
 import os
 import time
@@ -269,14 +270,10 @@ class ServerContainer:
             return False
         self.actions.append("removed %s" % container.short_id)
         if not self.check_mode:
-            try:
+            with contextlib.suppress(APIError, NotFound):
                 container.stop(timeout=30)
-            except (APIError, NotFound):
-                pass
-            try:
+            with contextlib.suppress(NotFound):
                 container.remove(force=True)
-            except NotFound:
-                pass
         return True
 
     def create(self, digest):

@@ -12,32 +12,23 @@ from __future__ import annotations
 
 import json
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.sglang_cli_flags import SGLANG_CLI_FLAGS
+from ansible_collections.datacrunch.sglang.plugins.module_utils.sglang_cli_flags import (
+    SGLANG_CLI_FLAGS,
+    canonical_flag,
+    flag_spec,
+    match_flag,
+    supported_versions,
+)
+
+__all__ = ["FlagError", "FlagTable", "supported_versions"]
 
 
 class FlagError(ValueError):
     pass
 
 
-def supported_versions():
-    return sorted(SGLANG_CLI_FLAGS, key=_version_key)
-
-
-def _version_key(version):
-    parts = []
-    for piece in version.replace(".post", ".").split("."):
-        parts.append(int(piece) if piece.isdigit() else 0)
-    return parts
-
-
-def closest_supported_version(version):
-    """The newest supported version not newer than `version`, or None."""
-    candidates = [known for known in supported_versions() if _version_key(known) <= _version_key(version)]
-    return candidates[-1] if candidates else None
-
-
 class FlagTable:
-    """The options one SGLang version accepts."""
+    """The options one SGLang version accepts (aliases and unique prefixes resolved as its argparse does)."""
 
     def __init__(self, version):
         if version not in SGLANG_CLI_FLAGS:
@@ -45,16 +36,6 @@ class FlagTable:
                 "SGLang %s has no flag data in this collection (known: %s)" % (version, ", ".join(supported_versions()))
             )
         self.version = version
-        self.options = SGLANG_CLI_FLAGS[version]
-        self._primary = {}
-        for option, spec in self.options.items():
-            if not option.startswith("--"):
-                continue
-            dest = spec["dest"]
-            natural = "--" + dest.replace("_", "-")
-            current = self._primary.get(dest)
-            if option == natural or current is None or (current != natural and len(option) > len(current)):
-                self._primary[dest] = option
 
     @staticmethod
     def normalize(flag):
@@ -62,27 +43,36 @@ class FlagTable:
         return flag if flag.startswith("-") else "--" + flag
 
     def knows(self, flag):
-        return self.normalize(flag) in self.options
+        return match_flag(self.version, self.normalize(flag))[0] is not None
+
+    def why_unknown(self, flag):
+        return match_flag(self.version, self.normalize(flag))[1]
 
     def spec(self, flag):
-        option = self.normalize(flag)
-        if option not in self.options:
-            raise FlagError("SGLang %s does not accept %s" % (self.version, option))
-        return self.options[option]
+        spec = flag_spec(self.version, self.normalize(flag))
+        if spec is None:
+            raise FlagError("SGLang %s does not accept %s (%s)" % (self.version, self.normalize(flag),
+                                                                   self.why_unknown(flag)))
+        return spec
 
     def canonical(self, flag):
-        """The primary option string for a flag or any of its aliases (--tp -> --tp-size)."""
-        return self._primary[self.spec(flag)["dest"]]
+        """The primary option string for a flag, an alias or a unique prefix (--tp -> --tp-size)."""
+        self.spec(flag)
+        return canonical_flag(self.version, self.normalize(flag))
 
     def dest(self, flag):
         return self.spec(flag)["dest"]
 
     def takes_value(self, flag):
-        spec = self.spec(flag)
-        return spec.get("nargs") != 0 and spec.get("action") not in ("store_true", "store_false", "count")
+        return self.spec(flag).get("nargs") != 0
 
     def deprecation(self, flag):
-        return self.spec(flag).get("deprecated")
+        spec = self.spec(flag)
+        if spec.get("deprecated"):
+            return spec["deprecated"]
+        if str(spec.get("action", "")).startswith("deprecated"):
+            return spec.get("error") or "deprecated"
+        return None
 
     def render(self, flag, value, origin):
         """argv tokens for flag=value; origin names where the value came from, for error messages."""
@@ -96,12 +86,14 @@ class FlagTable:
         if not self.takes_value(flag):
             if value is not True:
                 raise FlagError(
-                    "%s: %s is a switch in SGLang %s; set it to true or false, not %r" % (origin, option, self.version, value)
+                    "%s: %s is a switch in SGLang %s; set it to true or false, not %r"
+                    % (origin, option, self.version, value)
                 )
             return [option]
         if value is True:
             raise FlagError(
-                "%s: %s takes a value in SGLang %s; true is not one (give the value itself)" % (origin, option, self.version)
+                "%s: %s takes a value in SGLang %s; true is not one (give the value itself)"
+                % (origin, option, self.version)
             )
         values = value if isinstance(value, (list, tuple)) else [value]
         rendered = [self._render_value(option, spec, item, origin) for item in values]
@@ -114,7 +106,9 @@ class FlagTable:
         if len(rendered) != 1 and nargs in (None, "?"):
             raise FlagError("%s: %s takes one value in SGLang %s, got %r" % (origin, option, self.version, value))
         if isinstance(nargs, int) and len(rendered) != nargs:
-            raise FlagError("%s: %s takes %d values in SGLang %s, got %r" % (origin, option, nargs, self.version, value))
+            raise FlagError(
+                "%s: %s takes %d values in SGLang %s, got %r" % (origin, option, nargs, self.version, value)
+            )
         return [option, *rendered]
 
     def _render_value(self, option, spec, value, origin):

@@ -34,9 +34,9 @@ def request(url, api_key=None, payload=None, timeout=PROBE_TIMEOUT):
         headers["Content-Type"] = "application/json"
     if api_key:
         headers["Authorization"] = "Bearer %s" % api_key
-    req = urllib.request.Request(url, data=data, headers=headers, method="POST" if data is not None else "GET")
+    req = urllib.request.Request(url, data=data, headers=headers, method="POST" if data is not None else "GET")  # noqa: S310 - http URLs built from the spec
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as response:  # noqa: S310 - URLs are built from the spec
+        with urllib.request.urlopen(req, timeout=timeout) as response:  # noqa: S310
             body = response.read().decode(errors="replace")
             status = response.status
     except urllib.error.HTTPError as exc:

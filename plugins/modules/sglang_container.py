@@ -198,7 +198,10 @@ def _run(module):
             result.update(spec_hash=server.spec["spec_hash"], endpoint=server.spec["endpoint"])
             return result
         server.spec = previous
-        result["msg"] = "restored the spec that served before (%s, %s)" % (previous["image"], previous["spec_hash"][:12])
+        result["msg"] = "restored the spec that served before (%s, %s)" % (
+            previous["image"],
+            previous["spec_hash"][:12],
+        )
     spec = server.spec
     result.update(spec_hash=spec["spec_hash"], endpoint=spec["endpoint"])
     container = server.container()

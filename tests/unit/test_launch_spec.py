@@ -120,7 +120,11 @@ def test_secrets_are_files_not_argv_or_env():
     assert "HF_TOKEN" not in spec["env"]
     secrets_mount = [m for m in spec["mounts"] if m["target"] == "/run/datacrunch-sglang"]
     assert secrets_mount == [
-        {"source": "/etc/datacrunch-sglang/sglang-server/secrets", "target": "/run/datacrunch-sglang", "read_only": True}
+        {
+            "source": "/etc/datacrunch-sglang/sglang-server/secrets",
+            "target": "/run/datacrunch-sglang",
+            "read_only": True,
+        }
     ]
     assert spec["secret_files"] == {"server-config.yaml": "api_key", "hf_token": "hf_token"}
 
@@ -155,14 +159,15 @@ def test_snapshot_of_another_model_is_refused():
 
 def test_caches_are_keyed_by_image_gpu_and_layout():
     base = build_launch_spec(request())
-    cache_mount = [m for m in base["mounts"] if m["target"] == "/var/cache/sglang"][0]
+    cache_mount = next(m for m in base["mounts"] if m["target"] == "/var/cache/sglang")
     assert cache_mount["source"].startswith("/var/cache/datacrunch-sglang/v0.5.18-nvidia-h200-tp8-dpa8-nn1-")
     for key in ("SGLANG_DG_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "CUDA_CACHE_PATH",
                 "FLASHINFER_WORKSPACE_BASE", "SGLANG_CACHE_DIR"):
         assert base["env"][key].startswith("/var/cache/sglang/")
     other_image = build_launch_spec(request(image="lmsysorg/sglang:v0.5.23"))
     other_layout = build_launch_spec(request("deepseek-r1-mtp"))
-    other_gpu = build_launch_spec(request(nodes=[Node("gpu-0", private_ip="10.0.0.10", gpus=8, gpu_model="NVIDIA H100")]))
+    h100 = Node("gpu-0", private_ip="10.0.0.10", gpus=8, gpu_model="NVIDIA H100")
+    other_gpu = build_launch_spec(request(nodes=[h100]))
     sources = {spec["host_dirs"]["cache"] for spec in (base, other_image, other_layout, other_gpu)}
     assert len(sources) == 4
 
@@ -197,7 +202,9 @@ def test_user_flags_override_profile_flags_and_can_remove_them():
         ({"trust-remote-code": "yes"}, r"is a switch"),
         ({"mem-fraction-static": True}, r"takes a value"),
         ({"kv-cache-dtype": "fp3"}, r"is not one of"),
-        ({"cuda-graph-max-bs": "many"}, r"takes an integer"),
+        ({"max-running-requests": "many"}, r"takes an integer"),
+        ({"cuda-graph-max-bs": 8}, r"deprecated in SGLang 0.5.18"),
+        ({"enable": True}, r"ambiguous option"),
     ],
 )
 def test_bad_user_flags_are_refused_with_the_variable_named(args, message):
@@ -207,8 +214,12 @@ def test_bad_user_flags_are_refused_with_the_variable_named(args, message):
 
 def test_deprecated_flag_refused_unless_allowed():
     newer = "lmsysorg/sglang:v0.5.23"
-    with pytest.raises(LaunchSpecError, match="deprecated in SGLang 0.5.23"):
-        build_launch_spec(request("deepseek-r1-mtp", image=newer, user_args={"enable-dp-attention": True}))
+    with pytest.raises(LaunchSpecError, match=r"deprecated in SGLang 0\.5\.23"):
+        build_launch_spec(request("deepseek-r1-mtp", image=newer, user_args={"disable-cuda-graph": True}))
+    spec = build_launch_spec(request("deepseek-r1-mtp", image=newer, user_args={"disable-cuda-graph": True},
+                                     allow_deprecated_flags=True))
+    assert "--disable-cuda-graph" in spec["command"]
+
 
 
 def test_profile_flag_unknown_to_the_version_names_the_profile():
@@ -235,7 +246,8 @@ def test_digest_pinned_image_with_explicit_version():
     image = "lmsysorg/sglang:v0.5.18@sha256:" + "1" * 64
     spec = build_launch_spec(request(image=image))
     assert spec["image"] == image
-    spec = build_launch_spec(request(image="registry.example:5000/ml/sglang@sha256:" + "2" * 64, image_version="0.5.23"))
+    digest_only = "registry.example:5000/ml/sglang@sha256:" + "2" * 64
+    spec = build_launch_spec(request(image=digest_only, image_version="0.5.23"))
     assert spec["sglang_version"] == "0.5.23"
 
 
@@ -245,7 +257,7 @@ def test_secret_env_names_are_refused():
 
 
 def test_gpu_count_below_the_profile_is_refused():
-    with pytest.raises(LaunchSpecError, match="needs 8 GPUs per node .* but gpu-0 has 4 GPUs"):
+    with pytest.raises(LaunchSpecError, match=r"needs 8 GPUs per node .* but gpu-0 has 4 GPUs"):
         build_launch_spec(request(nodes=nodes(1, gpus=4)))
 
 
@@ -305,7 +317,7 @@ def test_ranks_follow_hostnames_unless_set():
         (nodes(3), r"needs 2 node\(s\) .* sglang_cluster='unit-a' has 3 host"),
         (nodes(2, ranks=[1, 1]), r"sglang_node_rank=1 is set on both"),
         (nodes(2, ranks=[0, 2]), r"sglang_node_rank=2 on gpu-1 is out of range"),
-        (nodes(2, base="203.0.113."), r"public address"),
+        (nodes(2, base="185.22.7."), r"public address"),
         ([Node("gpu-0", private_ip="10.0.0.1", gpus=8, interface="e"),
           Node("gpu-1", private_ip="10.0.0.2", gpus=4, interface="e")], r"different GPU counts"),
     ],
@@ -316,9 +328,9 @@ def test_inconsistent_layouts_are_refused(members, message):
 
 
 def test_public_rendezvous_allowed_explicitly():
-    spec = build_launch_spec(request("deepseek-r1-tp16", nodes=nodes(2, base="203.0.113."),
+    spec = build_launch_spec(request("deepseek-r1-tp16", nodes=nodes(2, base="185.22.7."),
                                      allow_public_rendezvous=True))
-    assert flag_value(spec["command"], "--dist-init-addr") == "203.0.113.10:50000"
+    assert flag_value(spec["command"], "--dist-init-addr") == "185.22.7.10:50000"
 
 
 def test_multi_node_profile_without_cluster_is_refused():
@@ -346,7 +358,7 @@ def test_plan_mode_shows_placeholders_for_what_only_hosts_know():
     spec = build_launch_spec(request("deepseek-r1-tp16", nodes=members, plan=True))
     assert flag_value(spec["command"], "--dist-init-addr") == "<sglang_private_ip of gpu-0>:50000"
     assert spec["env"]["NCCL_SOCKET_IFNAME"] == "<interface of gpu-0>"
-    with pytest.raises(LaunchSpecError, match="private address of gpu-0 .* is unknown"):
+    with pytest.raises(LaunchSpecError, match=r"private address of gpu-0 .* is unknown"):
         build_launch_spec(request("deepseek-r1-tp16", nodes=[Node("gpu-0"), Node("gpu-1")]))
 
 

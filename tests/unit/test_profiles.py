@@ -78,7 +78,7 @@ def test_bad_profiles_are_refused(extra, message):
 
 
 def test_unknown_profile_lists_the_known_ones():
-    with pytest.raises(ProfileError, match="sglang_profile='deepseek-r2' is not a known profile. Known profiles: "):
+    with pytest.raises(ProfileError, match=r"sglang_profile='deepseek-r2' is not a known profile\. Known profiles: "):
         resolve_profile("deepseek-r2", SHIPPED)
 
 
