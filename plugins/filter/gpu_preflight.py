@@ -40,13 +40,13 @@ EXAMPLES = r"""
 
 RETURN = r"""
 _value:
-  description: C(checks), C(failed), C(degraded), C(counts), C(table) (lines), C(sglang_gpu).
+  description: C(checks), C(failed), C(degraded), C(counts), C(table) (lines), C(failures) (lines), C(sglang_gpu).
   type: dict
 """
 
-from ansible.errors import AnsibleFilterError  # noqa: E402 - imports follow the documentation strings
+from ansible.errors import AnsibleFilterError
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.gpu_checks import (  # noqa: E402
+from ansible_collections.datacrunch.sglang.plugins.module_utils.gpu_checks import (
     evaluate,
     fabric_threshold,
     render_table,
@@ -59,6 +59,11 @@ def gpu_preflight(facts, requirements, host="host", private_ip=""):
         raise AnsibleFilterError("gpu_preflight expects the gpu_info result and a requirements mapping")
     result = evaluate(facts, requirements)
     result["table"] = render_table(host, result)
+    result["failures"] = [
+        f"{check['name']}: {check['summary']}" + (f" -> fix: {check['fix']}" if check["fix"] else "")
+        for check in result["checks"]
+        if check["status"] in ("fail", "degraded")
+    ]
     result["sglang_gpu"] = sglang_gpu(facts, private_ip or requirements.get("private_ip") or "")
     return result
 

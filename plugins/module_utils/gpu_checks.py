@@ -610,6 +610,8 @@ def _active_ports(device):
 def _fabric_check(fabric):
     if not fabric:
         return _check("fabric", SKIP, "all-reduce test not asked (gpu_host_fabric_test: false)")
+    if fabric.get("visible_gpus") is not None and fabric["visible_gpus"] < 2:
+        return _check("fabric", SKIP, f"{fabric['visible_gpus']} GPU visible: no all-reduce to measure")
     if fabric.get("error"):
         return _check(
             "fabric",

@@ -336,6 +336,8 @@ def test_fabric_threshold_and_degraded(healthy, req):
     assert result["failed"] is False
     req["fabric"]["busbw_gbps"] = 355.0
     assert by_name(gpu_checks.evaluate(healthy, req))["fabric"]["status"] == "pass"
+    req["fabric"] = {"gpus": 1, "visible_gpus": 1, "error": "an all-reduce needs 2 or more GPUs; 1 visible, 1 asked"}
+    assert by_name(gpu_checks.evaluate(healthy, req))["fabric"]["status"] == "skip"
 
 
 def test_sglang_gpu_fact(healthy):
