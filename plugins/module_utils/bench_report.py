@@ -163,6 +163,8 @@ def expected_bounds(expected):
         raise BenchReportError(f"expected={expected!r} must be a mapping with {ONE_BATCH} and/or {SERVING}")
     bounds = []
     for program, figures in expected.items():
+        if figures is None:  # a user's null removes what a profile sets
+            continue
         if program not in (ONE_BATCH, SERVING):
             raise BenchReportError(
                 f"expected.{program} is not a benchmark; use {ONE_BATCH}: {{field: value}} or "
@@ -172,9 +174,12 @@ def expected_bounds(expected):
             raise BenchReportError(f"expected.{program}={figures!r} must be a mapping")
         if program == ONE_BATCH:
             for field, spec in figures.items():
-                bounds.append((program, None, str(field), *_bound(program, None, field, spec)))
+                if spec is not None:
+                    bounds.append((program, None, str(field), *_bound(program, None, field, spec)))
             continue
         for concurrency, fields in figures.items():
+            if fields is None:
+                continue
             try:
                 level = int(concurrency)
             except (TypeError, ValueError):
@@ -185,7 +190,8 @@ def expected_bounds(expected):
             if not isinstance(fields, dict):
                 raise BenchReportError(f"expected.{SERVING}.{level}={fields!r} must be a mapping of field to value")
             for field, spec in fields.items():
-                bounds.append((program, level, str(field), *_bound(program, level, field, spec)))
+                if spec is not None:
+                    bounds.append((program, level, str(field), *_bound(program, level, field, spec)))
     return bounds
 
 

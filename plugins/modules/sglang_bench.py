@@ -36,6 +36,7 @@ attributes:
     details:
       - Benchmarks are validated and the commands they would run returned; nothing runs, the server is not stopped.
       - Reports are computed and the files they would write listed; nothing is written.
+      - O(mode=report) without results checks only O(expected) and O(tolerance_pct).
   diff_mode:
     support: none
   idempotent:
@@ -164,8 +165,8 @@ options:
   expected:
     description:
       - O(mode=report), the profile's C(expected) figures. Key C(bench_one_batch) maps SGLang field names to
-        figures (the manual procedure's run gives C(median_decode_throughput) 47.67); key C(bench_serving) maps a concurrency level to
-        such a mapping.
+        figures (the manual procedure's run gives C(median_decode_throughput) 47.67); key C(bench_serving) maps
+        a concurrency level to such a mapping.
       - A bare number is a floor for throughputs and a ceiling for latencies; a mapping with C(min) or C(max) says
         it explicitly.
     type: dict
@@ -174,6 +175,13 @@ options:
     description: O(mode=report), how far (percent) a figure may fall short of the expected one and still pass.
     type: float
     default: 0
+  on_miss:
+    description:
+      - O(mode=report), what a figure below its threshold does once the report is written. C(fail) fails the
+        task (the report files stay), C(warn) returns a warning per figure.
+    type: str
+    choices: [fail, warn]
+    default: fail
   note:
     description: O(mode=report), a line for the report's header (e.g. that the lab's server is a stand-in).
     type: str
@@ -264,6 +272,10 @@ report:
     misses: {description: Messages for the figures below their threshold., type: list, elements: str}
     previous: {description: The previous run compared with (file, started_at, image), or null., type: dict}
     comparison: {description: Figure by figure change against the previous run., type: list, elements: dict}
+server:
+  description: The benchmarked server as deployed (name, image, sglang_version, model, profile, rank, nnodes, endpoint).
+  returned: mode=serving or mode=one_batch
+  type: dict
 logs:
   description: Last lines of the benchmark's output (secrets masked).
   returned: on failure
@@ -315,6 +327,7 @@ ARGUMENT_SPEC = {
     "model": {"type": "str", "default": ""},
     "expected": {"type": "dict", "default": {}},
     "tolerance_pct": {"type": "float", "default": 0},
+    "on_miss": {"type": "str", "choices": ["fail", "warn"], "default": "fail"},
     "note": {"type": "str", "default": ""},
     "bench_serving": {"type": "dict"},
     "bench_one_batch": {"type": "dict"},
@@ -330,18 +343,35 @@ def run_benchmark(module):
     env = check_env(params["env"], prefix)
     spec = load_server_spec(params["server_dir"], prefix)
     runner = BenchRunner(spec, env=env, image=params["image"], timeout=params["timeout"], check_mode=module.check_mode)
+    server = server_summary(spec)
     if params["mode"] == "serving":
         if (spec.get("readiness") or {}).get("kind") != "http":
             raise BenchRunError(
                 f"{spec['name']} on this host is a worker rank of a multi-node unit; it serves no HTTP API. "
                 "Run the serving benchmark on rank 0 only"
             )
-        return {"changed": False, "bench_serving": runner.serving(settings, params["api_key_file"])}
-    result, server = one_batch_with_server_stopped(
+        return {"changed": False, "server": server, "bench_serving": runner.serving(settings, params["api_key_file"])}
+    result, state = one_batch_with_server_stopped(
         runner, settings, ready_timeout=params["ready_timeout"], stop_server=params["stop_server"]
     )
-    result["server"] = server
-    return {"changed": bool(server["stopped"]), "bench_one_batch": result}
+    result["server"] = state
+    return {"changed": bool(state["stopped"]), "server": server, "bench_one_batch": result}
+
+
+def server_summary(spec):
+    """What the report and the role need to know about the benchmarked server (no secrets in a spec)."""
+    labels = spec.get("labels") or {}
+    return {
+        "name": spec["name"],
+        "image": spec["image"],
+        "sglang_version": spec.get("sglang_version") or "",
+        "model": spec.get("model") or "",
+        "profile": labels.get("datacrunch.sglang.profile", ""),
+        "rank": spec.get("rank", 0),
+        "nnodes": spec.get("nnodes", 1),
+        "endpoint": spec.get("endpoint") or (spec.get("readiness") or {}).get("base_url", ""),
+        "serves_http": (spec.get("readiness") or {}).get("kind") == "http",
+    }
 
 
 def write_report(module):
@@ -355,6 +385,10 @@ def write_report(module):
         )
     serving = params["bench_serving"] or None
     one_batch = params["bench_one_batch"] or None
+    if module.check_mode and not serving and not one_batch:
+        # The role's validation step: the expected figures and the tolerance are checked before any benchmark runs.
+        verdicts = bench_report.evaluate({}, params["expected"], params["tolerance_pct"])
+        return {"changed": False, "report": {"files": [], "verdicts": verdicts, "misses": [], "absent": []}}
     image = params["image"] or (serving or {}).get("image") or (one_batch or {}).get("image") or ""
     document, previous = bench_report.build_document(
         params["host"],
@@ -386,7 +420,17 @@ def write_report(module):
         "comparison": document["comparison"],
         "basename": written["basename"],
     }
-    return {"changed": True, "report": report}
+    result = {"changed": True, "report": report}
+    if missed and params["on_miss"] == "fail" and not module.check_mode:
+        result["failed"] = True
+        result["msg"] = (
+            f"{params['host']}: {len(missed)} figure(s) below the profile's threshold: {'; '.join(missed)}. "
+            f"Report: {written['basename']}.md. Investigate the host, or set {params['variable_prefix']}on_miss=warn "
+            "(or adjust the profile's expected figures) to accept it"
+        )
+    for message in missed if params["on_miss"] == "warn" else []:
+        module.warn(f"{params['host']}: below the profile's threshold: {message}")
+    return result
 
 
 def main():
@@ -398,6 +442,8 @@ def main():
         module.fail_json(msg=str(exc), **evidence)
     except bench_report.BenchReportError as exc:
         module.fail_json(msg=str(exc))
+    if result.pop("failed", False):
+        module.fail_json(**result)
     module.exit_json(**result)
 
 

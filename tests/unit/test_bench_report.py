@@ -111,6 +111,15 @@ def test_serving_bounds_per_concurrency_explicit_and_absent():
     }
 
 
+def test_null_removes_a_figure():
+    expected = {
+        "bench_one_batch": {"median_decode_throughput": None, "median_decode_latency": 0.03},
+        "bench_serving": {4: None, 16: {"output_throughput": None}},
+    }
+    assert bench_report.expected_bounds(expected) == [("bench_one_batch", None, "median_decode_latency", "max", 0.03)]
+    assert bench_report.expected_bounds({"bench_serving": None}) == []
+
+
 @pytest.mark.parametrize(
     ("expected", "message"),
     [
