@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# The whole test suite, from nothing: sets up what it needs (tests/setup.sh), then runs
+#   lint         ruff, ansible-lint (production profile)
+#   sanity       ansible-test sanity on the collection
+#   unit         pytest tests/unit (pure logic, SGLang's real parser included)
+#   compat       the unit tests and a plan run on Python 3.11 with ansible-core 2.19
+#   build        ansible-galaxy collection build + install + ansible-doc of every module
+#   integration  pytest tests/integration (real Docker engine, lab hosts, Hub stand-in)
+#   molecule     every scenario under molecule/ against lab hosts
+# Usage: tests/run.sh [--no-setup] [STAGE...]   Prints each stage's duration; exits non-zero on the first failure.
+set -euo pipefail
+
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO_ROOT"
+export PATH=$REPO_ROOT/.venv/bin:$PATH
+export ANSIBLE_FORCE_COLOR=0 PY_COLORS=0
+
+SCENARIOS=(default preflight prefetch multinode benchmark redeploy security)
+declare -a DURATIONS=()
+
+log() { printf '\nrun: %s\n' "$*" >&2; }
+die() {
+    printf '\nrun: FAILED: %s\n' "$*" >&2
+    summary
+    exit 1
+}
+
+summary() {
+    ((${#DURATIONS[@]})) || return 0
+    printf '\nrun: stage durations\n' >&2
+    printf '  %s\n' "${DURATIONS[@]}" >&2
+}
+
+stage() {
+    local name=$1 started=$SECONDS
+    shift
+    log "stage $name"
+    if ! "$@"; then
+        DURATIONS+=("$name: $((SECONDS - started)) s (failed)")
+        die "stage $name"
+    fi
+    DURATIONS+=("$name: $((SECONDS - started)) s")
+}
+
+pytest_must_run() { # pytest exit 5 means no test was collected: a broken suite, not a pass
+    local rc=0
+    "$@" || rc=$?
+    if ((rc == 5)); then
+        printf 'run: pytest collected no tests (%s): treating it as a failure\n' "$*" >&2
+        return 1
+    fi
+    return $rc
+}
+
+stage_lint() {
+    ruff check .
+    ansible-lint --profile production --strict
+}
+
+stage_sanity() {
+    tests/sanity/run.sh
+}
+
+stage_unit() {
+    pytest_must_run pytest -q -p no:cacheprovider tests/unit
+}
+
+stage_compat() {
+    pytest_must_run .venv-py311/bin/pytest -q -p no:cacheprovider tests/unit
+    local version
+    version=$(.venv-py311/bin/ansible --version | head -n 1)
+    printf 'compat: %s\n' "$version" >&2
+    PATH=$REPO_ROOT/.venv-py311/bin:$PATH ansible-playbook playbooks/plan.yml -i tests/fixtures/inventories/plan \
+        -e plan_dir="$REPO_ROOT/tests/output/plan-py311" >/dev/null
+    [[ -s tests/output/plan-py311/solo-1.json ]]
+}
+
+stage_build() {
+    local out=$REPO_ROOT/tests/output/build
+    rm -rf "$out"
+    mkdir -p "$out"
+    ansible-galaxy collection build --output-path "$out" . >/dev/null
+    ansible-galaxy collection install --collections-path "$out/installed" "$out"/datacrunch-sglang-*.tar.gz >/dev/null
+    local module
+    for module in "$out"/installed/ansible_collections/datacrunch/sglang/plugins/modules/*.py; do
+        module=$(basename "$module" .py)
+        ANSIBLE_COLLECTIONS_PATH=$out/installed ansible-doc "datacrunch.sglang.$module" >/dev/null ||
+            { printf 'ansible-doc datacrunch.sglang.%s failed\n' "$module" >&2; return 1; }
+    done
+    ANSIBLE_COLLECTIONS_PATH=$out/installed ansible-doc -t inventory datacrunch.sglang.datacrunch >/dev/null
+    printf 'build: %s\n' "$(basename "$out"/datacrunch-sglang-*.tar.gz)" >&2
+}
+
+stage_integration() {
+    [[ -d tests/integration ]] || return 0
+    pytest_must_run pytest -q -p no:cacheprovider tests/integration
+}
+
+stage_molecule() {
+    local scenario started
+    for scenario in "${SCENARIOS[@]}"; do
+        if [[ ! -f molecule/$scenario/molecule.yml ]]; then
+            printf 'molecule: scenario %s is missing\n' "$scenario" >&2
+            return 1
+        fi
+        started=$SECONDS
+        molecule test -s "$scenario" || { printf 'molecule: scenario %s failed\n' "$scenario" >&2; return 1; }
+        DURATIONS+=("  molecule $scenario: $((SECONDS - started)) s")
+    done
+}
+
+setup=true
+stages=()
+for arg in "$@"; do
+    case $arg in
+        --no-setup) setup=false ;;
+        lint | sanity | unit | compat | build | integration | molecule) stages+=("$arg") ;;
+        *) die "unknown argument $arg" ;;
+    esac
+done
+((${#stages[@]})) || stages=(lint sanity unit compat build integration molecule)
+
+if $setup; then
+    stage setup tests/setup.sh all
+fi
+for name in "${stages[@]}"; do
+    stage "$name" "stage_$name"
+done
+summary
+log "all stages passed"

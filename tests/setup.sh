@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Set up, from nothing, what the lab and the tests need on a Debian machine (run as root):
+#   packages   Docker engine, debootstrap, ssh client, git (from Debian's archive)
+#   docker     a running Docker engine
+#   venv       .venv: Python >= 3.12 with the pinned tools of requirements-dev.txt
+#   py311      .venv-py311: Python 3.11 with ansible-core 2.19 (the oldest supported controller)
+#   parser     .venv-sglang-parser: SGLang's own argument parser (tests/sglang_parser/setup.sh)
+#   images     the lab images (tests/lab/lab.sh build)
+# Usage: tests/setup.sh [lab|all|STEP...]   (lab = packages docker venv images; default all)
+# Every step is idempotent and prints its duration.
+set -euo pipefail
+
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO_ROOT"
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+die() {
+    printf 'setup: error: %s\n' "$*" >&2
+    exit 1
+}
+
+timed() {
+    local name=$1 started=$SECONDS
+    shift
+    log "$name ..."
+    "$@"
+    log "$name done in $((SECONDS - started)) s"
+}
+
+find_python() { # find_python MIN_MINOR: the first python3.X (X >= MIN_MINOR) on PATH or under pyenv
+    local min=$1 candidate
+    for candidate in python3.13 python3.12 python3.11 python3 \
+        "$HOME"/.pyenv/versions/3.13*/bin/python3 "$HOME"/.pyenv/versions/3.12*/bin/python3 \
+        "$HOME"/.pyenv/versions/3.11*/bin/python3; do
+        command -v "$candidate" >/dev/null 2>&1 || [[ -x $candidate ]] || continue
+        if "$candidate" -c "import sys; sys.exit(0 if sys.version_info[:2] >= (3, $min) else 1)" 2>/dev/null; then
+            command -v "$candidate" 2>/dev/null || echo "$candidate"
+            return 0
+        fi
+    done
+    return 1
+}
+
+find_python_exact() { # find_python_exact MINOR
+    local minor=$1 candidate
+    for candidate in "python3.$minor" "$HOME"/.pyenv/versions/3."$minor".*/bin/python3 python3; do
+        command -v "$candidate" >/dev/null 2>&1 || [[ -x $candidate ]] || continue
+        if "$candidate" -c "import sys; sys.exit(0 if sys.version_info[:2] == (3, $minor) else 1)" 2>/dev/null; then
+            command -v "$candidate" 2>/dev/null || echo "$candidate"
+            return 0
+        fi
+    done
+    return 1
+}
+
+step_packages() {
+    local wanted=(docker.io debootstrap openssh-client git curl iproute2 ca-certificates) missing=() package
+    for package in "${wanted[@]}"; do
+        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+    done
+    if ((${#missing[@]} == 0)); then
+        log "packages already installed"
+        return
+    fi
+    [[ $(id -u) == 0 ]] || die "installing ${missing[*]} needs root"
+    log "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+step_docker() {
+    if docker info >/dev/null 2>&1; then
+        log "Docker engine answers"
+        return
+    fi
+    command -v dockerd >/dev/null || die "dockerd is not installed (run: tests/setup.sh packages)"
+    log "starting dockerd (log: /var/log/dockerd.log)"
+    setsid dockerd >/var/log/dockerd.log 2>&1 </dev/null &
+    local waited=0
+    until docker info >/dev/null 2>&1; do
+        ((waited++ < 60)) || die "dockerd did not answer within 60 s; see /var/log/dockerd.log"
+        sleep 1
+    done
+}
+
+venv_is_current() { # venv_is_current VENV REQUIREMENTS...
+    local venv=$1 stamp
+    shift
+    stamp=$(cat "$@" | sha256sum | cut -d' ' -f1)
+    [[ -x $venv/bin/python && -f $venv/.requirements.sha256 && $(cat "$venv/.requirements.sha256") == "$stamp" ]]
+}
+
+make_venv() { # make_venv VENV PYTHON REQUIREMENTS (REQUIREMENTS -r's the controller's requirements.txt)
+    local venv=$1 python=$2 requirements=$3
+    if venv_is_current "$venv" "$requirements" requirements.txt; then
+        log "$venv is current"
+        return
+    fi
+    rm -rf "$venv"
+    "$python" -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check --upgrade pip 2>&1 | grep -v "is ignored" >&2 || true
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements" 2>&1 |
+        grep -v "is ignored: it is neither a file nor a directory" >&2 || true
+    "$venv/bin/python" -c "import ansible, yaml" || die "installing $requirements into $venv failed"
+    cat "$requirements" requirements.txt | sha256sum | cut -d' ' -f1 >"$venv/.requirements.sha256"
+}
+
+step_venv() {
+    local python
+    python=$(find_python 12) || die "no Python >= 3.12 found (ansible-core 2.21 needs it); install python3.12"
+    make_venv .venv "$python" requirements-dev.txt
+}
+
+step_py311() {
+    local python
+    python=$(find_python_exact 11) || die "no Python 3.11 found for the oldest-controller check"
+    make_venv .venv-py311 "$python" requirements-py311.txt
+}
+
+step_parser() {
+    local python
+    python=$(find_python_exact 11) || die "no Python 3.11 found for SGLang's parser"
+    SGLANG_PARSER_PYTHON=$python tests/sglang_parser/setup.sh
+}
+
+step_images() {
+    tests/lab/lab.sh build
+}
+
+steps=("$@")
+((${#steps[@]})) || steps=(all)
+expanded=()
+for step in "${steps[@]}"; do
+    case $step in
+        all) expanded+=(packages docker venv py311 parser images) ;;
+        lab) expanded+=(packages docker venv images) ;;
+        packages | docker | venv | py311 | parser | images) expanded+=("$step") ;;
+        *) die "unknown step $step (steps: lab all packages docker venv py311 parser images)" ;;
+    esac
+done
+for step in "${expanded[@]}"; do
+    timed "$step" "step_$step"
+done
