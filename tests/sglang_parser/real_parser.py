@@ -11,12 +11,14 @@ tools around it (generate_flags.py, check_argv.py) start `python real_parser.py 
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import io
 import json
 import logging
 import os
 import sys
+import types
 import warnings
 from pathlib import Path
 
@@ -34,9 +36,18 @@ def supported_versions() -> list[str]:
     return sorted(names, key=lambda v: tuple(int(x) for x in v.split(".")))
 
 
+_active: list[Path] = []
+
+
+def active_source() -> Path:
+    """The unpacked sglang of the version activate() put on sys.path."""
+    return _active[0]
+
+
 def activate(version: str) -> None:
     """Put that version's unpacked wheel and its per-version pins first on sys.path."""
     src, site = CACHE / f"sglang-{version}", CACHE / f"site-{version}"
+    _active[:] = [src]
     for path in (src, site):
         if not path.is_dir():
             raise SystemExit(f"{path} is missing: run tests/sglang_parser/setup.sh")
@@ -96,6 +107,8 @@ TYPE_NAMES = {
     ("sglang.srt.utils.common", "nullable_str"): "nullable_str",
     ("sglang.srt.model_executor.cuda_graph_config", "parse_cuda_graph_config_arg"): "cuda_graph_config",
     ("sglang.srt.model_executor.cuda_graph_config", "parse_cuda_graph_backend_arg"): "cuda_graph_backend",
+    ("sglang.benchmark.serving", "_finite_positive_float"): "finite_positive_float",
+    ("sglang.benchmark.serving", "_goodput_slo"): "goodput_slo",
 }
 
 
@@ -144,9 +157,12 @@ def _deprecation(action: argparse.Action, option_string: str) -> tuple[str | Non
     return text or None, None
 
 
-def describe(parser: argparse.ArgumentParser, merger_cls) -> dict:
+def describe_actions(parser: argparse.ArgumentParser, skip: set[str] = frozenset()) -> dict[str, dict]:
+    """Every option string of the parser (those in `skip` left out), in the parser's order."""
     flags: dict[str, dict] = {}
     for action in parser._actions:
+        if skip.issuperset(action.option_strings):
+            continue
         kind = type(action).__name__
         if kind not in ACTION_NAMES:
             raise SystemExit(
@@ -189,13 +205,72 @@ def describe(parser: argparse.ArgumentParser, merger_cls) -> dict:
             if action.required:
                 spec["required"] = True
             flags[option] = spec
+    return flags
 
+
+def describe(parser: argparse.ArgumentParser, merger_cls) -> dict:
+    flags = describe_actions(parser)
     merger = merger_cls(parser)
     return {
         "flags": flags,
         "config_store_true": sorted(set(merger.store_true_actions)),
         "config_unsupported": {k: type(a).__name__ for k, a in sorted(merger.unsupported_actions.items())},
         "allow_abbrev": parser.allow_abbrev,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# bench: the parsers of sglang.benchmark.one_batch and sglang.benchmark.serving
+#
+# Importing those modules pulls in model runners and dataset libraries that this venv does not have. Their parsers
+# are plain argparse code, so each module's top-level statements are run one by one and the ones that need a
+# missing library are left out; then SGLang's own code builds the parser, and parse_args is where it is taken.
+
+
+def _load_leniently(name: str) -> types.ModuleType:
+    path = active_source() / (name.replace(".", "/") + ".py")
+    module = types.ModuleType(name)
+    module.__file__ = str(path)
+    sys.modules[name] = module
+    for node in ast.parse(path.read_text(), str(path)).body:
+        code = compile(ast.Module(body=[node], type_ignores=[]), str(path), "exec")
+        try:
+            exec(code, module.__dict__)  # noqa: S102 - SGLang's own module source, statement by statement
+        except Exception:  # noqa: BLE001, S112 - a statement that needs a library this venv lacks
+            continue
+    return module
+
+
+class _Captured(Exception):
+    pass
+
+
+def _capture_cli_parser(module: types.ModuleType) -> argparse.ArgumentParser:
+    def capture(self, *args, **kwargs):
+        raise _Captured(self)
+
+    original = argparse.ArgumentParser.parse_args
+    argparse.ArgumentParser.parse_args = capture
+    try:
+        module.cli_main()
+    except _Captured as captured:
+        return captured.args[0]
+    finally:
+        argparse.ArgumentParser.parse_args = original
+    raise SystemExit(f"{module.__name__}.cli_main() never parsed its arguments")
+
+
+def describe_bench(server_parser: argparse.ArgumentParser) -> dict:
+    one_batch = _load_leniently("sglang.benchmark.one_batch")
+    bench_parser = argparse.ArgumentParser()
+    one_batch.BenchArgs.add_cli_args(bench_parser)
+    serving = _capture_cli_parser(_load_leniently("sglang.benchmark.serving"))
+    server_options = set(server_parser._option_string_actions)
+    return {
+        # bench_one_batch takes every server option plus these (its BenchArgs)
+        "one_batch": describe_actions(bench_parser, skip={"-h", "--help"} | server_options),
+        "serving": describe_actions(serving),
+        "serving_description": serving.description,
     }
 
 
@@ -245,7 +320,9 @@ def main(argv: list[str]) -> int:
         return parser
 
     if command == "dump":
-        data = describe(parser_factory(), merger_cls)
+        parser = parser_factory()
+        data = describe(parser, merger_cls)
+        data["bench"] = describe_bench(parser)
         data["version"] = real_version
         json.dump(data, sys.stdout)
     else:
