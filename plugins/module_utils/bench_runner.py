@@ -32,6 +32,7 @@ from ansible_collections.datacrunch.sglang.plugins.module_utils.bench_output imp
     one_batch_result,
     serving_result,
 )
+from ansible_collections.datacrunch.sglang.plugins.module_utils.sglang_http import probe_ready
 
 try:
     import docker
@@ -461,7 +462,8 @@ class BenchRunner:
         }
         if gpus:
             options.update(
-                device_requests=[DeviceRequest(count=-1, capabilities=[["gpu"]])],
+                # The GPUs the server itself asks for (all of them in every launch spec).
+                device_requests=[DeviceRequest(count=-1, capabilities=[["gpu"]])] if self.spec.get("gpus") else None,
                 ipc_mode=self.spec.get("ipc_mode") or "host",
                 shm_size=self.spec.get("shm_size") or "32g",
                 ulimits=[Ulimit(name=u["name"], soft=u["soft"], hard=u["hard"]) for u in self.spec.get("ulimits", [])],
@@ -500,6 +502,12 @@ class BenchRunner:
         self.ensure_image()
         if self.check_mode:
             return result
+        ready, detail = probe_ready(self.spec["readiness"])
+        if not ready:
+            raise BenchRunError(
+                f"the server {self.spec['name']} at {self.spec['readiness']['base_url']} is not serving ({detail}); "
+                "deploy it (playbooks/deploy.yml) or wait until it is ready, then benchmark"
+            )
         self.remove_leftovers()
         result["started_at"] = utc_now()
         with _private_dir() as work_dir:
