@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import difflib
 import json
 import os
 import re
@@ -31,6 +32,10 @@ from ansible_collections.datacrunch.sglang.plugins.module_utils.bench_output imp
     BenchOutputError,
     one_batch_result,
     serving_result,
+)
+from ansible_collections.datacrunch.sglang.plugins.module_utils.sglang_cli_flags import (
+    SGLANG_BENCH_FLAGS,
+    SGLANG_CLI_FLAGS,
 )
 from ansible_collections.datacrunch.sglang.plugins.module_utils.sglang_http import probe_ready
 
@@ -243,6 +248,39 @@ def one_batch_settings(params, prefix=""):
         _positive_int(settings["tp"], prefix, "tp", 8)
     _check_extra_args(settings["extra_args"], OWNED_ONE_BATCH_FLAGS, prefix, "extra_args")
     return settings
+
+
+def known_flags(program, version):
+    """Options of bench_serving or bench_one_batch (which also takes every server option) in an SGLang version,
+    from SGLang's own parsers; None for a version without flag data."""
+    table = SGLANG_BENCH_FLAGS.get(program, {}).get(version)
+    if table is None:
+        return None
+    known = set(table)
+    if program == "one_batch":
+        known |= set(SGLANG_CLI_FLAGS.get(version) or {})
+    return known
+
+
+def check_flags_for_version(args, program, version, prefix="", option="extra_args"):
+    """Refuse a flag the version's benchmark program does not take, before anything runs.
+
+    Abbreviations that argparse resolves to one option are accepted, as SGLang's parsers accept them. Versions
+    without flag data are left to SGLang's own parser.
+    """
+    known = known_flags(program, version)
+    if known is None:
+        return
+    command = {"serving": "bench_serving", "one_batch": "bench_one_batch"}[program]
+    for arg in args:
+        if not arg.startswith("--"):
+            continue
+        name = arg.split("=", 1)[0]
+        if name in known or len([flag for flag in known if flag.startswith(name)]) == 1:
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=3)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        raise BenchRunError(f"{_name(prefix, option)}: {name} is not an option of {command} in SGLang {version}{hint}")
 
 
 # --- the server as deployed --------------------------------------------------------------------------

@@ -291,11 +291,13 @@ from ansible_collections.datacrunch.sglang.plugins.module_utils.bench_runner imp
     BenchRunError,
     BenchRunner,
     check_env,
+    check_flags_for_version,
     load_server_spec,
     one_batch_settings,
     one_batch_with_server_stopped,
     serving_settings,
 )
+from ansible_collections.datacrunch.sglang.plugins.module_utils.image_ref import ImageRefError, image_version
 
 ARGUMENT_SPEC = {
     "mode": {"type": "str", "choices": ["serving", "one_batch", "report"], "required": True},
@@ -342,6 +344,8 @@ def run_benchmark(module):
     settings = serving_settings(params, prefix) if params["mode"] == "serving" else one_batch_settings(params, prefix)
     env = check_env(params["env"], prefix)
     spec = load_server_spec(params["server_dir"], prefix)
+    version = image_version(params["image"]) if params["image"] else spec.get("sglang_version")
+    check_flags_for_version(settings["extra_args"], params["mode"], version, prefix)
     runner = BenchRunner(spec, env=env, image=params["image"], timeout=params["timeout"], check_mode=module.check_mode)
     server = server_summary(spec)
     if params["mode"] == "serving":
@@ -440,7 +444,7 @@ def main():
     except BenchRunError as exc:
         evidence = dict(exc.evidence)
         module.fail_json(msg=str(exc), **evidence)
-    except bench_report.BenchReportError as exc:
+    except (bench_report.BenchReportError, ImageRefError) as exc:
         module.fail_json(msg=str(exc))
     if result.pop("failed", False):
         module.fail_json(**result)

@@ -7,7 +7,12 @@ import sys
 
 import pytest
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils import bench_runner, launch_spec, profiles
+from ansible_collections.datacrunch.sglang.plugins.module_utils import (
+    bench_runner,
+    launch_spec,
+    profiles,
+    sglang_cli_flags,
+)
 from ansible_collections.datacrunch.sglang.plugins.module_utils.bench_runner import BenchRunError
 from ansible_collections.datacrunch.sglang.plugins.module_utils.secret_files import server_config_yaml
 
@@ -194,6 +199,37 @@ def test_one_batch_command_is_the_seeds_with_the_served_model_and_tp():
     shown = bench_runner.shown_command(bench_runner.one_batch_command(overridden, spec, "/r/x.jsonl"))
     assert shown[shown.index("--tp-size") + 1] == "4"
     assert "--enable-torch-compile" not in shown and "--torch-compile-max-bs" not in shown
+
+
+@pytest.mark.parametrize("version", sglang_cli_flags.supported_versions())
+def test_every_flag_the_benchmarks_render_is_one_sglang_takes(version):
+    """Checked against the options of SGLang's own parsers for bench_serving and bench_one_batch."""
+    spec = server_spec()
+    serving = bench_runner.shown_command(
+        bench_runner.serving_command(bench_runner.serving_settings(SERVING_DEFAULTS), spec, 4, "/r/s.jsonl")
+    )
+    one_batch = bench_runner.shown_command(
+        bench_runner.one_batch_command(bench_runner.one_batch_settings(ONE_BATCH_DEFAULTS), spec, "/r/o.jsonl")
+    )
+    for program, command in (("serving", serving), ("one_batch", one_batch)):
+        flags = [word for word in command[3:] if word.startswith("--")]
+        assert flags, program
+        assert not set(flags) - bench_runner.known_flags(program, version), program
+        bench_runner.check_flags_for_version(command[3:], program, version)
+
+
+def test_unknown_extra_flags_are_refused_with_a_suggestion():
+    with pytest.raises(
+        BenchRunError,
+        match=r"sglang_benchmark_extra_args: --max-concurency is not an option of "
+        r"bench_serving in SGLang 0.5.18; did you mean --max-concurrency",
+    ):
+        bench_runner.check_flags_for_version(["--max-concurency", "4"], "serving", "0.5.18", "sglang_benchmark_")
+    with pytest.raises(BenchRunError, match=r"--goodput is not an option of bench_serving in SGLang 0.5.18"):
+        bench_runner.check_flags_for_version(["--goodput", "ttft:500"], "serving", "0.5.18")
+    bench_runner.check_flags_for_version(["--goodput", "ttft:500"], "serving", "0.5.23")
+    bench_runner.check_flags_for_version(["--disable-cuda-graph", "--log-decode-step=10"], "one_batch", "0.5.18")
+    bench_runner.check_flags_for_version(["--anything"], "serving", "0.4.1")  # no data: SGLang's parser judges
 
 
 # --- the launcher, run for real against a small sglang package -----------------------------------------
