@@ -121,9 +121,9 @@ def _gpu_checks(gpu, req):
                 "gpus",
                 FAIL,
                 f"{described}: profile {req.get('profile')} needs {want_count} x {want_model} per node",
-                "a GPU is missing: look for 'fallen off the bus' or Xid errors in `dmesg`, reboot the node; if it "
-                "stays missing, replace the node (DataCrunch: delete and redeploy the instance), or choose a profile "
-                "for fewer GPUs (sglang_profile)",
+                f"use a host with {want_count} x {want_model} (DataCrunch {want_count}{want_model}.141S.176V) or a "
+                "profile for fewer GPUs (sglang_profile); if this host should have them, a GPU is missing: look for "
+                "'fallen off the bus' or Xid errors in `dmesg`, reboot, and replace the node if it stays missing",
             )
         )
     else:

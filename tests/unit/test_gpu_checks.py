@@ -87,7 +87,7 @@ def req():
             {"name": "caches", "path": "/var/cache/datacrunch-sglang", "need_bytes": 20 * 10**9},
         ],
         "image_bytes": 50 * 10**9,
-        "shm_min_bytes": 32 * GIB,
+        "shm_min_bytes": 16 * GIB,
         "port": 30000,
     }
 
@@ -115,7 +115,7 @@ def test_healthy_host_passes(healthy, req):
 @pytest.mark.parametrize(
     ("variant", "check", "words", "fix_words"),
     [
-        ("h200-x8-gpu-missing", "gpus", "7 x NVIDIA H200: profile deepseek-r1 needs 8 x H200", "a GPU is missing"),
+        ("h200-x8-gpu-missing", "gpus", "7 x NVIDIA H200: profile deepseek-r1 needs 8 x H200", "a GPU is missing:"),
         ("h200-x8-old-driver", "driver", "driver 550.54.15 is older than 580.65.06", "upgrade the NVIDIA driver"),
         ("h200-x8-ecc-error", "ecc", "GPU3: 2 uncorrected ECC errors since boot, row remap pending", "reset"),
         ("h200-x8-mig-on", "mig", "MIG mode is on for GPU 0", "-mig 0"),
@@ -263,8 +263,8 @@ def test_full_disk_on_its_own_mount(healthy, req):
 def test_small_shm(healthy, req):
     healthy["shm"] = {"total": 64 * 1024**2}
     check = failing(gpu_checks.evaluate(healthy, req))["/dev/shm"]
-    assert "needs 32.0 GiB" in check["summary"]
-    assert "remount,size=33G" in check["fix"]
+    assert "needs 16.0 GiB" in check["summary"]
+    assert "remount,size=17G" in check["fix"]
 
 
 def test_port_taken_by_a_foreign_process(healthy, req):
@@ -370,3 +370,12 @@ def test_table_lists_fixes_of_failures(healthy, req, monkeypatch):
     text = "\n".join(lines)
     assert "FAIL     driver" in text
     assert "fix: upgrade the NVIDIA driver to >= 580.65.06" in text
+
+
+def test_role_default_image_is_the_launch_default():
+    import yaml
+
+    from ansible_collections.datacrunch.sglang.plugins.module_utils.image_ref import DEFAULT_SGLANG_IMAGE
+
+    role_vars = Path(__file__).resolve().parents[2] / "roles" / "gpu_host" / "vars" / "main.yml"
+    assert yaml.safe_load(role_vars.read_text())["gpu_host_default_image"] == DEFAULT_SGLANG_IMAGE
