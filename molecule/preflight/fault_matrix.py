@@ -32,8 +32,12 @@ CASES = [
     (["driver", "550.54.15"], "driver", "driver 550.54.15 is older than 580.65.06", set()),
     (["ecc", "3", "2"], "ecc", "GPU3: 2 uncorrected ECC errors since boot", set()),
     (["toolkit-missing"], "nvidia toolkit", "the NVIDIA container toolkit is not installed", {"container gpus"}),
-    (["disk-full", "/root/.cache/huggingface"], "disk /root/.cache/huggingface", "free on /root/.cache/huggingface",
-     set()),
+    (
+        ["disk-full", "/root/.cache/huggingface"],
+        "disk /root/.cache/huggingface",
+        "free on /root/.cache/huggingface",
+        set(),
+    ),
     (["port", str(PORT)], "serving port", f"port {PORT} is taken by pid", set()),
     (["mig", "0"], "mig", "MIG mode is on for GPU 0", set()),
     (["persistence-off"], "persistence", "persistence mode is off on GPU 0-7", set()),
@@ -84,8 +88,14 @@ def unchanged(host, before):
 
 def preflight(inventory, report_dir):
     playbook = Path(sys.executable).parent / "ansible-playbook"
-    argv = [str(playbook), "-i", inventory, str(PLAYBOOK), "-e", json.dumps({**EXTRA_VARS,
-                                                                            "gpu_host_report_dir": report_dir})]
+    argv = [
+        str(playbook),
+        "-i",
+        inventory,
+        str(PLAYBOOK),
+        "-e",
+        json.dumps({**EXTRA_VARS, "gpu_host_report_dir": report_dir}),
+    ]
     started = time.monotonic()
     result = sh(argv, cwd=REPO)
     seconds = time.monotonic() - started
@@ -120,8 +130,9 @@ def main(inventory):
             for host in hosts:
                 same, after = unchanged(host, before[host])
                 if not same:
-                    problems.append(f"{label}: the preflight changed {host}:\n--- before\n{before[host]}\n"
-                                    f"--- after\n{after}")
+                    problems.append(
+                        f"{label}: the preflight changed {host}:\n--- before\n{before[host]}\n--- after\n{after}"
+                    )
             if report is None:
                 problems.append(f"{label}: no report; play output:\n{result.stdout[-3000:]}")
             else:
@@ -136,16 +147,20 @@ def main(inventory):
                     if check not in failed:
                         problems.append(f"{label}: {broken} does not fail '{check}' (fails {sorted(failed)})")
                     elif words not in failed[check]["summary"] or not failed[check]["fix"]:
-                        problems.append(f"{label}: '{check}' says {failed[check]['summary']!r} "
-                                        f"fix {failed[check]['fix']!r}; expected {words!r} and a fix")
+                        problems.append(
+                            f"{label}: '{check}' says {failed[check]['summary']!r} "
+                            f"fix {failed[check]['fix']!r}; expected {words!r} and a fix"
+                        )
                     extra = set(failed) - {check} - also
                     if extra:
                         problems.append(f"{label}: {broken} also fails {sorted(extra)}")
                     if result.returncode == 0:
                         problems.append(f"{label}: the play passed")
                     shown = failed.get(check, {})
-                    lines.append(f"{label:12} rc={result.returncode} {seconds:4.1f}s FAIL {check}: "
-                                 f"{shown.get('summary', '?')} | fix: {shown.get('fix', '?')}")
+                    lines.append(
+                        f"{label:12} rc={result.returncode} {seconds:4.1f}s FAIL {check}: "
+                        f"{shown.get('summary', '?')} | fix: {shown.get('fix', '?')}"
+                    )
             if fault:
                 healed = sh([str(LAB), "heal", broken])
                 if healed.returncode != 0:

@@ -48,7 +48,6 @@ from ansible.errors import AnsibleFilterError
 
 from ansible_collections.datacrunch.sglang.plugins.module_utils.gpu_checks import (
     evaluate,
-    fabric_threshold,
     render_table,
     sglang_gpu,
 )
@@ -68,10 +67,6 @@ def gpu_preflight(facts, requirements, host="host", private_ip=""):
     return result
 
 
-def gpu_fabric_threshold(gpu_count, fraction=0.8):
-    return fabric_threshold(int(gpu_count), float(fraction))
-
-
 class FilterModule:
     def filters(self):
-        return {"gpu_preflight": gpu_preflight, "gpu_fabric_threshold": gpu_fabric_threshold}
+        return {"gpu_preflight": gpu_preflight}

@@ -19,8 +19,8 @@ description:
     devices, the host's interfaces and private addresses.
   - Optionally runs C(nvidia-smi -L) in a throw-away container that asks for every GPU (as C(docker run --gpus all)),
     and a TCP rendezvous test between the nodes of a multi-node cluster.
-  - Only reads the host; a probe container is removed again. Checks are judged by the role
-    M(datacrunch.sglang.gpu_info) feeds (C(datacrunch.sglang.gpu_host)), not here.
+  - Only reads the host; a probe container is removed again. The checks are judged on the controller by the
+    role C(datacrunch.sglang.gpu_host) (filter C(datacrunch.sglang.gpu_preflight)), not here.
   - Runs under the system Python (standard library only).
 options:
   gather_subset:
@@ -76,7 +76,7 @@ options:
   rendezvous:
     description:
       - TCP test of the multi-node rendezvous port. Run it on all nodes of a cluster in the same task (forks at
-        least the cluster size): rank 0 listens, the others connect and say hello.
+        least the cluster size); rank 0 listens, the others connect and say hello.
     type: dict
     suboptions:
       listen_port:
