@@ -322,7 +322,7 @@ def read_api_key(path):
 def server_flag(command, *names):
     """The value of a flag in the server's command line (the next word), True for a bare flag, else None."""
     for index, word in enumerate(command):
-        flag, _, inline = word.partition("=")
+        flag, _separator, inline = word.partition("=")
         if flag in names:
             if inline:
                 return inline

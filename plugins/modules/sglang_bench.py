@@ -8,7 +8,7 @@ DOCUMENTATION = r"""
 module: sglang_bench
 short_description: Benchmark a deployed SGLang server and report the figures
 version_added: 0.1.0
-author: datacrunch.sglang maintainers
+author: datacrunch.sglang maintainers (@datacrunch-sglang)
 description:
   - O(mode=serving) runs SGLang's C(bench_serving) against the server on this host, once per O(concurrency) level,
     with fixed input and output lengths and a dataset that needs no download (C(random-ids) by default).
@@ -32,14 +32,17 @@ description:
     the controller for the plots.
 attributes:
   check_mode:
+    description: Can run in check mode and return the changed status prediction without modifying the target.
     support: full
     details:
       - Benchmarks are validated and the commands they would run returned; nothing runs, the server is not stopped.
       - Reports are computed and the files they would write listed; nothing is written.
       - O(mode=report) without results checks only O(expected) and O(tolerance_pct).
   diff_mode:
+    description: Returns details on what has changed (or would change) in diff mode.
     support: none
   idempotent:
+    description: When run twice in a row outside check mode with the same arguments, the second changes nothing.
     support: none
     details:
       - A benchmark measures and leaves the host as it was (C(changed=false)), except O(mode=one_batch), which
@@ -255,7 +258,9 @@ bench_one_batch:
       type: dict
     runs: {description: Every measured run of the invocation., type: list, elements: dict}
     warmup: {description: The warmup run as printed., type: dict}
-    server: {description: What happened to the server (was_running, stopped, restarted, seconds_to_ready)., type: dict}
+    server:
+      description: What happened to the server - was_running, stopped, restarted, seconds_to_ready.
+      type: dict
     commands: {description: The benchmark command line., type: list, elements: list}
   sample:
     result: {batch_size: 1, input_len: 128, output_len: 256, median_decode_throughput: 47.67}
@@ -264,13 +269,18 @@ report:
   returned: mode=report
   type: dict
   contains:
-    files: {description: Paths of the JSON, Markdown and PNG files., type: list, elements: str}
+    files:
+      description: Paths of the JSON, Markdown and PNG files.
+      type: list
+      elements: str
     verdicts:
       description: One row per expected figure (measured, threshold, verdict pass, miss or absent).
       type: list
       elements: dict
     misses: {description: Messages for the figures below their threshold., type: list, elements: str}
-    previous: {description: The previous run compared with (file, started_at, image), or null., type: dict}
+    previous:
+      description: The previous run compared with - file, started_at, image - or null.
+      type: dict
     comparison: {description: Figure by figure change against the previous run., type: list, elements: dict}
 server:
   description: The benchmarked server as deployed (name, image, sglang_version, model, profile, rank, nnodes, endpoint).
