@@ -186,6 +186,7 @@ class VerdaClient:
         settings,
         timeout=30.0,
         max_retries=4,
+        max_server_retries=2,
         max_retry_wait=60.0,
         log=None,
         sleep=time.sleep,
@@ -194,7 +195,10 @@ class VerdaClient:
     ):
         self.settings = settings
         self.timeout = timeout
+        # Rate limits say when to come back; a failing or unreachable server may not recover soon, and a run
+        # that waits long for it helps nobody: fewer tries there.
         self.max_retries = max_retries
+        self.max_server_retries = max_server_retries
         self.max_retry_wait = max_retry_wait
         self._log = log or (lambda message: None)
         self._sleep = sleep
@@ -247,14 +251,14 @@ class VerdaClient:
                 response = self._send(method, path, params=params, body=body, token=token)
             except (urllib.error.URLError, OSError) as error:
                 reason = getattr(error, "reason", error)
-                if retryable and attempt <= self.max_retries and not isinstance(reason, ssl.SSLError):
+                if retryable and attempt <= self.max_server_retries and not isinstance(reason, ssl.SSLError):
                     self._backoff(attempt, None, f"{method} {path}: {reason}")
                     continue
                 raise self._unreachable(method, path, reason) from None
             if response.status == 429 and attempt <= self.max_retries:
                 self._backoff(attempt, parse_retry_after(response.headers.get("Retry-After")), f"{method} {path}: 429")
                 continue
-            if response.status >= 500 and retryable and attempt <= self.max_retries:
+            if response.status >= 500 and retryable and attempt <= self.max_server_retries:
                 self._backoff(attempt, parse_retry_after(response.headers.get("Retry-After")), f"{method} {path}: "
                               f"HTTP {response.status}")
                 continue

@@ -241,7 +241,7 @@ def test_an_unreachable_api_names_the_url_and_the_fix(clock):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     settings = resolve_settings(CLIENT_ID, CLIENT_SECRET, f"http://127.0.0.1:{port}/v1")
-    client = VerdaClient(settings, sleep=clock.sleep, clock=clock, max_retries=1)
+    client = VerdaClient(settings, sleep=clock.sleep, clock=clock, max_server_retries=1)
     with pytest.raises(VerdaAPIError) as error:
         client.list_instances()
     message = str(error.value)

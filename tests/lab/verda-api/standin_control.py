@@ -56,6 +56,10 @@ class Control:
     def state(self):
         return self._call("GET", "/state")
 
+    def tokens(self):
+        """Every access and refresh token the stand-in handed out."""
+        return self._call("GET", "/tokens")
+
     def seed(self, instances=(), clusters=()):
         self._call("POST", "/seed", {"instances": list(instances), "clusters": list(clusters)})
 
@@ -105,3 +109,25 @@ def in_process(*args, env=None):
         finally:
             process.terminate()
             process.wait(timeout=10)
+
+
+REPO_ROOT = HERE.parents[2]
+VENV_BIN = REPO_ROOT / ".venv" / "bin"
+# Settings of the environment that would steer the collection away from the stand-in.
+_FOREIGN = ("VERDA_", "DATACRUNCH_", "ANSIBLE_INVENTORY", "ANSIBLE_CACHE")
+
+
+def ansible(tool, *args, control=None, env=None, timeout=600):
+    """Runs an Ansible command line from the repository root against the stand-in; output is stdout + stderr."""
+    environment = {key: value for key, value in os.environ.items() if not key.startswith(_FOREIGN)}
+    environment["PATH"] = f"{VENV_BIN}:{environment.get('PATH', '')}"
+    environment["ANSIBLE_NOCOLOR"] = "1"
+    if control is not None:
+        environment.update(control.env())
+    environment.update(env or {})
+    completed = subprocess.run(
+        [str(VENV_BIN / tool), *args], cwd=REPO_ROOT, env=environment, capture_output=True, text=True,
+        timeout=timeout, check=False,
+    )
+    completed.output = completed.stdout + completed.stderr
+    return completed

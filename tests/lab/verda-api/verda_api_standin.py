@@ -118,6 +118,8 @@ class StandInState:
         self.faults = []
         self.access_tokens = {}
         self.refresh_tokens = {}
+        # Every token ever handed out, so tests can check that none of them shows up in output.
+        self.issued_tokens = []
         self.requests = []
         if state_file and os.path.exists(state_file):
             self._load()
@@ -546,6 +548,7 @@ class Handler(BaseHTTPRequestHandler):
         now = time.time()
         self.state.access_tokens[access] = now + self.state.token_ttl
         self.state.refresh_tokens[refresh] = now + self.state.refresh_ttl
+        self.state.issued_tokens += [access, refresh]
         return self._send(200, {"access_token": access, "refresh_token": refresh, "scope": "fullAccess",
                                 "token_type": "Bearer", "expires_in": int(self.state.token_ttl)})
 
@@ -629,6 +632,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(200, {"instances": list(state.instances.values()),
                                     "clusters": list(state.clusters.values()), "pool": state.pool,
                                     "faults": state.faults, "ssh_keys": state.ssh_keys})
+        if route == "/tokens" and method == "GET":
+            return self._send(200, state.issued_tokens)
         if route == "/pool" and method == "POST":
             state.pool = list(self._body().get("addresses", []))
             state.save()
