@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# The lab's wheel index: the wheels of the hosts' module virtualenv (roles/host_venv/files/requirements.txt), for
+# the lab hosts' Python (Debian bookworm: CPython 3.11, manylinux x86_64), served as a plain directory listing so
+# that `pip install --no-index --find-links http://<gateway>:18091/ ...` works on hosts without internet.
+# Lab test material, shared by all labs on this machine.
+#
+#   wheel-index.sh sync                 download what the requirements need (only when they changed)
+#   wheel-index.sh start                sync, then serve on 0.0.0.0:$WHEEL_INDEX_PORT (idempotent)
+#   wheel-index.sh stop | status
+#   wheel-index.sh url [--host ADDR]    the index URL (for hosts: --host <lab network gateway>)
+#
+# Environment: WHEEL_INDEX_PORT (18091), WHEEL_INDEX_DIR (tests/lab/.state/wheels), WHEEL_INDEX_PIP (pip of this
+# checkout's virtualenv, else python3 -m pip).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd "$HERE/../../.." && pwd)
+STATE_DIR=$REPO_ROOT/tests/lab/.state
+PORT=${WHEEL_INDEX_PORT:-18091}
+WHEELS=${WHEEL_INDEX_DIR:-$STATE_DIR/wheels}
+PIDFILE=$STATE_DIR/wheel-index-$PORT.pid
+LOGFILE=$STATE_DIR/wheel-index-$PORT.log
+REQUIREMENTS=$REPO_ROOT/roles/host_venv/files/requirements.txt
+# Until the host_venv role ships its requirements, the modules' known needs.
+FALLBACK_REQUIREMENTS=$'docker==7.2.0\nhuggingface_hub==2.4.0\nrequests'
+# pip itself and the build tools, so that a host can also upgrade the virtualenv's pip offline.
+BOOTSTRAP="pip setuptools wheel"
+TARGET=(--only-binary=:all: --implementation cp --python-version 3.11 --abi cp311 --abi abi3 --abi none
+    --platform manylinux_2_36_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64
+    --platform manylinux2014_x86_64 --platform any)
+
+die() {
+    echo "wheel-index: error: $*" >&2
+    exit 1
+}
+
+pip_cmd() {
+    if [[ -n ${WHEEL_INDEX_PIP:-} ]]; then
+        # shellcheck disable=SC2086  # a command line on purpose
+        $WHEEL_INDEX_PIP "$@"
+    elif [[ -x $REPO_ROOT/.venv/bin/python ]]; then
+        "$REPO_ROOT/.venv/bin/python" -m pip "$@"
+    else
+        python3 -m pip "$@"
+    fi
+}
+
+requirements_text() {
+    if [[ -f $REQUIREMENTS ]]; then
+        cat "$REQUIREMENTS"
+    else
+        printf '%s\n' "$FALLBACK_REQUIREMENTS"
+    fi
+}
+
+sync() {
+    mkdir -p "$STATE_DIR"
+    local stamp
+    stamp=$({
+        requirements_text
+        echo "$BOOTSTRAP ${TARGET[*]}"
+    } | sha256sum | cut -c1-16)
+    if [[ -f $WHEELS/.inputs && $(cat "$WHEELS/.inputs") == "$stamp" ]]; then
+        return 0
+    fi
+    (
+        flock 8
+        download "$stamp" 8>&-
+    ) 8>"$STATE_DIR/wheel-index.lock"
+}
+
+download() {
+    local stamp=$1 fresh
+    if [[ -f $WHEELS/.inputs && $(cat "$WHEELS/.inputs") == "$stamp" ]]; then
+        return 0
+    fi
+    echo "wheel-index: downloading wheels for CPython 3.11 manylinux x86_64 into $WHEELS" >&2
+    fresh=$(mktemp -d "$STATE_DIR/wheels.XXXXXX")
+    requirements_text >"$fresh/.requirements.txt"
+    # shellcheck disable=SC2086  # BOOTSTRAP is a list of names
+    if ! pip_cmd download --quiet --disable-pip-version-check "${TARGET[@]}" --dest "$fresh" \
+        -r "$fresh/.requirements.txt" $BOOTSTRAP >"$STATE_DIR/wheel-index-download.log" 2>&1; then
+        rm -rf "$fresh"
+        tail -n 5 "$STATE_DIR/wheel-index-download.log" >&2
+        die "pip download failed (see $STATE_DIR/wheel-index-download.log): is PyPI reachable?"
+    fi
+    echo "$stamp" >"$fresh/.inputs"
+    chmod 0755 "$fresh"
+    rm -rf "$WHEELS.old"
+    if [[ -d $WHEELS ]]; then
+        mv "$WHEELS" "$WHEELS.old"
+    fi
+    mv "$fresh" "$WHEELS"
+    rm -rf "$WHEELS.old"
+}
+
+running() {
+    [[ -s $PIDFILE ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null
+}
+
+answers() {
+    curl -fsS -o /dev/null --max-time 3 "http://127.0.0.1:$PORT/"
+}
+
+start() {
+    sync
+    if running && answers; then
+        return 0
+    fi
+    stop
+    if answers 2>/dev/null; then
+        die "port $PORT already answers but is not this wheel index: stop that server or set WHEEL_INDEX_PORT"
+    fi
+    # The index serves the directory, wherever it moves to on a later sync.
+    # No inherited descriptors: a lock file left open in the server would block every later caller.
+    setsid python3 -m http.server "$PORT" --bind 0.0.0.0 --directory "$WHEELS" >>"$LOGFILE" 2>&1 </dev/null 8>&- 9>&- &
+    echo $! >"$PIDFILE"
+    local _
+    for _ in $(seq 50); do
+        if answers 2>/dev/null; then
+            echo "wheel-index: serving $WHEELS at $(url)" >&2
+            return 0
+        fi
+        sleep 0.1
+    done
+    tail -n 5 "$LOGFILE" >&2
+    die "the wheel index did not answer on port $PORT"
+}
+
+stop() {
+    if running; then
+        kill "$(cat "$PIDFILE")"
+    fi
+    rm -f "$PIDFILE"
+}
+
+status() {
+    if running && answers; then
+        echo "wheel-index: running (pid $(cat "$PIDFILE")) at $(url), $(find "$WHEELS" -name '*.whl' | wc -l) wheels"
+    else
+        echo "wheel-index: not running"
+        return 1
+    fi
+}
+
+url() {
+    local host=127.0.0.1
+    if [[ ${1:-} == --host && -n ${2:-} ]]; then
+        host=$2
+    fi
+    echo "http://$host:$PORT/"
+}
+
+case ${1:-} in
+    sync) sync ;;
+    start) start ;;
+    stop) stop ;;
+    status) status ;;
+    url)
+        shift
+        url "$@"
+        ;;
+    *) die "unknown command '${1:-}': use sync, start, stop, status or url [--host ADDR]" ;;
+esac
+exit $?
