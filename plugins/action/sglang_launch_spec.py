@@ -105,7 +105,7 @@ class ActionModule(ActionBase):
                 other_vars = hostvars[other]
                 if str(other_vars.get("sglang_cluster") or "") == cluster:
                     nodes.append(_node_from_vars(other, other_vars))
-            absent = sorted(node.name for node in nodes if node.name not in task_vars.get("ansible_play_hosts_all", []))
+            absent = sorted(node.name for node in nodes if node.name not in task_vars.get("ansible_play_hosts", []))
             if absent and not args["plan"]:
                 raise AnsibleActionFail(
                     "sglang_cluster=%r is deployed as one unit, but this play leaves out %s; include every host of the "
@@ -150,10 +150,5 @@ class ActionModule(ActionBase):
             spec = build_launch_spec(request)
         except LaunchSpecError as exc:
             raise AnsibleActionFail("%s: %s" % (me, exc)) from None
-        result.update(
-            changed=False,
-            spec=spec,
-            docker_run=docker_run_command(spec),
-            ansible_facts={"sglang_launch_spec": spec},
-        )
+        result.update(changed=False, spec=spec, docker_run=docker_run_command(spec))
         return result

@@ -20,7 +20,7 @@ description:
   - Flags are rendered in the syntax of the image's SGLang version and checked against the options that version's
     own parser accepts; a profile or user flag that conflicts with one the spec renders itself is refused.
   - Secrets never enter the spec; it names the root-only files that M(datacrunch.sglang.sglang_container) writes.
-  - Sets the fact C(sglang_launch_spec).
+  - Returns the spec; role M(datacrunch.sglang.sglang_server) keeps it as the fact C(sglang_launch_spec).
 attributes:
   check_mode:
     support: full
