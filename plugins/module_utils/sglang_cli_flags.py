@@ -17,7 +17,7 @@ SGLANG_CLI_FLAGS[version][option_string] describes one spelling of an option (al
   choices     the accepted values, or None
   deprecated  the warning SGLang prints when the spelling is used (without its colour codes), or None
   primary     the option's first spelling; default: its default where that has a plain form (else None);
-  const, metavar, required, error where set.
+  const, metavar, required, error where set; hidden: true for options left out of --help and usage.
 SGLANG_CONFIG_STORE_TRUE[version]: the YAML keys of --config FILE.yaml that SGLang's merger turns into a bare flag
 (`key: true`) or drops (`key: false`); other booleans become `--key true|false`.
 SGLANG_CONFIG_UNSUPPORTED[version]: YAML keys the merger refuses, with the argparse action class it names.
@@ -26,6 +26,7 @@ how `--tp` reaches `--tp-size`.
 SGLANG_BENCH_FLAGS["one_batch"][version]: the options sglang.bench_one_batch (sglang.benchmark.one_batch) takes on
 top of every server option; SGLANG_BENCH_FLAGS["serving"][version]: all options of sglang.bench_serving
 (sglang.benchmark.serving). Same fields as above.
+SGLANG_ENTRY_MODULES[version]: the `python3 -m` entry points that version ships (launch_server, the bench tools).
 """
 
 SGLANG_CLI_FLAGS = {
@@ -210,8 +211,8 @@ SGLANG_CLI_FLAGS = {
         "--enable-request-time-stats-logging": {"dest": "enable_request_time_stats_logging", "action": "store_true", "nargs": 0, "type": None, "choices": None, "deprecated": None, "primary": "--enable-request-time-stats-logging", "default": False, "const": True},
         "--kv-events-config": {"dest": "kv_events_config", "action": "store", "nargs": None, "type": "str", "choices": None, "deprecated": None, "primary": "--kv-events-config", "default": None},
         "--enable-forward-pass-metrics": {"dest": "enable_forward_pass_metrics", "action": "store_true", "nargs": 0, "type": None, "choices": None, "deprecated": None, "primary": "--enable-forward-pass-metrics", "default": False, "const": True},
-        "--forward-pass-metrics-worker-id": {"dest": "forward_pass_metrics_worker_id", "action": "store", "nargs": None, "type": "str", "choices": None, "deprecated": None, "primary": "--forward-pass-metrics-worker-id", "default": ""},
-        "--forward-pass-metrics-ipc-name": {"dest": "forward_pass_metrics_ipc_name", "action": "store", "nargs": None, "type": "str", "choices": None, "deprecated": None, "primary": "--forward-pass-metrics-ipc-name", "default": None},
+        "--forward-pass-metrics-worker-id": {"dest": "forward_pass_metrics_worker_id", "action": "store", "nargs": None, "type": "str", "choices": None, "deprecated": None, "primary": "--forward-pass-metrics-worker-id", "default": "", "hidden": True},
+        "--forward-pass-metrics-ipc-name": {"dest": "forward_pass_metrics_ipc_name", "action": "store", "nargs": None, "type": "str", "choices": None, "deprecated": None, "primary": "--forward-pass-metrics-ipc-name", "default": None, "hidden": True},
         "--enable-trace": {"dest": "enable_trace", "action": "store_true", "nargs": 0, "type": None, "choices": None, "deprecated": None, "primary": "--enable-trace", "default": False, "const": True},
         "--trace-modules": {"dest": "trace_modules", "action": "store", "nargs": None, "type": "str", "choices": None, "deprecated": None, "primary": "--trace-modules", "default": "request"},
         "--otlp-traces-endpoint": {"dest": "otlp_traces_endpoint", "action": "store", "nargs": None, "type": "str", "choices": None, "deprecated": None, "primary": "--otlp-traces-endpoint", "default": "localhost:4317"},
@@ -519,7 +520,7 @@ SGLANG_CLI_FLAGS = {
         "--collect-tokens-histogram": {"dest": "collect_tokens_histogram", "action": "deprecated", "nargs": 0, "type": None, "choices": None, "deprecated": "The command line argument '--collect-tokens-histogram' is deprecated and will be removed in future versions.", "primary": "--collect-tokens-histogram", "default": None},
         "--nsa-prefill-backend": {"dest": "dsa_prefill_backend", "action": "deprecated_alias", "nargs": None, "type": "str", "choices": ["flashmla_sparse", "flashmla_sparse_q8", "flashmla_kv", "flashmla_auto", "flashinfer_sparse_mla", "fa3", "tilelang", "aiter", "trtllm"], "deprecated": "'--nsa-prefill-backend' is deprecated and will be removed in a future release. Use '--dsa-prefill-backend' instead.", "primary": "--nsa-prefill-backend", "default": "==SUPPRESS=="},
         "--nsa-decode-backend": {"dest": "dsa_decode_backend", "action": "deprecated_alias", "nargs": None, "type": "str", "choices": ["flashmla_sparse", "flashmla_sparse_q8", "flashmla_kv", "flashmla_auto", "flashinfer_sparse_mla", "fa3", "tilelang", "aiter", "trtllm"], "deprecated": "'--nsa-decode-backend' is deprecated and will be removed in a future release. Use '--dsa-decode-backend' instead.", "primary": "--nsa-decode-backend", "default": "==SUPPRESS=="},
-        "--speculative-dflash-draft-window-size": {"dest": "speculative_draft_window_size", "action": "deprecated_alias", "nargs": None, "type": "int", "choices": None, "deprecated": "'--speculative-dflash-draft-window-size' is deprecated and will be removed in a future release. Use '--speculative-draft-window-size' instead.", "primary": "--speculative-dflash-draft-window-size", "default": None},
+        "--speculative-dflash-draft-window-size": {"dest": "speculative_draft_window_size", "action": "deprecated_alias", "nargs": None, "type": "int", "choices": None, "deprecated": "'--speculative-dflash-draft-window-size' is deprecated and will be removed in a future release. Use '--speculative-draft-window-size' instead.", "primary": "--speculative-dflash-draft-window-size", "default": None, "hidden": True},
         "--mamba-scheduler-strategy": {"dest": "mamba_radix_cache_strategy", "action": "deprecated_alias", "nargs": None, "type": "str", "choices": None, "deprecated": "'--mamba-scheduler-strategy' is deprecated and will be removed in a future release. Use '--mamba-radix-cache-strategy' instead.", "primary": "--mamba-scheduler-strategy", "default": "auto"},
         "--cuda-graph-max-bs": {"dest": "cuda_graph_max_bs_decode", "action": "deprecated_alias", "nargs": None, "type": "int", "choices": None, "deprecated": "'--cuda-graph-max-bs' is deprecated and will be removed in a future release. Use '--cuda-graph-max-bs-decode' instead.", "primary": "--cuda-graph-max-bs", "default": None},
         "--cuda-graph-bs": {"dest": "cuda_graph_bs_decode", "action": "deprecated_alias", "nargs": "+", "type": "int", "choices": None, "deprecated": "'--cuda-graph-bs' is deprecated and will be removed in a future release. Use '--cuda-graph-bs-decode' instead.", "primary": "--cuda-graph-bs", "default": None},
@@ -735,8 +736,8 @@ SGLANG_CLI_FLAGS = {
         "--kv-events-config": {"dest": "kv_events_config", "action": "store", "nargs": None, "type": "str", "choices": None, "deprecated": None, "primary": "--kv-events-config", "default": None},
         "--load-publish-endpoint": {"dest": "load_publish_endpoint", "action": "store", "nargs": None, "type": "str", "choices": None, "deprecated": None, "primary": "--load-publish-endpoint", "default": None},
         "--enable-forward-pass-metrics": {"dest": "enable_forward_pass_metrics", "action": "store_true", "nargs": 0, "type": None, "choices": None, "deprecated": None, "primary": "--enable-forward-pass-metrics", "default": False, "const": True},
-        "--forward-pass-metrics-worker-id": {"dest": "forward_pass_metrics_worker_id", "action": "store", "nargs": None, "type": "str", "choices": None, "deprecated": None, "primary": "--forward-pass-metrics-worker-id", "default": ""},
-        "--forward-pass-metrics-ipc-name": {"dest": "forward_pass_metrics_ipc_name", "action": "store", "nargs": None, "type": "str", "choices": None, "deprecated": None, "primary": "--forward-pass-metrics-ipc-name", "default": None},
+        "--forward-pass-metrics-worker-id": {"dest": "forward_pass_metrics_worker_id", "action": "store", "nargs": None, "type": "str", "choices": None, "deprecated": None, "primary": "--forward-pass-metrics-worker-id", "default": "", "hidden": True},
+        "--forward-pass-metrics-ipc-name": {"dest": "forward_pass_metrics_ipc_name", "action": "store", "nargs": None, "type": "str", "choices": None, "deprecated": None, "primary": "--forward-pass-metrics-ipc-name", "default": None, "hidden": True},
         "--enable-trace": {"dest": "enable_trace", "action": "store_true", "nargs": 0, "type": None, "choices": None, "deprecated": None, "primary": "--enable-trace", "default": False, "const": True},
         "--trace-modules": {"dest": "trace_modules", "action": "store", "nargs": None, "type": "str", "choices": None, "deprecated": None, "primary": "--trace-modules", "default": "request"},
         "--otlp-traces-endpoint": {"dest": "otlp_traces_endpoint", "action": "store", "nargs": None, "type": "str", "choices": None, "deprecated": None, "primary": "--otlp-traces-endpoint", "default": "localhost:4317"},
@@ -1340,6 +1341,8 @@ SGLANG_BENCH_FLAGS = {
 }
 
 SGLANG_BENCH_SERVING_DESCRIPTION = {"0.5.18": "Benchmark the online serving throughput.", "0.5.23": "Benchmark the online serving throughput."}
+
+SGLANG_ENTRY_MODULES = {"0.5.18": ["sglang.launch_server", "sglang.bench_one_batch", "sglang.bench_serving", "sglang.benchmark.one_batch", "sglang.benchmark.serving", "sglang.compile_deep_gemm"], "0.5.23": ["sglang.launch_server", "sglang.bench_serving", "sglang.benchmark.one_batch", "sglang.benchmark.serving", "sglang.compile_deep_gemm"]}
 
 # fmt: on
 

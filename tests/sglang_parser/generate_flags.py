@@ -40,7 +40,7 @@ SGLANG_CLI_FLAGS[version][option_string] describes one spelling of an option (al
   choices     the accepted values, or None
   deprecated  the warning SGLang prints when the spelling is used (without its colour codes), or None
   primary     the option's first spelling; default: its default where that has a plain form (else None);
-  const, metavar, required, error where set.
+  const, metavar, required, error where set; hidden: true for options left out of --help and usage.
 SGLANG_CONFIG_STORE_TRUE[version]: the YAML keys of --config FILE.yaml that SGLang's merger turns into a bare flag
 (`key: true`) or drops (`key: false`); other booleans become `--key true|false`.
 SGLANG_CONFIG_UNSUPPORTED[version]: YAML keys the merger refuses, with the argparse action class it names.
@@ -49,6 +49,7 @@ how `--tp` reaches `--tp-size`.
 SGLANG_BENCH_FLAGS["one_batch"][version]: the options sglang.bench_one_batch (sglang.benchmark.one_batch) takes on
 top of every server option; SGLANG_BENCH_FLAGS["serving"][version]: all options of sglang.bench_serving
 (sglang.benchmark.serving). Same fields as above.
+SGLANG_ENTRY_MODULES[version]: the `python3 -m` entry points that version ships (launch_server, the bench tools).
 """
 
 '''
@@ -173,7 +174,9 @@ def render(dumps: dict[str, dict]) -> str:
         out.append("    },\n")
     out.append("}\n\n")
     descriptions = {version: data["bench"]["serving_description"] for version, data in dumps.items()}
-    out.append(f"SGLANG_BENCH_SERVING_DESCRIPTION = {_literal(descriptions)}\n")
+    out.append(f"SGLANG_BENCH_SERVING_DESCRIPTION = {_literal(descriptions)}\n\n")
+    modules = {version: data["entry_modules"] for version, data in dumps.items()}
+    out.append(f"SGLANG_ENTRY_MODULES = {_literal(modules)}\n")
     out.append(HELPERS)
     return "".join(out)
 

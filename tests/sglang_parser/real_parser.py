@@ -204,6 +204,8 @@ def describe_actions(parser: argparse.ArgumentParser, skip: set[str] = frozenset
                 spec["metavar"] = action.metavar
             if action.required:
                 spec["required"] = True
+            if action.help == argparse.SUPPRESS:
+                spec["hidden"] = True
             flags[option] = spec
     return flags
 
@@ -258,6 +260,17 @@ def _capture_cli_parser(module: types.ModuleType) -> argparse.ArgumentParser:
     finally:
         argparse.ArgumentParser.parse_args = original
     raise SystemExit(f"{module.__name__}.cli_main() never parsed its arguments")
+
+
+# `python3 -m` entry points a deployment runs; which of them a version ships is part of its interface.
+ENTRY_MODULES = [
+    "sglang.launch_server",
+    "sglang.bench_one_batch",
+    "sglang.bench_serving",
+    "sglang.benchmark.one_batch",
+    "sglang.benchmark.serving",
+    "sglang.compile_deep_gemm",
+]
 
 
 def describe_bench(server_parser: argparse.ArgumentParser) -> dict:
@@ -323,6 +336,9 @@ def main(argv: list[str]) -> int:
         parser = parser_factory()
         data = describe(parser, merger_cls)
         data["bench"] = describe_bench(parser)
+        data["entry_modules"] = [
+            name for name in ENTRY_MODULES if (active_source() / (name.replace(".", "/") + ".py")).is_file()
+        ]
         data["version"] = real_version
         json.dump(data, sys.stdout)
     else:

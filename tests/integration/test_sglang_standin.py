@@ -1,0 +1,710 @@
+"""The SGLang test stand-in (tests/lab/sglang-standin) behaves as SGLang does, as far as a deployment tool can tell.
+
+Run as a local process on loopback (GPUs from the lab's nvidia-smi stand-in, weights from a Hugging Face cache on
+disk): flags of each version, readiness after the load time, API key, SSE, metrics under load, every fault,
+a two-rank rendezvous, and the benchmark tools' output read back by the collection's parsers.
+The same stand-in as a container on this machine's Docker engine: tests/integration/test_sglang_standin_image.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO_ROOT / "tests/lab/sglang-standin"))
+
+from standin_testing import (  # noqa: E402
+    REPO_ID,
+    STANDIN_DIR,
+    Proc,
+    free_port,
+    http,
+    make_gpu_bin,
+    make_hf_cache,
+    port_open,
+    prometheus,
+    sse_events,
+    wait_for,
+)
+
+from ansible_collections.datacrunch.sglang.plugins.module_utils import bench_output  # noqa: E402
+from ansible_collections.datacrunch.sglang.plugins.module_utils import sglang_cli_flags as flags  # noqa: E402
+
+API_KEY = "sk-standin-test-4f1c9a"
+LOAD_SECONDS = 2.0
+
+
+@pytest.fixture(scope="module")
+def hf_home(tmp_path_factory):
+    return make_hf_cache(tmp_path_factory.mktemp("hf"))
+
+
+@pytest.fixture
+def env_for(tmp_path, hf_home):
+    """env_for(version, gpus=8, **extra): the environment of a stand-in process on a simulated 8x H200 host."""
+
+    def build(version="0.5.18", gpus=8, lock="gpus.lock", **extra):
+        gpu_root = tmp_path / f"gpus-{gpus}"
+        env = dict(os.environ)
+        env.pop("SGLANG_STANDIN_FAULT", None)
+        env.update(make_gpu_bin(gpu_root, gpus) if gpus else {"PATH": "/usr/bin:/bin"})
+        env.update(
+            {
+                "PYTHONPATH": str(STANDIN_DIR),
+                "SGLANG_STANDIN_VERSION": version,
+                "SGLANG_STANDIN_LOAD_SECONDS": str(LOAD_SECONDS),
+                "SGLANG_STANDIN_GPU_LOCK": str(tmp_path / lock),
+                "HF_HOME": str(hf_home),
+                "HF_HUB_OFFLINE": "1",
+            }
+        )
+        env.update({k: str(v) for k, v in extra.items()})
+        return env
+
+    return build
+
+
+@pytest.fixture
+def procs(tmp_path):
+    """start(module, args, env, name): stand-in processes, all stopped at the end of the test."""
+    started: list[Proc] = []
+
+    def start(module, args, env, name="server"):
+        proc = Proc(module, [str(a) for a in args], env, tmp_path, name)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+def serve(procs, env, port, *extra, name="server"):
+    return procs("sglang.launch_server", ["--model", REPO_ID, "--tp", 8, "--port", port, *extra], env, name)
+
+
+def wait_ready(proc, port, timeout=20):
+    def ready():
+        assert proc.process.poll() is None, f"server exited {proc.process.returncode}:\n{proc.stderr}"
+        return port_open(port) and http("GET", f"http://127.0.0.1:{port}/health_generate")[0] == 200
+
+    wait_for(ready, timeout, what=f"port {port} ready")
+
+
+# --- flags ---------------------------------------------------------------------------------------------------------
+
+
+def _only_in(version, other):
+    """A flag the real parser of `version` accepts and that of `other` rejects, straight from the generated data."""
+    mine, theirs = flags.SGLANG_CLI_FLAGS[version], flags.SGLANG_CLI_FLAGS[other]
+    return next(
+        o
+        for o, s in mine.items()
+        if o not in theirs and s["action"] == "store_true" and flags.match_flag(other, o)[0] is None
+    )
+
+
+@pytest.mark.parametrize(("version", "other"), [("0.5.18", "0.5.23"), ("0.5.23", "0.5.18")])
+def test_accepts_what_the_real_parser_accepts_and_rejects_the_rest(version, other, env_for, procs):
+    accepted, rejected = _only_in(version, other), _only_in(other, version)
+    env = env_for(version, SGLANG_STANDIN_FAULT="start-fail")
+    ok = procs("sglang.launch_server", ["--model", REPO_ID, accepted], env, "accepted")
+    # start-fail stops it right after parsing: exit 1 (not argparse's 2) proves the flag parsed
+    assert ok.wait(30) == 1, ok.stderr
+    assert "SGLANG_STANDIN_FAULT=start-fail" in ok.stderr
+    bad = procs("sglang.launch_server", ["--model", REPO_ID, rejected], env, "rejected")
+    assert bad.wait(30) == 2
+    assert bad.stderr.splitlines()[-1] == f"sglang serve: error: unrecognized arguments: {rejected}"
+    assert "\nusage: sglang serve [-h] --model-path MODEL_PATH" in bad.stderr
+
+
+def test_dp_attention_deprecated_in_0_5_23_with_the_real_warning(env_for, procs):
+    env = env_for("0.5.23", SGLANG_STANDIN_FAULT="start-fail")
+    proc = procs("sglang.launch_server", ["--model", REPO_ID, "--tp", "8", "--enable-dp-attention"], env)
+    assert proc.wait(30) == 1
+    warning = flags.flag_spec("0.5.23", "--enable-dp-attention")["deprecated"]
+    assert f"\033[1;33m{warning}\033[0m" in proc.stderr
+    old = procs(
+        "sglang.launch_server",
+        ["--model", REPO_ID, "--enable-dp-attention"],
+        env_for("0.5.18", SGLANG_STANDIN_FAULT="start-fail"),
+        "old",
+    )
+    assert old.wait(30) == 1
+    assert "deprecated" not in old.stderr
+
+
+def test_missing_model_is_argparse_error(env_for, procs):
+    proc = procs("sglang.launch_server", ["--tp", "8"], env_for())
+    assert proc.wait(30) == 2
+    assert (
+        proc.stderr.splitlines()[-1]
+        == "sglang serve: error: the following arguments are required: --model-path/--model"
+    )
+
+
+# --- the server --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def api_server(tmp_path, env_for, procs):
+    """0.5.18 with --config (tp and switches from YAML), an API key, metrics and a served model name."""
+    config = tmp_path / "sglang.yaml"
+    config.write_text("tp: 8\ntrust-remote-code: true\nenable-metrics: true\nmax-running-requests: 2\n")
+    port = free_port()
+    env = env_for("0.5.18", SGLANG_STANDIN_DECODE_MS_PER_TOKEN=20)
+    started = time.monotonic()
+    proc = procs(
+        "sglang.launch_server",
+        [
+            "--model",
+            REPO_ID,
+            "--config",
+            config,
+            "--port",
+            port,
+            "--api-key",
+            API_KEY,
+            "--served-model-name",
+            "deepseek-r1",
+        ],
+        env,
+    )
+    # the port stays closed while the weights "load"
+    time.sleep(LOAD_SECONDS / 2)
+    assert not port_open(port), "the port opened before the load time was over"
+    wait_ready(proc, port)
+    assert time.monotonic() - started >= LOAD_SECONDS
+    return proc, f"http://127.0.0.1:{port}"
+
+
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
+def test_ready_only_after_load_and_logs_it(api_server):
+    proc, _ = api_server
+    assert "The server is fired up and ready to roll!" in proc.stderr
+    assert proc.stderr.index("Load weight end") < proc.stderr.index("The server is fired up")
+
+
+def test_api_key_guards_everything_but_health_and_metrics(api_server):
+    _, url = api_server
+    status, _, body = http("GET", f"{url}/v1/models")
+    assert status == 401
+    assert json.loads(body) == {"error": "Unauthorized"}
+    assert http("GET", f"{url}/v1/models", headers={"Authorization": "Bearer wrong"})[0] == 401
+    assert http("POST", f"{url}/generate", {"text": "hi"})[0] == 401
+    status, _, body = http("GET", f"{url}/v1/models", headers=AUTH)
+    assert status == 200
+    assert json.loads(body)["data"][0]["id"] == "deepseek-r1"
+    for path in ("/health", "/health_generate", "/metrics"):
+        assert http("GET", f"{url}{path}")[0] == 200, path
+
+
+def test_server_info_has_version_and_parsed_args_without_secrets(api_server):
+    proc, url = api_server
+    for path in ("/server_info", "/get_server_info"):
+        status, _, body = http("GET", f"{url}{path}", headers=AUTH)
+        assert status == 200
+        info = json.loads(body)
+        assert info["version"] == "0.5.18"
+        assert info["tp_size"] == 8  # from the YAML config through SGLang's --tp abbreviation
+        assert info["trust_remote_code"] is True
+        assert info["max_running_requests"] == 2
+        assert info["api_key"] == "<redacted>"
+        assert API_KEY not in body.decode()
+    status, _, body = http("GET", f"{url}/model_info", headers=AUTH)
+    assert json.loads(body)["model_path"] == REPO_ID
+    assert json.loads(body)["architectures"] == ["DeepseekV3ForCausalLM"]
+    assert "Endpoint '/get_server_info' is deprecated" in proc.stderr
+    assert API_KEY not in proc.stderr + proc.stdout
+
+
+def test_generate_json_and_sse(api_server):
+    _, url = api_server
+    status, _, body = http(
+        "POST", f"{url}/generate", {"text": "one two three", "sampling_params": {"max_new_tokens": 5}}, AUTH
+    )
+    answer = json.loads(body)
+    assert status == 200
+    assert answer["text"] == "one two three the stand"
+    assert answer["meta_info"]["prompt_tokens"] == 3
+    assert answer["meta_info"]["completion_tokens"] == 5
+    status, headers, raw = http(
+        "POST", f"{url}/generate", {"text": "a b", "sampling_params": {"max_new_tokens": 4}, "stream": True}, AUTH
+    )
+    assert status == 200
+    assert headers["content-type"].startswith("text/event-stream")
+    events = sse_events(raw)
+    assert events[-1] == "[DONE]"
+    texts = [e["text"] for e in events[:-1]]
+    assert texts[:4] == ["a", "a b", "a b the", "a b the stand"]
+    assert events[-2]["meta_info"]["finish_reason"] == {"type": "length", "length": 4}
+
+
+def test_openai_endpoints_stream_and_count_usage(api_server):
+    _, url = api_server
+    status, _, body = http(
+        "POST",
+        f"{url}/v1/chat/completions",
+        {"model": "deepseek-r1", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 3},
+        AUTH,
+    )
+    answer = json.loads(body)
+    assert status == 200
+    assert answer["object"] == "chat.completion"
+    assert answer["choices"][0]["message"]["content"] == "hello there the"
+    assert answer["usage"] == {
+        "prompt_tokens": 6,
+        "completion_tokens": 3,
+        "total_tokens": 9,
+        "prompt_tokens_details": None,
+    }
+    status, _, raw = http(
+        "POST",
+        f"{url}/v1/completions",
+        {
+            "model": "deepseek-r1",
+            "prompt": "x y z",
+            "max_tokens": 4,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+        AUTH,
+    )
+    events = sse_events(raw)
+    assert events[-1] == "[DONE]"
+    assert "".join(e["choices"][0]["text"] for e in events[:-1] if e["choices"]) == "x y z the"
+    assert events[-2]["usage"]["completion_tokens"] == 4
+    assert [e["choices"][0]["finish_reason"] for e in events[:-2]][-1] == "length"
+
+
+def test_metrics_show_running_and_queued_requests(api_server):
+    _, url = api_server
+    results = []
+
+    def ask():
+        results.append(
+            http(
+                "POST",
+                f"{url}/generate",
+                {"text": "load", "sampling_params": {"max_new_tokens": 40, "ignore_eos": True}},
+                AUTH,
+            )
+        )
+
+    threads = [threading.Thread(target=ask) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.4)
+    values = prometheus(http("GET", f"{url}/metrics")[2].decode())
+    labels = '{model_name="deepseek-r1",engine_type="unified",tp_rank="0",pp_rank="0",moe_ep_rank="0"}'
+    assert values[("sglang:num_running_reqs", labels)] == 2.0  # --max-running-requests 2 from the YAML
+    assert values[("sglang:num_queue_reqs", labels)] == 3.0
+    assert values[("sglang:gen_throughput", labels)] > 0
+    assert 0 < values[("sglang:token_usage", labels)] < 1
+    for thread in threads:
+        thread.join()
+    assert [r[0] for r in results] == [200] * 5
+    after = prometheus(http("GET", f"{url}/metrics")[2].decode())
+    assert after[("sglang:num_running_reqs", labels)] == 0.0
+    assert after[("sglang:generation_tokens_total", '{model_name="deepseek-r1"}')] >= 200
+
+
+def test_metrics_only_with_enable_metrics(env_for, procs):
+    port = free_port()
+    proc = serve(procs, env_for(SGLANG_STANDIN_LOAD_SECONDS=0), port)
+    wait_ready(proc, port)
+    assert http("GET", f"http://127.0.0.1:{port}/metrics")[0] == 404
+    assert http("GET", f"http://127.0.0.1:{port}/v1/models")[0] == 200  # no --api-key: open
+
+
+# --- what the real server fails on, and faults ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setup", "args", "message"),
+    [
+        ({"gpus": 0}, [], "Found no NVIDIA driver on your system"),
+        (
+            {"gpus": 4},
+            [],
+            "CUDA error: invalid device ordinal (tp_size=8 over nnodes=1 needs 8 GPUs on this node, 4 visible)",
+        ),
+        ({"gpus": 8}, ["--dp-size", "2"], "tp_size=8 x dp_size=2 over nnodes=1 needs 16 GPUs on this node, 8 visible"),
+        ({"gpus": 8, "model": "lab/partial"}, [], "couldn't connect to 'https://huggingface.co'"),
+        ({"gpus": 8, "revision": "0" * 40}, [], "is not in the cache"),
+    ],
+)
+def test_fails_where_the_real_server_fails(setup, args, message, env_for, procs):
+    env = env_for(gpus=setup["gpus"])
+    argv = ["--model", setup.get("model", REPO_ID), "--tp", "8", "--port", free_port(), *args]
+    if "revision" in setup:
+        argv += ["--revision", setup["revision"]]
+    proc = procs("sglang.launch_server", argv, env)
+    assert proc.wait(30) == 1
+    assert "Traceback (most recent call last):" in proc.stderr
+    assert message in proc.stderr
+
+
+def test_dp_attention_keeps_dp_inside_tp(env_for, procs):
+    port = free_port()
+    proc = serve(procs, env_for(SGLANG_STANDIN_LOAD_SECONDS=0), port, "--enable-dp-attention", "--dp", "8")
+    wait_ready(proc, port)
+
+
+def test_token_file_is_read_and_never_printed(tmp_path, env_for, procs):
+    token = tmp_path / "token"
+    token.write_text("hf_secrettoken123\n")
+    port = free_port()
+    proc = serve(procs, env_for(SGLANG_STANDIN_LOAD_SECONDS=0, HF_TOKEN_PATH=token), port)
+    wait_ready(proc, port)
+    status, _, body = http("GET", f"http://127.0.0.1:{port}/server_info")
+    assert status == 200
+    assert "Hugging Face token read from HF_TOKEN_PATH (not shown)" in proc.stderr
+    assert "hf_secrettoken123" not in body.decode() + proc.stderr + proc.stdout
+
+
+def test_fault_start_fail(env_for, procs):
+    port = free_port()
+    proc = serve(procs, env_for(SGLANG_STANDIN_FAULT="start-fail"), port)
+    assert proc.wait(30) == 1
+    assert "Traceback (most recent call last):" in proc.stderr
+    assert not port_open(port)
+
+
+def test_fault_never_ready(env_for, procs):
+    port = free_port()
+    proc = serve(procs, env_for(SGLANG_STANDIN_FAULT="never-ready", SGLANG_STANDIN_LOAD_SECONDS=0.5), port)
+    wait_for(lambda: port_open(port), 20, what="port open")
+    for _ in range(3):
+        assert http("GET", f"http://127.0.0.1:{port}/health_generate")[0] == 503
+        time.sleep(0.5)
+    assert proc.process.poll() is None
+
+
+def test_fault_crash_after(env_for, procs):
+    port = free_port()
+    proc = serve(procs, env_for(SGLANG_STANDIN_FAULT="crash-after:1", SGLANG_STANDIN_LOAD_SECONDS=0.5), port)
+    wait_ready(proc, port)
+    ready_at = time.monotonic()
+    assert proc.wait(20) == 1
+    assert 0.8 <= time.monotonic() - ready_at <= 5
+    assert "crash-after:1" in proc.stderr
+
+
+def test_fault_hang(env_for, procs):
+    port = free_port()
+    proc = serve(procs, env_for(SGLANG_STANDIN_FAULT="hang", SGLANG_STANDIN_LOAD_SECONDS=0.5), port)
+    time.sleep(LOAD_SECONDS + 1)
+    assert proc.process.poll() is None
+    assert not port_open(port)
+
+
+def test_bad_fault_setting_is_named(env_for, procs):
+    proc = serve(procs, env_for(SGLANG_STANDIN_FAULT="explode"), free_port())
+    assert proc.wait(30) == 1
+    assert "SGLANG_STANDIN_FAULT='explode' is not one of" in proc.stderr
+
+
+# --- multi-node -------------------------------------------------------------------------------------------------------
+
+
+def two_ranks(env_for, procs, rank1_tp=16, rank1_model=REPO_ID):
+    store = free_port()
+    ports = free_port(), free_port()
+    common = ["--nnodes", 2, "--dist-init-addr", f"127.0.0.1:{store}", "--dist-timeout", 20]
+    rank0 = procs(
+        "sglang.launch_server",
+        ["--model", REPO_ID, "--tp", 16, "--port", ports[0], "--node-rank", 0, *common],
+        env_for(lock="host0.lock", SGLANG_STANDIN_LOAD_SECONDS=0.5),
+        "rank0",
+    )
+    rank1 = procs(
+        "sglang.launch_server",
+        ["--model", rank1_model, "--tp", rank1_tp, "--port", ports[1], "--node-rank", 1, *common],
+        env_for(lock="host1.lock", SGLANG_STANDIN_LOAD_SECONDS=0.5),
+        "rank1",
+    )
+    return rank0, rank1, ports
+
+
+def test_two_ranks_rendezvous_then_rank0_serves(env_for, procs):
+    rank0, rank1, (port0, port1) = two_ranks(env_for, procs)
+    wait_ready(rank0, port0)
+    wait_ready(rank1, port1)
+    assert http("GET", f"http://127.0.0.1:{port0}/v1/models")[0] == 200
+    # rank 1 runs only the dummy health server
+    assert http("GET", f"http://127.0.0.1:{port1}/health")[0] == 200
+    assert http("GET", f"http://127.0.0.1:{port1}/v1/models")[0] == 404
+    assert "Node rank 1 joined" in rank0.stderr
+
+
+def test_rank0_waits_for_all_ranks_before_serving(env_for, procs):
+    store, port = free_port(), free_port()
+    rank0 = procs(
+        "sglang.launch_server",
+        [
+            "--model",
+            REPO_ID,
+            "--tp",
+            16,
+            "--port",
+            port,
+            "--nnodes",
+            2,
+            "--node-rank",
+            0,
+            "--dist-init-addr",
+            f"127.0.0.1:{store}",
+            "--dist-timeout",
+            3,
+        ],
+        env_for(SGLANG_STANDIN_LOAD_SECONDS=0),
+    )
+    assert rank0.wait(30) == 1
+    assert not port_open(port)
+    assert "Timed out after 3 seconds waiting for clients. 1/2 clients joined." in rank0.stderr
+
+
+def test_mismatched_tp_stops_both_ranks(env_for, procs):
+    rank0, rank1, _ = two_ranks(env_for, procs, rank1_tp=8)
+    assert rank0.wait(30) == 1
+    assert rank1.wait(30) == 1
+    assert "tp mismatch: rank 1 has tp=8, rank 0 has tp=16" in rank0.stderr
+    assert "rank 0 refused this node: tp mismatch" in rank1.stderr
+
+
+def test_mismatched_model_stops_both_ranks(hf_home, env_for, procs):
+    # the same weights by another name (a local snapshot directory) is still another model to rank 0
+    snapshot = next((hf_home / "hub").glob("models--lab--tiny-r1/snapshots/*"))
+    rank0, rank1, _ = two_ranks(env_for, procs, rank1_model=snapshot)
+    assert rank0.wait(30) == 1
+    assert rank1.wait(30) == 1
+    assert f"model mismatch: rank 1 has model='{snapshot}', rank 0 has model='{REPO_ID}'" in rank0.stderr
+
+
+def test_rank1_killed_makes_rank0_unready(env_for, procs):
+    rank0, rank1, (port0, _) = two_ranks(env_for, procs)
+    wait_ready(rank0, port0)
+    rank1.stop()
+    wait_for(lambda: http("GET", f"http://127.0.0.1:{port0}/health_generate")[0] == 503, 10, what="rank 0 unready")
+    assert rank0.process.poll() is None
+    assert "Lost a node: node rank 1" in rank0.stderr
+
+
+def test_rank0_killed_makes_rank1_exit(env_for, procs):
+    rank0, rank1, (port0, port1) = two_ranks(env_for, procs)
+    wait_ready(rank0, port0)
+    wait_ready(rank1, port1)
+    rank0.stop()
+    assert rank1.wait(15) != 0
+    assert "Lost rank 0" in rank1.stderr
+
+
+# --- benchmark tools ---------------------------------------------------------------------------------------------
+
+ONE_BATCH_LINE = re.compile(
+    r"^(Prefill\. latency: [ \d.]{7} s, throughput: [ \d.]{9} token/s"
+    r"|Decode \d+\. Batch size: \d+, latency: [ \d.]{7} s, throughput: [ \d.]{9} token/s"
+    r"|Decode\.  median latency: [ \d.]{7} s, median throughput: [ \d.]{9} token/s"
+    r"|Total\. latency: [ \d.]{6} s, throughput: [ \d.]{9} token/s"
+    r"|Warmup \.\.\.|Benchmark \.\.\.|max_total_num_tokens=\d+)$"
+)
+
+
+def test_bench_one_batch_prints_the_real_lines_and_jsonl(tmp_path, env_for, procs):
+    result_file = tmp_path / "result.jsonl"
+    args = [
+        "--model",
+        REPO_ID,
+        "--tp",
+        8,
+        "--batch-size",
+        1,
+        "--input",
+        128,
+        "--output",
+        256,
+        "--result-filename",
+        result_file,
+    ]
+    proc = procs("sglang.bench_one_batch", args, env_for(SGLANG_STANDIN_LOAD_SECONDS=0), "one_batch")
+    assert proc.wait(60) == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert all(ONE_BATCH_LINE.match(line) for line in lines), [line for line in lines if not ONE_BATCH_LINE.match(line)]
+    assert "Decode.  median latency: 0.02098 s, median throughput:     47.67 token/s" in lines  # the seed's figure
+    parsed = bench_output.one_batch_result(proc.stdout, result_file.read_text())
+    printed = bench_output.one_batch_result(proc.stdout)
+    assert printed["runs"][0]["median_decode_throughput"] == pytest.approx(47.67, abs=0.01)
+    assert printed["warmup"]["output_len"] in (None, 32)
+    record = json.loads(result_file.read_text())
+    assert set(record) == {
+        "run_name",
+        "batch_size",
+        "input_len",
+        "output_len",
+        "prefill_latency",
+        "prefill_throughput",
+        "median_decode_latency",
+        "median_decode_throughput",
+        "total_latency",
+        "overall_throughput",
+    }
+    assert record["median_decode_throughput"] == pytest.approx(47.67, rel=1e-3)
+    assert parsed["runs"][0]["median_decode_throughput"] == pytest.approx(47.67, rel=1e-3)
+
+
+def test_bench_one_batch_figures_follow_settings_and_batch(tmp_path, env_for, procs):
+    result_file = tmp_path / "result.jsonl"
+    env = env_for(
+        SGLANG_STANDIN_LOAD_SECONDS=0, SGLANG_STANDIN_DECODE_TOKENS_PER_S=100, SGLANG_STANDIN_PREFILL_TOKENS_PER_S=1000
+    )
+    args = [
+        "--model",
+        REPO_ID,
+        "--tp",
+        8,
+        "--batch-size",
+        1,
+        8,
+        "--input-len",
+        256,
+        "--output-len",
+        32,
+        "--result-filename",
+        result_file,
+    ]
+    proc = procs("sglang.benchmark.one_batch", args, env, "one_batch")
+    assert proc.wait(60) == 0, proc.stderr
+    records = [json.loads(line) for line in result_file.read_text().splitlines()]
+    assert [r["batch_size"] for r in records] == [1, 8]
+    assert records[0]["prefill_throughput"] == pytest.approx(1000)
+    assert records[0]["median_decode_throughput"] == pytest.approx(100, rel=0.01)
+    assert records[1]["median_decode_throughput"] > 7 * records[0]["median_decode_throughput"]
+
+
+def test_bench_one_batch_fails_while_a_server_holds_the_gpus(env_for, procs):
+    port = free_port()
+    server = serve(procs, env_for(SGLANG_STANDIN_LOAD_SECONDS=0), port)
+    wait_ready(server, port)
+    proc = procs(
+        "sglang.bench_one_batch", ["--model", REPO_ID, "--tp", 8, "--port", free_port()], env_for(), "one_batch"
+    )
+    assert proc.wait(60) == 1
+    assert "torch.OutOfMemoryError: CUDA out of memory" in proc.stderr
+
+
+def test_bench_one_batch_is_gone_in_0_5_23(env_for, procs):
+    proc = procs("sglang.bench_one_batch", ["--model", REPO_ID], env_for("0.5.23"), "one_batch")
+    assert proc.wait(30) == 1
+    assert proc.stderr.strip().endswith("No module named sglang.bench_one_batch")
+
+
+def test_bench_serving_against_the_server(tmp_path, api_server, env_for, procs):
+    _, url = api_server
+    output = tmp_path / "serving.jsonl"
+    args = [
+        "--backend",
+        "sglang-oai-chat",
+        "--base-url",
+        url,
+        "--dataset-name",
+        "random-ids",
+        "--random-input-len",
+        64,
+        "--random-output-len",
+        16,
+        "--random-range-ratio",
+        1,
+        "--num-prompts",
+        6,
+        "--max-concurrency",
+        2,
+        "--output-file",
+        output,
+        "--ready-check-timeout-sec",
+        10,
+    ]
+    proc = procs("sglang.bench_serving", args, env_for(OPENAI_API_KEY=API_KEY), "serving")
+    assert proc.wait(120) == 0, proc.stdout + proc.stderr
+    record = json.loads(output.read_text())
+    assert record["completed"] == 6
+    assert record["total_input_tokens"] == 6 * 64
+    assert record["total_output_tokens"] == 6 * 16
+    assert record["max_concurrency"] == 2
+    assert record["server_info"]["version"] == "0.5.18"
+    # 16 tokens at 20 ms: about 0.35 s a request; at most 2 at a time, 6 requests take 3 rounds
+    assert record["mean_tpot_ms"] == pytest.approx(20, rel=0.5)
+    assert record["duration"] > 2.5 * record["mean_e2e_latency_ms"] / 1000
+    (printed,) = bench_output.parse_serving_printed(proc.stdout)
+    assert printed["completed"] == 6
+    assert printed["mean_tpot_ms"] == pytest.approx(record["mean_tpot_ms"], abs=0.01)
+    assert "============ Serving Benchmark Result ============" in proc.stdout
+    assert "Max request concurrency:                 2         " in proc.stdout
+    assert "FutureWarning: `sglang.bench_serving` is deprecated" in proc.stderr
+
+
+def test_bench_serving_reports_set_figures(tmp_path, api_server, env_for, procs):
+    _, url = api_server
+    output = tmp_path / "serving.jsonl"
+    args = [
+        "--backend",
+        "sglang",
+        "--base-url",
+        url,
+        "--dataset-name",
+        "random-ids",
+        "--random-input-len",
+        16,
+        "--random-output-len",
+        8,
+        "--random-range-ratio",
+        1,
+        "--num-prompts",
+        2,
+        "--output-file",
+        output,
+    ]
+    env = env_for(OPENAI_API_KEY=API_KEY, SGLANG_STANDIN_TTFT_MS=123, SGLANG_STANDIN_DECODE_TOKENS_PER_S=50)
+    proc = procs("sglang.benchmark.serving", args, env, "serving")
+    assert proc.wait(120) == 0, proc.stdout + proc.stderr
+    record = json.loads(output.read_text())
+    assert record["mean_ttft_ms"] == pytest.approx(123)
+    assert record["mean_itl_ms"] == pytest.approx(20)
+    assert record["mean_e2e_latency_ms"] == pytest.approx(123 + 7 * 20)
+
+
+def test_bench_serving_without_the_key_is_refused(api_server, env_for, procs):
+    _, url = api_server
+    env = env_for()
+    env.pop("OPENAI_API_KEY", None)
+    args = [
+        "--backend",
+        "sglang",
+        "--base-url",
+        url,
+        "--dataset-name",
+        "random-ids",
+        "--num-prompts",
+        1,
+        "--ready-check-timeout-sec",
+        2,
+    ]
+    proc = procs("sglang.bench_serving", args, env, "serving")
+    assert proc.wait(60) == 1
+    assert f"Server at {url}/v1/models is not ready. Exiting." in proc.stdout
+
+
+def test_bench_serving_rejects_unknown_flags(env_for, procs):
+    proc = procs("sglang.benchmark.serving", ["--no-such-flag"], env_for(), "serving")
+    assert proc.wait(30) == 2
+    assert proc.stderr.splitlines()[-1].endswith("error: unrecognized arguments: --no-such-flag")

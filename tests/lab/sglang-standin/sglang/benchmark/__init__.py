@@ -1,0 +1,1 @@
+"""Test stand-in (not SGLang): sglang.benchmark, the benchmark tools (one_batch, serving)."""

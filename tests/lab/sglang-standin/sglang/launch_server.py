@@ -1,0 +1,205 @@
+"""Test stand-in for `python3 -m sglang.launch_server` (not SGLang).
+
+Parses the command line with the flags of the SGLang version played (exit 2 and argparse's message on a bad one),
+checks what the real server would fail on (GPUs visible versus tp x pp x dp over nnodes, the model complete in the
+Hugging Face cache), joins the multi-node rendezvous, "loads" for SGLANG_STANDIN_LOAD_SECONDS with the port closed,
+then serves SGLang's HTTP API (see sglang/standin/http_server.py). Faults: SGLANG_STANDIN_FAULT.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+import warnings
+
+from sglang.standin import hardware, http_server, model, rendezvous
+from sglang.standin.entry import require
+from sglang.standin.flags import parse_server_args
+from sglang.standin.logs import fatal, log
+from sglang.standin.settings import SettingError, fault, number, standin_version
+
+# torch's default process-group timeout, used when --dist-timeout is not given
+DEFAULT_DIST_TIMEOUT = 1800
+
+
+def _gpus_needed_per_node(args) -> tuple[int, str]:
+    """GPUs this node must have, and how that number came about."""
+    total = args.tp_size * getattr(args, "pp_size", 1)
+    how = f"tp_size={args.tp_size}"
+    if getattr(args, "pp_size", 1) > 1:
+        how += f" x pp_size={args.pp_size}"
+    dp = getattr(args, "dp_size", 1) or 1
+    if dp > 1 and not getattr(args, "enable_dp_attention", False):
+        total *= dp
+        how += f" x dp_size={dp}"
+    if total % args.nnodes:
+        fatal(
+            "AssertionError",
+            f"{how} = {total} GPUs cannot be split evenly over nnodes={args.nnodes}",
+            "sglang/srt/server_args.py",
+        )
+    return total // args.nnodes, f"{how} over nnodes={args.nnodes}"
+
+
+def _settings():
+    try:
+        return {
+            "load": number("SGLANG_STANDIN_LOAD_SECONDS", 3.0),
+            "ttft_ms": number("SGLANG_STANDIN_TTFT_MS", 20.0),
+            "decode_ms": number("SGLANG_STANDIN_DECODE_MS_PER_TOKEN", 5.0),
+            "fault": fault(),
+        }
+    except SettingError as exc:
+        fatal("ValueError", f"SGLang stand-in setting: {exc}", "sglang/launch_server.py")
+
+
+def _exit_on_sigterm() -> None:
+    def handler(signum, frame):
+        log("Received sigterm. Shutting down.")
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _secrets_hidden(args) -> str:
+    shown = {k: ("<redacted>" if k in http_server.SECRET_ARGS and v else v) for k, v in vars(args).items()}
+    return "ServerArgs(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
+
+
+def main(argv: list[str]) -> None:
+    warnings.warn(
+        "'python -m sglang.launch_server' is still supported, but "
+        "'sglang serve' is the recommended entrypoint.\n"
+        "  Example: sglang serve --model-path <model> [options]",
+        UserWarning,
+        stacklevel=1,
+    )
+    args = parse_server_args(argv)
+    _exit_on_sigterm()
+    settings = _settings()
+    fault_name, fault_arg = settings["fault"]
+    version = standin_version()
+    log(f"server_args={_secrets_hidden(args)}")
+    if fault_name == "start-fail":
+        fatal(
+            "RuntimeError",
+            "Initialization failed. (SGLANG_STANDIN_FAULT=start-fail)",
+            "sglang/srt/managers/scheduler.py",
+        )
+
+    try:
+        gpus = hardware.visible_gpu_count()
+    except hardware.NoGpu as exc:
+        fatal("RuntimeError", str(exc), "torch/cuda/__init__.py")
+    needed, how = _gpus_needed_per_node(args)
+    if needed > gpus:
+        fatal(
+            "torch.AcceleratorError",
+            f"CUDA error: invalid device ordinal ({how} needs {needed} GPUs on this node, {gpus} visible)",
+            "sglang/srt/model_executor/model_runner.py",
+        )
+
+    try:
+        found = model.resolve(args.model_path, args.revision)
+    except model.ModelNotFound as exc:
+        if model.offline():
+            fatal("OSError", f"{model.OFFLINE_ERROR} ({exc})", "transformers/utils/hub.py")
+        fatal(
+            "OSError",
+            f"{exc}. The SGLang stand-in does not download weights: put them in the cache first.",
+            "transformers/utils/hub.py",
+        )
+    log(f"Model {args.model_path} at {found.path}" + (f" (commit {found.commit})" if found.commit else ""))
+    if found.token_present:
+        log(
+            "Hugging Face token read from HF_TOKEN_PATH (not shown)"
+            if os.environ.get("HF_TOKEN_PATH")
+            else "Hugging Face token from HF_TOKEN (not shown)"
+        )
+
+    lock = hardware.GpuLock()
+    if not lock.acquire():
+        fatal(
+            "torch.OutOfMemoryError",
+            "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 139.81 GiB of which "
+            "1.12 GiB is free. Another process holds the GPUs.",
+            "sglang/srt/model_executor/model_runner.py",
+        )
+
+    rank = args.node_rank
+    lost = threading.Event()
+    state = http_server.ServerState(args, version, found, settings["ttft_ms"], settings["decode_ms"])
+    log("Init torch distributed begin.")
+    if fault_name == "hang":
+        while True:
+            time.sleep(3600)
+    if args.nnodes > 1:
+        if not args.dist_init_addr:
+            fatal("ValueError", "--dist-init-addr is required when nnodes > 1", "sglang/srt/server_args.py")
+        identity = {
+            "rank": rank,
+            "nnodes": args.nnodes,
+            "tp": args.tp_size,
+            "model": args.model_path,
+            "version": version,
+        }
+        timeout = float(args.dist_timeout or DEFAULT_DIST_TIMEOUT)
+        try:
+            if rank == 0:
+                store = rendezvous.Rank0(args.dist_init_addr, identity, log)
+                store.wait_all(timeout)
+                store.watch(
+                    lambda reason: (
+                        log(f"Lost a node: {reason}. Rank 0 is no longer healthy."),
+                        state.mark_unhealthy(reason),
+                    )
+                )
+            else:
+                conn = rendezvous.join(args.dist_init_addr, identity, timeout, log)
+
+                def on_rank0_lost(reason):
+                    log(f"Lost rank 0: {reason}. Exiting.")
+                    lost.set()
+
+                rendezvous.watch_rank0(conn, on_rank0_lost)
+        except rendezvous.RendezvousError as exc:
+            log(f"Multi-node rendezvous failed: {exc}")
+            fatal("torch.distributed.DistStoreError", str(exc), "torch/distributed/rendezvous.py")
+        except OSError as exc:
+            fatal(
+                "torch.distributed.DistNetworkError", f"{args.dist_init_addr}: {exc}", "torch/distributed/rendezvous.py"
+            )
+    log("Init torch distributed ends.")
+    log("Load weight begin.")
+    time.sleep(settings["load"])
+    log(f"Load weight end. type={(found.config.get('architectures') or ['?'])[0]}, dtype=bfloat16")
+
+    server = http_server.make_server(state, args.host, args.port, health_only=rank > 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    log(f"Uvicorn running on http://{args.host}:{args.port} (Press CTRL+C to quit)")
+    if fault_name == "never-ready":
+        state.never_ready = True
+    state.ready.set()
+    if rank == 0:
+        log("The server is fired up and ready to roll!")
+    else:
+        log(f"Node rank {rank} joined; serving the health check only (rank 0 serves the API).")
+
+    deadline = time.monotonic() + fault_arg if fault_name == "crash-after" else None
+    while True:
+        if lost.wait(0.2):
+            raise SystemExit(1)
+        if deadline is not None and time.monotonic() >= deadline:
+            fatal(
+                "RuntimeError",
+                f"Scheduler hit an exception (SGLANG_STANDIN_FAULT=crash-after:{fault_arg:g})",
+                "sglang/srt/managers/scheduler.py",
+            )
+
+
+if __name__ == "__main__":
+    require("sglang.launch_server")
+    main(sys.argv[1:])
