@@ -14,7 +14,8 @@
 #   lab.sh services start|stop|status
 #
 # Environment: LAB_NAME (default dcsg-lab), LAB_INVENTORY_DIR (default inventories/lab), LAB_SHARED_DIR (absolute
-# path: one shared volume mounted there in every host), LAB_WHEEL_PORT (default 18091).
+# path: one shared volume mounted there in every host), LAB_WHEEL_PORT (default 18091), LAB_IMAGE_NAMESPACE (default
+# datacrunch-sglang-lab: the lab images' repository prefix).
 
 # Functions run through with_lock are called indirectly.
 # shellcheck disable=SC2317
@@ -30,8 +31,10 @@ LAB_SHARED_DIR=${LAB_SHARED_DIR:-}
 LAB_WHEEL_PORT=${LAB_WHEEL_PORT:-18091}
 LAB_HUB_DEFAULT_PORT=18090
 
-BASE_IMAGE=datacrunch-sglang-lab/debian:bookworm
-HOST_IMAGE=datacrunch-sglang-lab/host:bookworm
+# Another namespace builds the lab images apart from the ones in use (e.g. to try a change to them).
+LAB_IMAGE_NAMESPACE=${LAB_IMAGE_NAMESPACE:-datacrunch-sglang-lab}
+BASE_IMAGE=$LAB_IMAGE_NAMESPACE/debian:bookworm
+HOST_IMAGE=$LAB_IMAGE_NAMESPACE/host:bookworm
 STANDIN_IMAGES=(localhost/sglang-standin:v0.5.18 localhost/sglang-standin:v0.5.23)
 STANDIN_BUILD=$LAB_DIR/sglang-standin/build.sh
 HUB_SCRIPT=$LAB_DIR/hub/hub.sh
@@ -52,7 +55,7 @@ die() {
 # Images
 # ---------------------------------------------------------------------------------------------------------------
 
-# sha256 of files, directories (every file below, in name order) and strings given as "text:..." arguments.
+# sha256 of files, directories (every file below but documentation, in name order) and "text:..." arguments.
 inputs_hash() {
     local arg
     for arg in "$@"; do
@@ -60,7 +63,7 @@ inputs_hash() {
             text:*) printf '%s\n' "${arg#text:}" ;;
             *)
                 if [[ -d $arg ]]; then
-                    (cd "$arg" && find . -type f ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 | LC_ALL=C sort -z |
+                    (cd "$arg" && find . -type f ! -name '*.pyc' ! -name '*.md' ! -path '*/__pycache__/*' -print0 | LC_ALL=C sort -z |
                         xargs -0 -r sha256sum)
                 else
                     sha256sum <"$arg"
@@ -133,7 +136,7 @@ ensure_host_image() {
         return
     fi
     log "building $HOST_IMAGE ($hash)"
-    docker build --quiet --label "$LABEL_INPUTS=$hash" -t "$HOST_IMAGE" \
+    docker build --quiet --label "$LABEL_INPUTS=$hash" -t "$HOST_IMAGE" --build-arg "BASE_IMAGE=$BASE_IMAGE" \
         -f "$LAB_DIR/images/host/Dockerfile" "$LAB_DIR/host" >"$STATE_DIR/host-image-build.log" 2>&1 ||
         die "building $HOST_IMAGE failed: see $STATE_DIR/host-image-build.log"
 }
