@@ -136,6 +136,7 @@ def test_container_serves_with_api_key_and_stops_cleanly(images, run):
     assert http("GET", f"{url}/v1/models")[0] == 401
     auth = {"Authorization": f"Bearer {API_KEY}"}
     status, _, body = http("GET", f"{url}/server_info", headers=auth)
+    assert status == 200
     assert json.loads(body)["version"] == "0.5.23"
     assert json.loads(body)["attn_dp_size"] == 8
     _, _, raw = http(
@@ -171,7 +172,7 @@ def test_container_without_gpus_fails_like_cuda(images, run):
 
 
 def test_bench_one_batch_in_the_container(images, run):
-    name, result = run(
+    _, result = run(
         images["0.5.18"],
         "python3", "-m", "sglang.bench_one_batch", "--model", REPO_ID, "--tp", "8", "--batch-size", "1",
         "--input", "128", "--output", "256", detach=False,
@@ -179,6 +180,6 @@ def test_bench_one_batch_in_the_container(images, run):
     assert result.returncode == 0, result.stderr
     runs = bench_output.one_batch_result(result.stdout)["runs"]
     assert runs[0]["median_decode_throughput"] == pytest.approx(47.67, abs=0.01)
-    gone, result = run(images["0.5.23"], "python3", "-m", "sglang.bench_one_batch", "--model", REPO_ID, detach=False)
+    _, result = run(images["0.5.23"], "python3", "-m", "sglang.bench_one_batch", "--model", REPO_ID, detach=False)
     assert result.returncode == 1
     assert "No module named sglang.bench_one_batch" in result.stderr
