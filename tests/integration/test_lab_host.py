@@ -236,6 +236,19 @@ def test_containers_see_the_gpus_they_are_given(lab):
     assert without.returncode != 0 and "executable file not found" in without.stderr
 
 
+def test_nvidia_ctk_registers_the_nvidia_runtime(lab, healthy):
+    image = lab.container_image()
+    try:
+        lab.ssh(healthy, "nvidia-ctk runtime configure --runtime=docker && service docker restart")
+        config = json.loads(lab.ssh(healthy, "cat /etc/docker/daemon.json").stdout)
+        assert config["runtimes"]["nvidia"]["path"] == "nvidia-container-runtime"
+        assert "nvidia" in json.loads(lab.ssh(healthy, "docker info --format '{{json .Runtimes}}'").stdout)
+        one = lab.ssh(healthy, f"docker run --rm --runtime=nvidia -e NVIDIA_VISIBLE_DEVICES=1 {image} nvidia-smi -L")
+        assert one.stdout.count("NVIDIA H200") == 1
+    finally:
+        lab.ssh(healthy, "rm -f /etc/docker/daemon.json && service docker restart")
+
+
 def test_images_in_the_hosts_are_the_lab_images(lab):
     for host in lab.hosts:
         for image in (BASE_IMAGE, *STANDIN_IMAGES):
