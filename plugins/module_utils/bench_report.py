@@ -395,6 +395,21 @@ def _table(header, rows):
     return lines
 
 
+def _describe_serving(settings):
+    parts = []
+    if settings.get("dataset_name"):
+        parts.append(f"{settings['dataset_name']} prompts")
+    if settings.get("input_len") and settings.get("output_len"):
+        parts.append(f"{settings['input_len']} tokens in, {settings['output_len']} out")
+    if settings.get("num_prompts"):
+        parts.append(f"{settings['num_prompts']} requests per level")
+    elif settings.get("prompts_per_concurrency"):
+        parts.append(f"{settings['prompts_per_concurrency']} requests per concurrent slot")
+    if settings.get("request_rate") not in (None, "", "inf"):
+        parts.append(f"{settings['request_rate']} requests/s")
+    return ": " + ", ".join(parts) if parts else ""
+
+
 def _verdict_mark(verdict):
     return {"pass": "pass", "miss": "**MISS**", "absent": "not measured"}.get(verdict, verdict)
 
@@ -429,7 +444,7 @@ def render_markdown(document, plot_names=()):
                     _fmt(row["measured"], UNITS.get(row["field"], "")),
                     f"{bound} {_fmt(row['threshold'], UNITS.get(row['field'], ''))} "
                     f"(expected {_fmt(row['expected'], UNITS.get(row['field'], ''))}, "
-                    f"tolerance {_fmt(document.get('tolerance_pct', 0))}%)",
+                    f"tolerance {document.get('tolerance_pct', 0):g}%)",
                     _verdict_mark(row["verdict"]),
                 ]
             )
@@ -453,13 +468,7 @@ def render_markdown(document, plot_names=()):
 
     serving = document.get(SERVING)
     if serving and serving.get("results"):
-        settings = serving.get("settings") or {}
-        described = ", ".join(
-            f"{key} {settings[key]}"
-            for key in ("dataset_name", "input_len", "output_len", "num_prompts", "request_rate")
-            if settings.get(key) not in (None, "")
-        )
-        lines += [f"## Serving ({SERVING}" + (f": {described}" if described else "") + ")", ""]
+        lines += [f"## Serving ({SERVING}" + _describe_serving(serving.get("settings") or {}) + ")", ""]
         header = ["concurrency"] + [f"{label} ({unit})" if unit else label for _field, label, unit in SERVING_FIGURES]
         rows = [
             [_fmt(record.get("max_concurrency"))]
@@ -548,18 +557,21 @@ def render_plots(document, previous, throughput_path, latency_path):
         axis.xaxis.set_major_formatter(ScalarFormatter())
         axis.set_xlabel("max concurrency (requests in flight)")
         axis.grid(True, which="major", alpha=0.3)
-        if len(levels) == 1:
-            axis.set_xlim(levels[0] / 2, levels[0] * 2)
+        # Room beside the outer points for their labels.
+        axis.set_xlim(levels[0] / 1.5, levels[-1] * 1.5)
+        # Room above the curves for the legend: it never covers a point.
+        axis.set_ylim(0, axis.get_ylim()[1] * 1.35)
+        axis.legend(fontsize=8, loc="upper left")
 
     def annotate(axis, xs, ys, fmt):
-        # Below and right of each point: the lines drawn above it (totals, P99) stay readable.
+        # Above and left of each point: the curve arrives from the lower left, so the label stays clear of it.
         for x, y in zip(xs, ys, strict=False):
             axis.annotate(
                 fmt.format(y),
                 (x, y),
                 textcoords="offset points",
-                xytext=(7, -13),
-                ha="left",
+                xytext=(-6, 6),
+                ha="right",
                 fontsize=8,
                 bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.8},
             )
@@ -621,10 +633,8 @@ def render_plots(document, previous, throughput_path, latency_path):
                 zorder=6,
             )
     concurrency_axis(axis)
-    axis.set_ylim(bottom=0)
     axis.set_ylabel("tokens per second (all requests together)")
     axis.set_title(f"Serving throughput\n{title}", fontsize=10)
-    axis.legend(fontsize=8, loc="upper left")
     figure.tight_layout()
     figure.savefig(throughput_path)
     plt.close(figure)
@@ -662,10 +672,8 @@ def render_plots(document, previous, throughput_path, latency_path):
                     label=f"{series[0][1]}, {previous_label}",
                 )
         concurrency_axis(axis)
-        axis.set_ylim(bottom=0)
         axis.set_ylabel("milliseconds (lower is better)")
         axis.set_title(heading, fontsize=10)
-        axis.legend(fontsize=8, loc="upper left")
     figure.suptitle(f"Serving latency\n{title}", fontsize=10)
     figure.tight_layout()
     figure.savefig(latency_path)

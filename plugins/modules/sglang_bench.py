@@ -390,6 +390,12 @@ def server_summary(spec):
 
 def write_report(module):
     params = module.params
+    serving = params["bench_serving"] or None
+    one_batch = params["bench_one_batch"] or None
+    if module.check_mode and not serving and not one_batch:
+        # The role's validation step: the expected figures and the tolerance are checked before any benchmark runs.
+        verdicts = bench_report.evaluate({}, params["expected"], params["tolerance_pct"])
+        return {"changed": False, "report": {"files": [], "verdicts": verdicts, "misses": [], "absent": []}}
     for option in ("report_dir", "host", "profile"):
         if not params[option]:
             raise bench_report.BenchReportError(f"mode=report needs {option}")
@@ -397,12 +403,6 @@ def write_report(module):
         raise bench_report.BenchReportError(
             f"report_dir={params['report_dir']!r} must be an absolute path on the controller"
         )
-    serving = params["bench_serving"] or None
-    one_batch = params["bench_one_batch"] or None
-    if module.check_mode and not serving and not one_batch:
-        # The role's validation step: the expected figures and the tolerance are checked before any benchmark runs.
-        verdicts = bench_report.evaluate({}, params["expected"], params["tolerance_pct"])
-        return {"changed": False, "report": {"files": [], "verdicts": verdicts, "misses": [], "absent": []}}
     image = params["image"] or (serving or {}).get("image") or (one_batch or {}).get("image") or ""
     document, previous = bench_report.build_document(
         params["host"],
