@@ -461,7 +461,11 @@ def test_down_removes_everything(tmp_path):
     lab = Lab(name, tmp_path)
     lab.script("up", "1")
     assert (tmp_path / "hosts.yml").exists()
+    docker("exec", f"{name}-1", "docker", "run", "--rm", BASE_IMAGE, "true")
+    cgroups = list(Path("/sys/fs/cgroup").glob(f"*/datacrunch-sglang-lab/{name}-1"))
+    assert cgroups, "the host's engine made no cgroup for its container"
     lab.script("down")
+    assert not [path for path in cgroups if path.exists()]
     assert docker("ps", "-aq", "--filter", f"label=datacrunch-sglang-lab.lab={name}").stdout == ""
     assert docker("volume", "ls", "-q", "--filter", f"name={name}").stdout == ""
     assert docker("network", "inspect", name, check=False).returncode != 0

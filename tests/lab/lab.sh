@@ -542,6 +542,7 @@ cmd_down() {
         log "removing $(echo "$hosts" | paste -sd' ')"
         # shellcheck disable=SC2086  # one name per word
         docker rm --force --volumes $hosts >/dev/null
+        remove_host_cgroups "$hosts"
     fi
     local volumes
     volumes=$(docker volume ls -q --filter "label=$LABEL_LAB=$LAB_NAME")
@@ -561,6 +562,19 @@ cmd_down() {
         with_lock services_stop
     fi
     log "lab $LAB_NAME is down"
+}
+
+# The hosts' engines put their containers' cgroups under /datacrunch-sglang-lab/<host> of this machine's
+# hierarchies (the hosts share its cgroup namespace); they are empty once a host is gone.
+remove_host_cgroups() {
+    local name hierarchy
+    for name in $1; do
+        for hierarchy in /sys/fs/cgroup/*/datacrunch-sglang-lab/"$name"; do
+            if [[ -d $hierarchy ]]; then
+                find "$hierarchy" -depth -type d -exec rmdir {} + 2>/dev/null || true
+            fi
+        done
+    done
 }
 
 cmd_status() {
