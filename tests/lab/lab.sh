@@ -147,7 +147,7 @@ ensure_standin_images() {
         warn "$STANDIN_BUILD does not exist yet: skipping the SGLang stand-in images"
         return
     fi
-    log "building the SGLang stand-in images ($STANDIN_BUILD)"
+    log "SGLang stand-in images: $STANDIN_BUILD"
     "$STANDIN_BUILD" >"$STATE_DIR/standin-build.log" 2>&1 ||
         die "$STANDIN_BUILD failed: see $STATE_DIR/standin-build.log"
 }
