@@ -60,6 +60,9 @@ COMPARED_FIGURES = {
     ONE_BATCH: ("median_decode_throughput", "median_decode_latency", "prefill_latency", "overall_throughput"),
     SERVING: ("output_throughput", "request_throughput", "median_ttft_ms", "median_tpot_ms", "p99_tpot_ms"),
 }
+# Run-to-run variation on the same hardware (the manual procedure's decode steps vary by about 1%): changes
+# smaller than this are shown but not called better or worse.
+COMPARISON_NOISE_PCT = 2.0
 UNITS = {field: unit for field, _label, unit in ONE_BATCH_FIGURES + SERVING_FIGURES}
 _HIGHER_IS_BETTER = re.compile(r"(throughput|goodput|per_s|accept_length|attainment|^completed$)")
 _LOWER_IS_BETTER = re.compile(r"(latency|_ms$|ttft|tpot|itl|duration)")
@@ -285,7 +288,8 @@ def compare(previous, document):
         old, new = before[key], now[key]
         change = None if old == 0 else (new - old) / abs(old) * 100
         direction = higher_is_better(key[2])
-        better = None if change is None or direction is None or change == 0 else (change > 0) == direction
+        judged = change is not None and direction is not None and abs(change) >= COMPARISON_NOISE_PCT
+        better = ((change > 0) == direction) if judged else None
         rows.append(
             {
                 "program": key[0],
@@ -557,11 +561,11 @@ def render_plots(document, previous, throughput_path, latency_path):
         axis.xaxis.set_major_formatter(ScalarFormatter())
         axis.set_xlabel("max concurrency (requests in flight)")
         axis.grid(True, which="major", alpha=0.3)
-        # Room beside the outer points for their labels.
+        # Room beside the outer points and above the highest for their labels.
         axis.set_xlim(levels[0] / 1.5, levels[-1] * 1.5)
-        # Room above the curves for the legend: it never covers a point.
-        axis.set_ylim(0, axis.get_ylim()[1] * 1.35)
-        axis.legend(fontsize=8, loc="upper left")
+        axis.set_ylim(0, axis.get_ylim()[1] * 1.1)
+        # Below the plot, where it never covers a point.
+        axis.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
 
     def annotate(axis, xs, ys, fmt):
         # Above and left of each point: the curve arrives from the lower left, so the label stays clear of it.
@@ -576,9 +580,43 @@ def render_plots(document, previous, throughput_path, latency_path):
                 bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.8},
             )
 
+    def expected_bounds_on(axis, fields):
+        """The profile's bounds for these figures as red bars, and a red ring around each point that misses."""
+        rows = [
+            row
+            for row in document.get("verdicts") or []
+            if row["program"] == SERVING and row["field"] in fields and row["concurrency"] in levels
+        ]
+        for kind, label in (("min", "expected (floor)"), ("max", "expected (ceiling)")):
+            bounds = [(row["concurrency"], row["threshold"]) for row in rows if row["kind"] == kind]
+            if bounds:
+                axis.scatter(
+                    [point[0] for point in bounds],
+                    [point[1] for point in bounds],
+                    marker="_",
+                    s=400,
+                    linewidths=2,
+                    color="tab:red",
+                    label=label,
+                    zorder=5,
+                )
+        missed = [(row["concurrency"], row["measured"]) for row in rows if row["verdict"] == "miss"]
+        if missed:
+            axis.scatter(
+                [point[0] for point in missed],
+                [point[1] for point in missed],
+                marker="o",
+                s=220,
+                facecolors="none",
+                edgecolors="tab:red",
+                linewidths=2,
+                label="misses the expected figure",
+                zorder=6,
+            )
+
     written = []
 
-    figure, axis = plt.subplots(figsize=(8, 5), dpi=120)
+    figure, axis = plt.subplots(figsize=(8, 6), dpi=120, layout="constrained")
     xs, ys = _serving_series(document, "output_throughput")
     axis.plot(xs, ys, marker="o", linewidth=2, color="tab:blue", label="output tokens/s")
     annotate(axis, xs, ys, "{:,.0f}")
@@ -599,48 +637,15 @@ def render_plots(document, previous, throughput_path, latency_path):
                 alpha=0.8,
                 label=f"output tokens/s, {previous_label}",
             )
-    floors = [
-        (row["concurrency"], row["threshold"])
-        for row in document.get("verdicts") or []
-        if row["program"] == SERVING and row["field"] == "output_throughput" and row["kind"] == "min"
-    ]
-    if floors:
-        axis.scatter(
-            [point[0] for point in floors],
-            [point[1] for point in floors],
-            marker="_",
-            s=400,
-            linewidths=2,
-            color="tab:red",
-            label="expected output tokens/s (floor)",
-            zorder=5,
-        )
-        missed = [
-            (row["concurrency"], row["measured"])
-            for row in document["verdicts"]
-            if row["program"] == SERVING and row["field"] == "output_throughput" and row["verdict"] == "miss"
-        ]
-        if missed:
-            axis.scatter(
-                [point[0] for point in missed],
-                [point[1] for point in missed],
-                marker="o",
-                s=220,
-                facecolors="none",
-                edgecolors="tab:red",
-                linewidths=2,
-                label="below the expected floor",
-                zorder=6,
-            )
+    expected_bounds_on(axis, ("output_throughput", "total_throughput"))
     concurrency_axis(axis)
     axis.set_ylabel("tokens per second (all requests together)")
     axis.set_title(f"Serving throughput\n{title}", fontsize=10)
-    figure.tight_layout()
     figure.savefig(throughput_path)
     plt.close(figure)
     written.append(throughput_path)
 
-    figure, (ttft_axis, tpot_axis) = plt.subplots(1, 2, figsize=(11, 4.8), dpi=120)
+    figure, (ttft_axis, tpot_axis) = plt.subplots(1, 2, figsize=(11, 6), dpi=120, layout="constrained")
     for axis, series, heading in (
         (ttft_axis, (("median_ttft_ms", "median", "o", "-"), ("p99_ttft_ms", "P99", "^", ":")), "Time to first token"),
         (
@@ -659,6 +664,7 @@ def render_plots(document, previous, throughput_path, latency_path):
                 axis.plot(xs, ys, marker=marker, linestyle=style, linewidth=1.8, label=label)
                 if label.startswith("median") and field != "median_itl_ms":
                     annotate(axis, xs, ys, "{:,.1f}")
+        expected_bounds_on(axis, [field for field, _label, _marker, _style in series])
         if previous:
             xs_prev, ys_prev = _serving_series(previous, series[0][0])
             if xs_prev:
@@ -675,7 +681,6 @@ def render_plots(document, previous, throughput_path, latency_path):
         axis.set_ylabel("milliseconds (lower is better)")
         axis.set_title(heading, fontsize=10)
     figure.suptitle(f"Serving latency\n{title}", fontsize=10)
-    figure.tight_layout()
     figure.savefig(latency_path)
     plt.close(figure)
     written.append(latency_path)

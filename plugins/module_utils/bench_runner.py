@@ -112,7 +112,8 @@ OWNED_ONE_BATCH_FLAGS = (
     "--result-filename",
     "--run-name",
 )
-_SECRET_ENV = re.compile(r"(API_KEY|TOKEN|SECRET|PASSWORD)", re.IGNORECASE)
+# Credential-like names (OPENAI_API_KEY, HF_TOKEN, *_SECRET, ...); DECODE_TOKENS_PER_S is not one.
+_SECRET_ENV = re.compile(r"(?:^|_)(?:API_?KEY|TOKEN|SECRET|PASSWORD|ACCESS_KEY|CREDENTIALS?)(?:$|_)", re.IGNORECASE)
 
 
 class BenchRunError(Exception):

@@ -233,8 +233,8 @@ def test_report_files_json_markdown_and_plots(tmp_path):
     assert "| 4 | 16 | 80.57 |" in markdown
     assert "| bench_serving | 4 | output_throughput | 161.1 | 80.57 | -50.0% worse |" in markdown
     assert f"![{Path(throughput_png).name}]({Path(throughput_png).name})" in markdown
-    assert png_size(throughput_png) == (960, 600)
-    assert png_size(latency_png) == (1320, 576)
+    assert png_size(throughput_png) == (960, 720)
+    assert png_size(latency_png) == (1320, 720)
     assert Path(throughput_png).stat().st_size > 20_000
 
 

@@ -96,6 +96,12 @@ def test_env_refuses_secrets_and_stringifies():
     assert bench_runner.check_env({"NCCL_DEBUG": "INFO", "X": 3}) == {"NCCL_DEBUG": "INFO", "X": "3"}
     with pytest.raises(BenchRunError, match=r"sglang_benchmark_env\['OPENAI_API_KEY'\]: secrets never go"):
         bench_runner.check_env({"OPENAI_API_KEY": "k"}, "sglang_benchmark_")
+    for secret in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "API_KEY", "MY_SECRET", "AWS_SECRET_ACCESS_KEY"):
+        with pytest.raises(BenchRunError, match="secrets never go"):
+            bench_runner.check_env({secret: "x"})
+    assert bench_runner.check_env({"SGLANG_STANDIN_DECODE_TOKENS_PER_S": 30}) == {
+        "SGLANG_STANDIN_DECODE_TOKENS_PER_S": "30"
+    }
     with pytest.raises(BenchRunError, match=r"must be a string or a number"):
         bench_runner.check_env({"FLAG": True})
 
