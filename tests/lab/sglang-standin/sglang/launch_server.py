@@ -65,7 +65,7 @@ def _exit_on_sigterm() -> None:
 
 
 def _secrets_hidden(args) -> str:
-    shown = {k: ("<redacted>" if k in http_server.SECRET_ARGS and v else v) for k, v in vars(args).items()}
+    shown = http_server.redacted_args(args)
     return "ServerArgs(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
 

@@ -31,6 +31,11 @@ DEFAULT_MAX_RUNNING = 256
 DEFAULT_MAX_TOTAL_TOKENS = 400_000
 
 
+def redacted_args(args: argparse.Namespace) -> dict:
+    """The parsed arguments with the secrets among them replaced."""
+    return {key: (REDACTED if key in SECRET_ARGS and value else value) for key, value in vars(args).items()}
+
+
 class ServerState:
     """What the server knows about itself: readiness, load, counters."""
 
@@ -99,11 +104,7 @@ class ServerState:
             return len(self.recent_tokens) / 5.0
 
     def public_args(self) -> dict:
-        args = dict(vars(self.args))
-        for key in SECRET_ARGS:
-            if args.get(key):
-                args[key] = REDACTED
-        return json.loads(json.dumps(args, default=str))
+        return json.loads(json.dumps(redacted_args(self.args), default=str))
 
 
 def _prometheus(state: ServerState) -> str:
