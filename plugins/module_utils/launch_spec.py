@@ -109,6 +109,8 @@ class LaunchRequest:
     hf_token: bool = False
     enable_metrics: bool = True
     shm_size: str = "32g"
+    # name -> limit (soft and hard), -1 for unlimited; SGLang's compose file asks for these.
+    ulimits: dict = field(default_factory=lambda: {"memlock": -1, "stack": 67108864})
     log_max_size: str = "100m"
     log_max_files: int = 5
     allow_public_rendezvous: bool = False
@@ -477,10 +479,8 @@ def build_launch_spec(request):
         "network_mode": "host",
         "ipc_mode": "host",
         "shm_size": request.shm_size,
-        "ulimits": [
-            {"name": "memlock", "soft": -1, "hard": -1},
-            {"name": "stack", "soft": 67108864, "hard": 67108864},
-        ],
+        "ulimits": [{"name": name, "soft": int(limit), "hard": int(limit)}
+                    for name, limit in sorted(request.ulimits.items())],
         "gpus": "all",
         # A rank that comes back alone after a reboot would hang the rendezvous: the unit restarts as a whole.
         "restart_policy": "unless-stopped" if nnodes == 1 else "no",

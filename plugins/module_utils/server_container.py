@@ -332,7 +332,9 @@ class ServerContainer:
             text = container.logs(tail=lines).decode(errors="replace")
         except (APIError, NotFound):
             return ""
-        return redact(text, list(self.secrets.values()))
+        text = redact(text, list(self.secrets.values()))
+        # Some servers log all their arguments on one line: keep each line readable in a failure message.
+        return "\n".join(line if len(line) <= 400 else line[:400] + " ..." for line in text.splitlines())
 
     def wait_ready(self, container, timeout, round_seconds, poll=2.0):
         """Wait until ready; (ready, detail). Raises ServerError when the container exits or restarts."""

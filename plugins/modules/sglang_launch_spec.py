@@ -110,6 +110,10 @@ options:
     description: Shared memory of the container.
     type: str
     default: "32g"
+  ulimits:
+    description: Container ulimits, name to limit (soft and hard; -1 is unlimited).
+    type: dict
+    default: {memlock: -1, stack: 67108864}
   log_max_size:
     description: Size at which the container log rotates.
     type: str
