@@ -515,6 +515,9 @@ def load_hf(req: SnapshotRequest):
     from huggingface_hub import constants
 
     constants.HF_HUB_DOWNLOAD_TIMEOUT = req.request_timeout
+    # http_get writes in chunks of this size: 1 MiB (instead of 10) bounds what a killed run loses per file and
+    # keeps the progress file moving, at no measurable cost in throughput.
+    constants.DOWNLOAD_CHUNK_SIZE = 1024 * 1024
     return huggingface_hub
 
 

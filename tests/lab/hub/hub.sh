@@ -83,7 +83,8 @@ mirror-lfs-netloc = "127.0.0.1:$OLAH_PORT"
 [accessibility]
 offline = true
 EOF
-  (cd "$STATE" && setsid "$VENV/bin/olah-cli" --config "$STATE/olah.toml" --host 127.0.0.1 --port "$OLAH_PORT" \
+  # A plain command in the background (no "cd &&" list), so that no shell stays behind holding the caller's stdout.
+  (cd "$STATE" || exit 1; setsid "$VENV/bin/olah-cli" --config "$STATE/olah.toml" --host 127.0.0.1 --port "$OLAH_PORT" \
      --log-path "$STATE/logs" </dev/null >"$STATE/olah.log" 2>&1 & echo $! >"$STATE/olah.pid")
   (setsid "$VENV/bin/python" "$HERE/gate.py" --listen "0.0.0.0:$PORT" --upstream "127.0.0.1:$OLAH_PORT" \
      --mirrors "$STATE/mirrors" --config "$HERE/lab-tokens.json" </dev/null >"$STATE/gate.log" 2>&1 &
