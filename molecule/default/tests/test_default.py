@@ -1,0 +1,187 @@
+"""Single-node deploy on a lab host (a simulated 8x H200 host running the SGLang stand-in): the world after deploy.
+
+The deploy and its second, unchanged run happened in molecule's converge and idempotence steps. These checks look at
+the lab host itself: the container and its flags, where its secrets are, what the endpoint answers, what a profile
+change does, and that bad inputs fail with a clear message while the running server stays up.
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import testinfra
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+from tests.support.lab_checks import (  # noqa: E402
+    http,
+    inner_inspect,
+    lab_host_address,
+    run_playbook,
+)
+
+HOST_NAME = "dcsg-mol-default-1"
+CONTAINER = "sglang-server"
+HOST = testinfra.get_host("docker://" + HOST_NAME)
+
+
+@pytest.fixture(scope="module")
+def api_key():
+    key = Path(os.environ["SCENARIO_API_KEY_FILE"]).read_text().strip()
+    assert len(key) >= 32
+    return key
+
+
+@pytest.fixture(scope="module")
+def endpoint():
+    return "http://%s:30000" % lab_host_address(HOST_NAME)
+
+
+def server():
+    container = inner_inspect(HOST_NAME, CONTAINER)
+    assert container is not None, "the server container is gone"
+    return container
+
+
+def test_container_runs_the_profile_with_the_right_flags():
+    container = server()
+    assert container["State"]["Status"] == "running"
+    args = container["Args"]
+    assert container["Path"] == "python3" and args[:2] == ["-m", "sglang.launch_server"]
+    assert args[args.index("--model-path") + 1] == "datacrunch-lab/tiny-deepseek-r1"
+    assert args[args.index("--tp-size") + 1] == "8"
+    assert "--enable-dp-attention" in args and args[args.index("--dp-size") + 1] == "8"
+    assert "--trust-remote-code" in args and "--enable-metrics" in args
+    assert args[args.index("--config") + 1] == "/run/datacrunch-sglang/server-config.yaml"
+    # Prefetched: the server runs offline on the pinned commit.
+    revision = args[args.index("--revision") + 1]
+    assert len(revision) == 40
+    env = dict(item.split("=", 1) for item in container["Config"]["Env"])
+    assert env["HF_HUB_OFFLINE"] == "1"
+    assert env["HF_HOME"] == "/root/.cache/huggingface"
+    host_config = container["HostConfig"]
+    assert host_config["NetworkMode"] == "host"
+    assert host_config["IpcMode"] == "host"
+    assert host_config["ShmSize"] == 32 * 1024**3
+    assert host_config["RestartPolicy"]["Name"] == "unless-stopped"
+    assert host_config["LogConfig"] == {"Type": "json-file", "Config": {"max-file": "5", "max-size": "100m"}}
+    requests = host_config["DeviceRequests"]
+    assert requests == [{"Driver": "", "Count": -1, "DeviceIDs": None, "Capabilities": [["gpu"]], "Options": {}}]
+    limits = {item["Name"]: item for item in host_config["Ulimits"]}
+    assert limits["stack"]["Soft"] == 67108864
+
+
+def test_mounts_weights_caches_and_secrets():
+    mounts = {mount["Destination"]: mount for mount in server()["Mounts"]}
+    assert mounts["/root/.cache/huggingface"]["Source"] == "/root/.cache/huggingface"
+    assert mounts["/root/.cache/huggingface"]["RW"] is True
+    cache = mounts["/var/cache/sglang"]["Source"]
+    assert cache.startswith("/var/cache/datacrunch-sglang/v0.5.18-nvidia-h200-tp8-dpa8-nn1-")
+    assert mounts["/run/datacrunch-sglang"]["Source"] == "/etc/datacrunch-sglang/sglang-server/secrets"
+    assert mounts["/run/datacrunch-sglang"]["RW"] is False
+
+
+def test_labels_mark_the_container_as_ours():
+    labels = server()["Config"]["Labels"]
+    assert labels["datacrunch.sglang.profile"] == "lab-tiny"
+    assert labels["datacrunch.sglang.cluster"] == ""
+    assert labels["datacrunch.sglang.rank"] == "0"
+    assert labels["datacrunch.sglang.collection-version"] == "0.1.0"
+    assert len(labels["datacrunch.sglang.spec-hash"]) == 64
+    spec = json.loads(HOST.file("/etc/datacrunch-sglang/sglang-server/spec.json").content_string)
+    assert spec["spec_hash"] == labels["datacrunch.sglang.spec-hash"]
+
+
+def test_the_container_sees_the_hosts_gpus():
+    listing = HOST.check_output("docker exec %s nvidia-smi -L" % CONTAINER)
+    assert listing.count("NVIDIA H200") == 8
+
+
+def test_secrets_are_only_in_root_only_files(api_key):
+    container = server()
+    assert api_key not in json.dumps(container)
+    processes = HOST.check_output("ps -eo args")
+    assert api_key not in processes
+    secrets = HOST.file("/etc/datacrunch-sglang/sglang-server/secrets")
+    assert secrets.is_directory and secrets.user == "root" and secrets.mode == 0o700
+    config = HOST.file("/etc/datacrunch-sglang/sglang-server/secrets/server-config.yaml")
+    assert config.user == "root" and config.mode == 0o600
+    assert api_key in config.content_string
+    readable = HOST.check_output(
+        "find / -xdev \\( -path /proc -o -path /sys \\) -prune -o -type f -perm -o=r -print0 2>/dev/null "
+        "| xargs -0 grep -l -F -- %s 2>/dev/null || true" % api_key
+    )
+    assert readable.strip() == ""
+
+
+def test_endpoint_requires_the_key_and_serves_a_chat_completion(api_key, endpoint):
+    status, _ = http(endpoint + "/v1/models")
+    assert status == 401
+    status, body = http(endpoint + "/v1/models", api_key)
+    assert status == 200 and json.loads(body)["data"][0]["id"] == "datacrunch-lab/tiny-deepseek-r1"
+    status, body = http(
+        endpoint + "/v1/chat/completions",
+        api_key,
+        {"model": "datacrunch-lab/tiny-deepseek-r1", "messages": [{"role": "user", "content": "Hello"}],
+         "max_tokens": 8},
+    )
+    assert status == 200
+    reply = json.loads(body)
+    assert reply["choices"][0]["message"]["content"]
+    assert reply["usage"]["completion_tokens"] > 0
+    status, _ = http(endpoint + "/health_generate")
+    assert status == 200
+
+
+BAD_INPUTS = [
+    ({"sglang_profile": "deepseek-r2"}, "sglang_profile='deepseek-r2' is not a known profile"),
+    ({"sglang_image": "lmsysorg/SGLang:v0.5.18"}, "is not a well-formed image reference"),
+    ({"sglang_image": "localhost/sglang-standin:latest"}, "does not name an SGLang version"),
+    ({"sglang_image": "localhost/sglang-standin:v0.5.9"}, "which this collection has no flag data for"),
+    ({"sglang_server_args": {"tp": 4}}, "conflicts with a flag the launch renders itself"),
+    ({"sglang_server_args": {"enable-teleport": True}}, "SGLang 0.5.18 has no flag --enable-teleport"),
+    ({"sglang_server_args": {"kv-cache-dtype": "fp3"}}, "is not one of SGLang 0.5.18's choices"),
+    ({"sglang_server_args": {"mem-fraction-static": True}}, "takes a value in SGLang 0.5.18"),
+    ({"sglang_server_env": {"HF_TOKEN": "hf_x"}}, "secrets never go into the container environment"),
+    ({"sglang_port": 70000}, "sglang_port=70000 must be a TCP port number"),
+    ({"sglang_hf_home": "cache/hf"}, "sglang_hf_home='cache/hf' must be an absolute path"),
+    ({"sglang_profiles_extra": {"lab-tiny": {"extends": "deepseek-r1", "tp": 16}}}, "tp=16 needs 16 GPUs"),
+    ({"sglang_server_pull": "sometimes"}, "sglang_server_pull"),
+    # Valid to the controller, refused by the host before the running server is stopped:
+    ({"sglang_port": 22}, "port 22 on this host is held by another process"),
+    ({"sglang_image": "localhost/not-loaded:v0.5.18"}, "is not on this host and sglang_server_pull=never"),
+]
+
+
+@pytest.mark.parametrize(("extra_vars", "message"), BAD_INPUTS, ids=[str(v) for v, _ in BAD_INPUTS])
+def test_bad_input_fails_clearly_and_the_server_stays_up(extra_vars, message, api_key, endpoint):
+    before = server()["Id"]
+    result = run_playbook("deploy.yml", "--extra-vars", json.dumps(extra_vars))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-2000:]
+    assert message in " ".join(output.split()), output[-3000:]
+    after = server()
+    assert after["Id"] == before
+    assert after["State"]["Status"] == "running"
+    assert http(endpoint + "/v1/models", api_key)[0] == 200
+
+
+def test_a_profile_change_recreates_the_container_and_serves(api_key, endpoint):
+    before = server()["Id"]
+    latency = {"lab-tiny-latency": {"extends": "lab-tiny", "dp_attention": 0}}
+    result = run_playbook("deploy.yml", "--extra-vars",
+                          json.dumps({"sglang_profile": "lab-tiny-latency", "sglang_profiles_extra": latency}))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    changed = server()
+    assert changed["Id"] != before
+    assert "--enable-dp-attention" not in changed["Args"]
+    assert changed["Config"]["Labels"]["datacrunch.sglang.profile"] == "lab-tiny-latency"
+    assert http(endpoint + "/v1/models", api_key)[0] == 200
+    # Back to the scenario's profile: recreated again, and serving.
+    result = run_playbook("deploy.yml")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    restored = server()
+    assert restored["Id"] != changed["Id"]
+    assert "--enable-dp-attention" in restored["Args"]
+    assert http(endpoint + "/v1/models", api_key)[0] == 200
