@@ -264,3 +264,22 @@ def test_the_plugin_documentation_renders():
     run = ansible("ansible-doc", "-t", "inventory", "datacrunch.sglang.datacrunch")
     assert run.returncode == 0, run.output
     assert "VERDA_CLIENT_SECRET" in run.stdout and "serving_group" in run.stdout
+
+
+def test_the_static_example_has_the_shape_the_plugin_gives():
+    run = ansible("ansible-inventory", "-i", "inventories/static.example", "--list")
+    assert run.returncode == 0, run.output
+    listed = json.loads(run.stdout)
+    hostvars = plain(listed["_meta"]["hostvars"])
+    servers = ansible("ansible-inventory", "-i", "inventories/static.example", "--graph", "sglang_servers")
+    assert sorted(re.findall(r"--([\w-]+)$", servers.stdout, re.MULTILINE)) == [
+        "r1-fin01", "r1-tp16-node-1", "r1-tp16-node-2"]
+    single = hostvars["r1-fin01"]
+    assert (single["ansible_user"], single["sglang_profile"]) == ("root", "deepseek-r1")
+    assert "sglang_cluster" not in single
+    for name in ("r1-tp16-node-1", "r1-tp16-node-2"):
+        worker = hostvars[name]
+        assert worker["sglang_cluster"] == "r1-tp16"
+        assert worker["sglang_profile"] == "deepseek-r1-tp16"
+        assert worker["sglang_private_ip"] == worker["ansible_host"]
+        assert worker["ansible_ssh_common_args"] == "-o ProxyJump=root@198.51.100.20"
