@@ -102,13 +102,13 @@ def wait_ready(proc, port, timeout=20):
 # --- flags ---------------------------------------------------------------------------------------------------------
 
 
-def _only_in(version, other):
-    """A flag the real parser of `version` accepts and that of `other` rejects, straight from the generated data."""
-    mine, theirs = flags.SGLANG_CLI_FLAGS[version], flags.SGLANG_CLI_FLAGS[other]
+def _only_in(accepting, rejecting):
+    """A switch the real parser of one version accepts and that of the other rejects, from the generated data."""
+    mine, theirs = flags.SGLANG_CLI_FLAGS[accepting], flags.SGLANG_CLI_FLAGS[rejecting]
     return next(
         o
         for o, s in mine.items()
-        if o not in theirs and s["action"] == "store_true" and flags.match_flag(other, o)[0] is None
+        if o not in theirs and s["action"] == "store_true" and flags.match_flag(rejecting, o)[0] is None
     )
 
 
@@ -190,19 +190,19 @@ AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
 def test_ready_only_after_load_and_logs_it(api_server):
-    proc, _ = api_server
+    proc, _url = api_server
     assert "The server is fired up and ready to roll!" in proc.stderr
     assert proc.stderr.index("Load weight end") < proc.stderr.index("The server is fired up")
 
 
 def test_api_key_guards_everything_but_health_and_metrics(api_server):
-    _, url = api_server
-    status, _, body = http("GET", f"{url}/v1/models")
+    _proc, url = api_server
+    status, _headers, body = http("GET", f"{url}/v1/models")
     assert status == 401
     assert json.loads(body) == {"error": "Unauthorized"}
     assert http("GET", f"{url}/v1/models", headers={"Authorization": "Bearer wrong"})[0] == 401
     assert http("POST", f"{url}/generate", {"text": "hi"})[0] == 401
-    status, _, body = http("GET", f"{url}/v1/models", headers=AUTH)
+    status, _headers, body = http("GET", f"{url}/v1/models", headers=AUTH)
     assert status == 200
     assert json.loads(body)["data"][0]["id"] == "deepseek-r1"
     for path in ("/health", "/health_generate", "/metrics"):
@@ -212,7 +212,7 @@ def test_api_key_guards_everything_but_health_and_metrics(api_server):
 def test_server_info_has_version_and_parsed_args_without_secrets(api_server):
     proc, url = api_server
     for path in ("/server_info", "/get_server_info"):
-        status, _, body = http("GET", f"{url}{path}", headers=AUTH)
+        status, _headers, body = http("GET", f"{url}{path}", headers=AUTH)
         assert status == 200
         info = json.loads(body)
         assert info["version"] == "0.5.18"
@@ -221,7 +221,7 @@ def test_server_info_has_version_and_parsed_args_without_secrets(api_server):
         assert info["max_running_requests"] == 2
         assert info["api_key"] == "<redacted>"
         assert API_KEY not in body.decode()
-    status, _, body = http("GET", f"{url}/model_info", headers=AUTH)
+    status, _headers, body = http("GET", f"{url}/model_info", headers=AUTH)
     assert json.loads(body)["model_path"] == REPO_ID
     assert json.loads(body)["architectures"] == ["DeepseekV3ForCausalLM"]
     assert "Endpoint '/get_server_info' is deprecated" in proc.stderr
@@ -229,8 +229,8 @@ def test_server_info_has_version_and_parsed_args_without_secrets(api_server):
 
 
 def test_generate_json_and_sse(api_server):
-    _, url = api_server
-    status, _, body = http(
+    _proc, url = api_server
+    status, _headers, body = http(
         "POST", f"{url}/generate", {"text": "one two three", "sampling_params": {"max_new_tokens": 5}}, AUTH
     )
     answer = json.loads(body)
@@ -251,8 +251,8 @@ def test_generate_json_and_sse(api_server):
 
 
 def test_openai_endpoints_stream_and_count_usage(api_server):
-    _, url = api_server
-    status, _, body = http(
+    _proc, url = api_server
+    status, _headers, body = http(
         "POST",
         f"{url}/v1/chat/completions",
         {"model": "deepseek-r1", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 3},
@@ -268,7 +268,7 @@ def test_openai_endpoints_stream_and_count_usage(api_server):
         "total_tokens": 9,
         "prompt_tokens_details": None,
     }
-    status, _, raw = http(
+    status, _headers, raw = http(
         "POST",
         f"{url}/v1/completions",
         {
@@ -288,7 +288,7 @@ def test_openai_endpoints_stream_and_count_usage(api_server):
 
 
 def test_metrics_show_running_and_queued_requests(api_server):
-    _, url = api_server
+    _proc, url = api_server
     results = []
 
     def ask():
@@ -301,7 +301,7 @@ def test_metrics_show_running_and_queued_requests(api_server):
             )
         )
 
-    threads = [threading.Thread(target=ask) for _ in range(5)]
+    threads = [threading.Thread(target=ask) for _index in range(5)]
     for thread in threads:
         thread.start()
     time.sleep(0.4)
@@ -367,7 +367,7 @@ def test_token_file_is_read_and_never_printed(tmp_path, env_for, procs):
     port = free_port()
     proc = serve(procs, env_for(SGLANG_STANDIN_LOAD_SECONDS=0, HF_TOKEN_PATH=token), port)
     wait_ready(proc, port)
-    status, _, body = http("GET", f"http://127.0.0.1:{port}/server_info")
+    status, _headers, body = http("GET", f"http://127.0.0.1:{port}/server_info")
     assert status == 200
     assert "Hugging Face token read from HF_TOKEN_PATH (not shown)" in proc.stderr
     assert "hf_secrettoken123" not in body.decode() + proc.stderr + proc.stdout
@@ -385,7 +385,7 @@ def test_fault_never_ready(env_for, procs):
     port = free_port()
     proc = serve(procs, env_for(SGLANG_STANDIN_FAULT="never-ready", SGLANG_STANDIN_LOAD_SECONDS=0.5), port)
     wait_for(lambda: port_open(port), 20, what="port open")
-    for _ in range(3):
+    for _index in range(3):
         assert http("GET", f"http://127.0.0.1:{port}/health_generate")[0] == 503
         time.sleep(0.5)
     assert proc.process.poll() is None
@@ -476,7 +476,7 @@ def test_rank0_waits_for_all_ranks_before_serving(env_for, procs):
 
 
 def test_mismatched_tp_stops_both_ranks(env_for, procs):
-    rank0, rank1, _ = two_ranks(env_for, procs, rank1_tp=8)
+    rank0, rank1, _ports = two_ranks(env_for, procs, rank1_tp=8)
     assert rank0.wait(30) == 1
     assert rank1.wait(30) == 1
     assert "tp mismatch: rank 1 has tp=8, rank 0 has tp=16" in rank0.stderr
@@ -486,14 +486,14 @@ def test_mismatched_tp_stops_both_ranks(env_for, procs):
 def test_mismatched_model_stops_both_ranks(hf_home, env_for, procs):
     # the same weights by another name (a local snapshot directory) is still another model to rank 0
     snapshot = next((hf_home / "hub").glob("models--lab--tiny-r1/snapshots/*"))
-    rank0, rank1, _ = two_ranks(env_for, procs, rank1_model=snapshot)
+    rank0, rank1, _ports = two_ranks(env_for, procs, rank1_model=snapshot)
     assert rank0.wait(30) == 1
     assert rank1.wait(30) == 1
     assert f"model mismatch: rank 1 has model='{snapshot}', rank 0 has model='{REPO_ID}'" in rank0.stderr
 
 
 def test_rank1_killed_makes_rank0_unready(env_for, procs):
-    rank0, rank1, (port0, _) = two_ranks(env_for, procs)
+    rank0, rank1, (port0, _port1) = two_ranks(env_for, procs)
     wait_ready(rank0, port0)
     rank1.stop()
     wait_for(lambda: http("GET", f"http://127.0.0.1:{port0}/health_generate")[0] == 503, 10, what="rank 0 unready")
@@ -610,7 +610,7 @@ def test_bench_one_batch_is_gone_in_0_5_23(env_for, procs):
 
 
 def test_bench_serving_against_the_server(tmp_path, api_server, env_for, procs):
-    _, url = api_server
+    _proc, url = api_server
     output = tmp_path / "serving.jsonl"
     args = [
         "--backend",
@@ -654,7 +654,7 @@ def test_bench_serving_against_the_server(tmp_path, api_server, env_for, procs):
 
 
 def test_bench_serving_reports_set_figures(tmp_path, api_server, env_for, procs):
-    _, url = api_server
+    _proc, url = api_server
     output = tmp_path / "serving.jsonl"
     args = [
         "--backend",
@@ -684,7 +684,7 @@ def test_bench_serving_reports_set_figures(tmp_path, api_server, env_for, procs)
 
 
 def test_bench_serving_without_the_key_is_refused(api_server, env_for, procs):
-    _, url = api_server
+    _proc, url = api_server
     env = env_for()
     env.pop("OPENAI_API_KEY", None)
     args = [

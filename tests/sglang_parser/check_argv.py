@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Checks SGLang launch arguments with SGLang's own parser (the one `sglang serve` / launch_server uses).
 
     check_argv.py VERSION -- ARGV...

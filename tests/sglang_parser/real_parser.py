@@ -69,7 +69,7 @@ def _quiet_import():
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, type]:
-    server_args, merger, _ = _quiet_import()
+    server_args, merger, _version = _quiet_import()
     parser = argparse.ArgumentParser(prog=PROG)
     server_args.add_cli_args(parser)
     return parser, merger

@@ -74,7 +74,7 @@ for req in "$here"/requirements-*.txt; do
   else
     rm -rf "$src" "$cache/wheel-$version"
     pip_quiet download --quiet --no-deps "sglang==$version" -d "$cache/wheel-$version"
-    wheel=$(ls "$cache/wheel-$version"/sglang-"$version"-*.whl)
+    wheel=$(ls "$cache/wheel-$version/sglang-$version"-*.whl)
     mkdir -p "$src"
     "$venv/bin/python" -m zipfile -e "$wheel" "$src"
     rm -rf "$cache/wheel-$version"

@@ -159,7 +159,7 @@ def prometheus(text: str) -> dict:
     for line in text.splitlines():
         if not line or line.startswith("#"):
             continue
-        metric, _, value = line.rpartition(" ")
-        name, _, labels = metric.partition("{")
+        metric, _sep, value = line.rpartition(" ")
+        name, _sep, labels = metric.partition("{")
         values[(name, "{" + labels if labels else "")] = float(value)
     return values

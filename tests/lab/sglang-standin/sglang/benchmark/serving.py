@@ -91,7 +91,7 @@ def auth_headers(args) -> dict:
     if key:
         headers["Authorization"] = f"Bearer {key}"
     for item in getattr(args, "header", None) or []:
-        name, _, value = item.partition("=")
+        name, _sep, value = item.partition("=")
         headers[name] = value
     return headers
 
@@ -125,7 +125,7 @@ def _stats(values: list[float]) -> dict:
 
 def _lens(full_len: int, range_ratio: float, num: int, rng: random.Random) -> list[int]:
     low = max(int(full_len * range_ratio), 1)
-    return [rng.randint(low, full_len) for _ in range(num)]
+    return [rng.randint(low, full_len) for _index in range(num)]
 
 
 def _words_source(args) -> list[str]:
@@ -464,7 +464,9 @@ def run_benchmark(args) -> dict:
     rows = sample_requests(args, rng)
     warmups = args.warmup_requests
     print(f"Starting warmup with {warmups} sequences...")
-    warm = [send(args, backend, api_url, model_id, rows[0], min(rows[0].output_len, 32), extra) for _ in range(warmups)]
+    warm = [
+        send(args, backend, api_url, model_id, rows[0], min(rows[0].output_len, 32), extra) for _index in range(warmups)
+    ]
     if warmups > 0 and not any(o.success for o in warm):
         raise ValueError(
             f"Warmup failed - Please make sure benchmark arguments are correctly specified. Error: {warm[0].error}"

@@ -112,7 +112,7 @@ def _finite_positive_float(value):
 
 
 def _goodput_slo(pair):
-    name, _, value = pair.partition(":")
+    name, _sep, value = pair.partition(":")
     if name not in ("ttft", "tpot", "e2e"):
         raise argparse.ArgumentTypeError(f"expected KEY:VALUE with KEY in ttft, tpot, e2e, got {pair!r}")
     return name, _finite_positive_float(value)

@@ -240,7 +240,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not key or path.startswith("/health") or path.startswith("/metrics"):
             return True
         header = self.headers.get("authorization") or ""
-        scheme, _, token = header.partition(" ")
+        scheme, _sep, token = header.partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(token.encode(), key.encode())
 
     # -- routing --
@@ -495,7 +495,7 @@ class _Handler(BaseHTTPRequestHandler):
                 else:
                     self._event(chunk({"index": 0, "text": token, "logprobs": None, "finish_reason": None}))
 
-            tokens, _ = self._run(prompt, prompt_tokens, max_tokens, ignore_eos, emit)
+            tokens, _latency = self._run(prompt, prompt_tokens, max_tokens, ignore_eos, emit)
             last = {"index": 0, "logprobs": None, "finish_reason": finish(len(tokens))}
             last.update({"delta": {}} if chat else {"text": ""})
             self._event(chunk(last))
@@ -513,7 +513,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._event("[DONE]")
             self._end_stream()
             return
-        tokens, _ = self._run(prompt, prompt_tokens, max_tokens, ignore_eos, lambda i, t: None)
+        tokens, _latency = self._run(prompt, prompt_tokens, max_tokens, ignore_eos, lambda i, t: None)
         text = "".join(tokens)
         choice = {"index": 0, "logprobs": None, "finish_reason": finish(len(tokens))}
         if chat:

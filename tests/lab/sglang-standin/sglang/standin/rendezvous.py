@@ -62,7 +62,7 @@ def _heartbeat(conn: socket.socket, on_lost: Callable[[str], None], what: str) -
     threading.Thread(target=beat, daemon=True).start()
     reason = f"{what} closed the connection"
     try:
-        for _ in _lines(conn):
+        for _heartbeat in _lines(conn):
             pass
     except TimeoutError:
         reason = f"no heartbeat from {what} for {PEER_TIMEOUT_SECONDS:.0f} s"

@@ -47,7 +47,7 @@ def fault() -> tuple[str, float]:
     raw = os.environ.get("SGLANG_STANDIN_FAULT", "").strip()
     if not raw:
         return "", 0.0
-    name, _, arg = raw.partition(":")
+    name, _sep, arg = raw.partition(":")
     if name in ("start-fail", "never-ready", "hang") and not arg:
         return name, 0.0
     if name == "crash-after":
