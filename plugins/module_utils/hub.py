@@ -307,7 +307,7 @@ def check_disk(req: SnapshotRequest, bytes_needed: int, free: Optional[int] = No
         raise HubError(
             f"not enough disk space for {req.repo_id} under {option('hf_home')}={req.hf_home}: "
             f"{human_bytes(bytes_needed)} ({bytes_needed} bytes) still to download, {human_bytes(free)} "
-            f"({free} bytes) free, {human_bytes(reserve)} must stay free (disk_reserve_gb={req.disk_reserve_gb:g}). "
+            f"({free} bytes) free, {human_bytes(reserve)} must stay free (disk_reserve_gb={req.disk_reserve_gb:.10g}). "
             f"Free {human_bytes(short)}, point the HF home at a larger volume, or narrow allow_patterns",
             **figures,
         )
@@ -400,7 +400,7 @@ class Progress:
             elapsed_s=round(elapsed, 1),
             rate_bytes_per_s=round(rate),
             eta_s=round(left / rate) if rate > 0 else None,
-            percent=round(100.0 * fetched / to_fetch, 1) if to_fetch else 100.0,
+            percent=round(100.0 * fetched / to_fetch, 1) if to_fetch else (100.0 if state == "done" else None),
             updated=time.time(),
             pid=os.getpid(),
         )
@@ -713,12 +713,29 @@ def ensure_snapshot(
     """Make the snapshot complete in the cache (or say what that would take, in check mode).
 
     files_out, when given, receives the files of the snapshot as the Hub lists them (for serving them to peers).
+    The progress file (not in check mode) says ``checking``, then ``downloading``, then ``done`` or ``failed`` with
+    the message, so that a caller polling it learns about an early failure at once.
     """
     started = clock()
     validate_request(req)
-    hf = hf or load_hf(req)
-    layout = CacheLayout(req.cache_dir, req.repo_id)
+    progress = Progress(None if req.check_mode else req.progress_file, {"repo": req.repo_id, "revision": req.revision})
+    progress.write("checking")
+    try:
+        result = _ensure_snapshot(req, hf or load_hf(req), progress, clock, files_out)
+    except BaseException as exc:
+        progress.stop()
+        message = exc.message if isinstance(exc, HubError) else f"{type(exc).__name__}: {exc}"
+        progress.write("failed", message=message)
+        raise
+    progress.stop()
+    result["seconds"] = round(clock() - started, 3)
+    if not req.check_mode:
+        progress.write("done", complete=True)
+    return result
 
+
+def _ensure_snapshot(req, hf, progress: Progress, clock, files_out) -> Dict[str, Any]:
+    layout = CacheLayout(req.cache_dir, req.repo_id)
     resolved = resolve_revision(hf, req)
     commit = resolved["commit"]
     listed = list_remote_files(hf, req, commit)
@@ -730,11 +747,12 @@ def ensure_snapshot(
         )
     if files_out is not None:
         files_out.extend(files)
+    progress.base.update(commit=commit, files_total=len(files), bytes_total=sum(f.size for f in files))
+    progress.write("checking")
     states = inspect_cache(layout, commit, files, req.verify, req.parallelism)
     to_fetch = sorted((s for s in states if s.needs_fetch), key=lambda s: -s.bytes_to_fetch)
     to_relink = [s for s in states if s.status == "relink"]
     bad = [s for s in states if s.status in ("truncated", "wrong_size", "corrupt")]
-    bytes_total = sum(f.size for f in files)
     bytes_to_fetch = sum(s.bytes_to_fetch for s in to_fetch)
     result: Dict[str, Any] = {
         "repo": req.repo_id,
@@ -744,7 +762,7 @@ def ensure_snapshot(
         "endpoint": req.endpoint_url,
         "gated": resolved["gated"],
         "files": len(files),
-        "bytes": bytes_total,
+        "bytes": sum(f.size for f in files),
         "verify": req.verify,
         "files_to_fetch": len(to_fetch),
         "bytes_to_fetch": bytes_to_fetch,
@@ -768,64 +786,41 @@ def ensure_snapshot(
     }
     if req.check_mode:
         result["complete"] = not result["changed"]
-        result["seconds"] = round(clock() - started, 3)
         return result
 
-    progress = Progress(
-        req.progress_file,
-        {
-            "repo": req.repo_id,
-            "revision": req.revision,
-            "commit": commit,
-            "files_total": len(files),
-            "bytes_total": bytes_total,
-            "files_to_fetch": len(to_fetch),
-            "bytes_to_fetch": bytes_to_fetch,
-        },
-    )
+    progress.base.update(files_to_fetch=len(to_fetch), bytes_to_fetch=bytes_to_fetch)
     download_started = clock()
     progress.start()
-    try:
-        for s in bad:
-            discard(layout, commit, s)
-        for s in to_relink:
-            link_pointer(layout, commit, s.file)
-        if to_fetch:
-            downloader = Downloader(hf, req, layout, commit, progress)
-            with ThreadPoolExecutor(max_workers=min(req.parallelism, len(to_fetch))) as pool:
-                futures = [pool.submit(downloader.fetch, s.file) for s in to_fetch]
-                errors = []
-                fetched = 0
-                for fut in futures:
-                    try:
-                        fetched += fut.result()
-                    except Exception as exc:  # noqa: BLE001 - gathered, the first one is reported
-                        errors.append(explain(exc, req, "downloading"))
-            if errors:
-                raise HubError(
-                    f"{len(errors)} of {len(to_fetch)} files of {req.repo_id}@{commit} failed; files completed so far "
-                    f"are kept and a new run fetches only what is missing. First error: {errors[0].message}",
-                    failed_files=len(errors),
-                )
-            result["files_downloaded"] = len(to_fetch)
-            result["bytes_downloaded"] = fetched
-        write_ref(layout, req.revision, commit, check_mode=False)
-        final = inspect_cache(layout, commit, files, "quick", 1)
-        incomplete = [s.file.path for s in final if s.status != "ok"]
-        if incomplete:
-            raise HubError(f"{req.repo_id}@{commit} is still incomplete after the download: {incomplete[:5]}")
-    except BaseException as exc:
-        progress.stop()
-        if req.progress_file:
-            message = exc.message if isinstance(exc, HubError) else f"{type(exc).__name__}: {exc}"
-            progress.write("failed", message=message)
-        raise
-    progress.stop()
+    for s in bad:
+        discard(layout, commit, s)
+    for s in to_relink:
+        link_pointer(layout, commit, s.file)
+    if to_fetch:
+        downloader = Downloader(hf, req, layout, commit, progress)
+        errors = []
+        fetched = 0
+        with ThreadPoolExecutor(max_workers=min(req.parallelism, len(to_fetch))) as pool:
+            futures = [pool.submit(downloader.fetch, s.file) for s in to_fetch]
+            for fut in futures:
+                try:
+                    fetched += fut.result()
+                except Exception as exc:  # noqa: BLE001 - gathered, the first one is reported
+                    errors.append(explain(exc, req, "downloading"))
+        if errors:
+            raise HubError(
+                f"{len(errors)} of {len(to_fetch)} files of {req.repo_id}@{commit} failed; files completed so far "
+                f"are kept and a new run fetches only what is missing. First error: {errors[0].message}",
+                failed_files=len(errors),
+            )
+        result["files_downloaded"] = len(to_fetch)
+        result["bytes_downloaded"] = fetched
+    write_ref(layout, req.revision, commit, check_mode=False)
+    final = inspect_cache(layout, commit, files, "quick", 1)
+    incomplete = [s.file.path for s in final if s.status != "ok"]
+    if incomplete:
+        raise HubError(f"{req.repo_id}@{commit} is still incomplete after the download: {incomplete[:5]}")
     seconds = clock() - download_started
     result["complete"] = True
-    result["seconds"] = round(clock() - started, 3)
     result["download_seconds"] = round(seconds, 3)
     result["rate_bytes_per_s"] = round(result["bytes_downloaded"] / seconds) if seconds > 0 else 0
-    if req.progress_file:
-        progress.write("done", complete=True)
     return result

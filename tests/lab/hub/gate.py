@@ -10,7 +10,7 @@ an unknown repository. This front passes every request through to olah and adds 
   ``X-Error-Code: GatedRepo``, with a valid token that was not granted access ``403 GatedRepo`` (as the Hub does);
 - ``Range`` on ``/resolve/`` downloads: ``206 Partial Content`` with ``Content-Range``;
 - an unknown revision of a known repo: ``404`` with ``X-Error-Code: RevisionNotFound``;
-- lab controls under ``/_lab/``: ``GET /_lab/stats`` (requests and body bytes served per path),
+- lab controls under ``/_lab/``: ``GET /_lab/stats`` (requests and body bytes served per path and client),
   ``POST /_lab/reset``, ``POST /_lab/faults`` with JSON ``{"throttle_bps": N}`` (0: no limit) to slow file bodies
   down so that a test can interrupt a download mid-file.
 
@@ -47,11 +47,16 @@ class Gate:
         self.stats: dict[str, dict] = {}
         self.throttle_bps = 0
 
-    def record(self, method: str, path: str, status: int, nbytes: int, byte_range: str | None) -> None:
+    def record(
+        self, method: str, path: str, status: int, nbytes: int, byte_range: str | None, client: str = ""
+    ) -> None:
         with self.lock:
-            entry = self.stats.setdefault(path, {"requests": 0, "bytes": 0, "by_method": {}, "ranges": []})
+            entry = self.stats.setdefault(
+                path, {"requests": 0, "bytes": 0, "by_method": {}, "ranges": [], "clients": {}}
+            )
             entry["requests"] += 1
             entry["bytes"] += nbytes
+            entry["clients"][client] = entry["clients"].get(client, 0) + nbytes
             entry["by_method"][method] = entry["by_method"].get(method, 0) + 1
             if byte_range:
                 entry["ranges"].append(byte_range)
@@ -79,7 +84,10 @@ def make_handler(gate: Gate):
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(body)
-            gate.record(self.command, self._path(), status, 0 if self.command == "HEAD" else len(body), None)
+            gate.record(
+                self.command, self._path(), status, 0 if self.command == "HEAD" else len(body), None,
+                self.client_address[0],
+            )
 
         def _error(self, status: int, message: str, code: str | None = None) -> None:
             headers = {"X-Error-Message": message}
@@ -199,7 +207,7 @@ def make_handler(gate: Gate):
                 if length is not None:
                     self.send_header("Content-Length", length)
                 self.end_headers()
-                gate.record("HEAD", self._path(), resp.status, 0, None)
+                gate.record("HEAD", self._path(), resp.status, 0, None, self.client_address[0])
                 return
             self._send(resp.status, body, headers, resp.getheader("Content-Type", "application/octet-stream"))
 
@@ -223,7 +231,7 @@ def make_handler(gate: Gate):
                     self.send_header("Content-Range", f"bytes */{size}")
                     self.send_header("Content-Length", "0")
                     self.end_headers()
-                    gate.record("GET", self._path(), 416, 0, range_header)
+                    gate.record("GET", self._path(), 416, 0, range_header, self.client_address[0])
                     return
                 status = 206
             resp = self._upstream("GET")
@@ -264,7 +272,7 @@ def make_handler(gate: Gate):
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True
             finally:
-                gate.record("GET", self._path(), status, sent, range_header)
+                gate.record("GET", self._path(), status, sent, range_header, self.client_address[0])
 
         def do_GET(self) -> None:
             self._handle()
