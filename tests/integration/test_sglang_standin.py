@@ -296,19 +296,23 @@ def test_metrics_show_running_and_queued_requests(api_server):
             http(
                 "POST",
                 f"{url}/generate",
-                {"text": "load", "sampling_params": {"max_new_tokens": 40, "ignore_eos": True}},
+                {"text": "load", "sampling_params": {"max_new_tokens": 60, "ignore_eos": True}},
                 AUTH,
             )
         )
 
+    labels = '{model_name="deepseek-r1",engine_type="unified",tp_rank="0",pp_rank="0",moe_ep_rank="0"}'
+
+    def load_seen():
+        values = prometheus(http("GET", f"{url}/metrics")[2].decode())
+        queued = values[("sglang:num_queue_reqs", labels)]
+        return values if values[("sglang:num_running_reqs", labels)] == 2.0 and queued == 3.0 else None
+
     threads = [threading.Thread(target=ask) for _index in range(5)]
     for thread in threads:
         thread.start()
-    time.sleep(0.4)
-    values = prometheus(http("GET", f"{url}/metrics")[2].decode())
-    labels = '{model_name="deepseek-r1",engine_type="unified",tp_rank="0",pp_rank="0",moe_ep_rank="0"}'
-    assert values[("sglang:num_running_reqs", labels)] == 2.0  # --max-running-requests 2 from the YAML
-    assert values[("sglang:num_queue_reqs", labels)] == 3.0
+    # 60 tokens at 20 ms: the first two run for 1.2 s while the other three wait (--max-running-requests 2)
+    values = wait_for(load_seen, 1.0, interval=0.05, what="2 running and 3 queued requests in /metrics")
     assert values[("sglang:gen_throughput", labels)] > 0
     assert 0 < values[("sglang:token_usage", labels)] < 1
     for thread in threads:
@@ -316,7 +320,7 @@ def test_metrics_show_running_and_queued_requests(api_server):
     assert [r[0] for r in results] == [200] * 5
     after = prometheus(http("GET", f"{url}/metrics")[2].decode())
     assert after[("sglang:num_running_reqs", labels)] == 0.0
-    assert after[("sglang:generation_tokens_total", '{model_name="deepseek-r1"}')] >= 200
+    assert after[("sglang:generation_tokens_total", '{model_name="deepseek-r1"}')] >= 300
 
 
 def test_metrics_only_with_enable_metrics(env_for, procs):
@@ -523,20 +527,9 @@ ONE_BATCH_LINE = re.compile(
 
 def test_bench_one_batch_prints_the_real_lines_and_jsonl(tmp_path, env_for, procs):
     result_file = tmp_path / "result.jsonl"
-    args = [
-        "--model",
-        REPO_ID,
-        "--tp",
-        8,
-        "--batch-size",
-        1,
-        "--input",
-        128,
-        "--output",
-        256,
-        "--result-filename",
-        result_file,
-    ]
+    # the seed's command; --port away from 30000, where a server on this machine would mean busy GPUs
+    args = f"--model {REPO_ID} --tp 8 --batch-size 1 --input 128 --output 256 --port {free_port()}".split()
+    args += ["--result-filename", result_file]
     proc = procs("sglang.bench_one_batch", args, env_for(SGLANG_STANDIN_LOAD_SECONDS=0), "one_batch")
     assert proc.wait(60) == 0, proc.stderr
     lines = proc.stdout.splitlines()
@@ -568,21 +561,8 @@ def test_bench_one_batch_figures_follow_settings_and_batch(tmp_path, env_for, pr
     env = env_for(
         SGLANG_STANDIN_LOAD_SECONDS=0, SGLANG_STANDIN_DECODE_TOKENS_PER_S=100, SGLANG_STANDIN_PREFILL_TOKENS_PER_S=1000
     )
-    args = [
-        "--model",
-        REPO_ID,
-        "--tp",
-        8,
-        "--batch-size",
-        1,
-        8,
-        "--input-len",
-        256,
-        "--output-len",
-        32,
-        "--result-filename",
-        result_file,
-    ]
+    args = f"--model {REPO_ID} --tp 8 --batch-size 1 8 --input-len 256 --output-len 32 --port {free_port()}".split()
+    args += ["--result-filename", result_file]
     proc = procs("sglang.benchmark.one_batch", args, env, "one_batch")
     assert proc.wait(60) == 0, proc.stderr
     records = [json.loads(line) for line in result_file.read_text().splitlines()]

@@ -53,7 +53,7 @@ SGLANG_ENTRY_MODULES[version]: the `python3 -m` entry points that version ships 
 
 '''
 
-HELPERS = '''
+LOOKUPS = '''
 # fmt: on
 
 
@@ -227,7 +227,7 @@ def render(dumps: dict[str, dict]) -> str:
     descriptions = {v: d["bench"]["serving_description"] for v, d in dumps.items()}
     out += ["", *_table("SGLANG_BENCH_SERVING_DESCRIPTION", descriptions)]
     out += ["", *_table("SGLANG_ENTRY_MODULES", {v: d["entry_modules"] for v, d in dumps.items()})]
-    return "\n".join(out) + "\n" + HELPERS
+    return "\n".join(out) + "\n" + LOOKUPS
 
 
 def main() -> int:

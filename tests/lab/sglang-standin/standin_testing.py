@@ -1,4 +1,4 @@
-"""Test helpers for the SGLang test stand-in (tests/lab/sglang-standin, not SGLang): run it as a local process.
+"""Shared test code for the SGLang test stand-in (tests/lab/sglang-standin, not SGLang): run it as a local process.
 
 GPUs come from the lab's nvidia-smi stand-in (tests/lab/host/nvidia/nvidia_smi.py, replaying a real H200 host);
 weights from a Hugging Face cache laid out as huggingface_hub lays it out.
