@@ -1,0 +1,152 @@
+"""A TP16 unit over two lab hosts (simulated 8x H200 hosts; the stand-in ranks really rendezvous over the lab network)
+beside a single-node server on a third host, all from one inventory.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+from tests.support.lab_checks import (  # noqa: E402
+    http,
+    inner_inspect,
+    lab_exec,
+    lab_host_address,
+    recap_changed,
+    run_playbook,
+)
+
+RANK0, RANK1, SOLO = "dcsg-mol-multinode-1", "dcsg-mol-multinode-2", "dcsg-mol-multinode-3"
+CONTAINER = "sglang-server"
+
+
+@pytest.fixture(scope="module")
+def api_key():
+    return Path(os.environ["SCENARIO_API_KEY_FILE"]).read_text().strip()
+
+
+def server(host):
+    container = inner_inspect(host, CONTAINER)
+    assert container is not None, "no server container on %s" % host
+    return container
+
+
+def arg(container, flag):
+    args = container["Args"]
+    return args[args.index(flag) + 1]
+
+
+def endpoint(host):
+    return "http://%s:30000" % lab_host_address(host)
+
+
+def wait_for(predicate, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(1)
+    return False
+
+
+def test_ranks_run_with_their_rank_and_rank0s_address():
+    rank0, rank1 = server(RANK0), server(RANK1)
+    for rank, container in enumerate((rank0, rank1)):
+        assert container["State"]["Status"] == "running"
+        assert arg(container, "--tp-size") == "16"
+        assert arg(container, "--nnodes") == "2"
+        assert arg(container, "--node-rank") == str(rank)
+        assert arg(container, "--dist-init-addr") == "%s:50000" % lab_host_address(RANK0)
+        assert container["HostConfig"]["RestartPolicy"]["Name"] in ("no", "")
+        labels = container["Config"]["Labels"]
+        assert labels["datacrunch.sglang.cluster"] == "lab-unit"
+        assert labels["datacrunch.sglang.rank"] == str(rank)
+        env = dict(item.split("=", 1) for item in container["Config"]["Env"])
+        host_ip = lab_host_address((RANK0, RANK1)[rank])
+        assert env["SGLANG_HOST_IP"] == host_ip
+        interface = lab_exec((RANK0, RANK1)[rank], "sh", "-c", "ip -o -4 addr show | grep ' %s/' | awk '{print $2}'"
+                             % host_ip).strip()
+        assert env["NCCL_SOCKET_IFNAME"] == interface and env["GLOO_SOCKET_IFNAME"] == interface
+
+
+def test_the_rendezvous_completed_and_rank0_serves(api_key):
+    logs = lab_exec(RANK0, "sh", "-c", "docker logs %s 2>&1" % CONTAINER)
+    assert "Node rank 1 joined from %s (2/2)" % lab_host_address(RANK1) in logs
+    status, body = http(endpoint(RANK0) + "/v1/chat/completions", api_key,
+                        {"model": "datacrunch-lab/tiny-deepseek-r1",
+                         "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
+    assert status == 200 and json.loads(body)["choices"]
+    # Rank 1 runs only the dummy health server, as SGLang's non-zero ranks do.
+    assert http(endpoint(RANK1) + "/health")[0] == 200
+    assert http(endpoint(RANK1) + "/v1/models", api_key)[0] == 404
+
+
+def test_the_single_node_server_lives_beside_the_unit(api_key):
+    solo = server(SOLO)
+    assert "--nnodes" not in solo["Args"]
+    assert solo["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+    assert http(endpoint(SOLO) + "/v1/models", api_key)[0] == 200
+
+
+def test_a_killed_rank_makes_the_unit_unready_and_a_rerun_restarts_it_whole(api_key):
+    before = {host: server(host)["Id"] for host in (RANK0, RANK1, SOLO)}
+    lab_exec(RANK1, "docker", "kill", CONTAINER)
+    assert wait_for(lambda: http(endpoint(RANK0) + "/health_generate")[0] != 200), "rank 0 stayed ready"
+    result = run_playbook("deploy.yml")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    after = {host: server(host)["Id"] for host in (RANK0, RANK1, SOLO)}
+    assert after[RANK0] != before[RANK0] and after[RANK1] != before[RANK1]
+    assert after[SOLO] == before[SOLO]
+    assert http(endpoint(RANK0) + "/health_generate")[0] == 200
+    assert recap_changed(result.stdout)[SOLO] == 0
+    # And nothing to do afterwards.
+    again = run_playbook("deploy.yml")
+    assert again.returncode == 0
+    assert set(recap_changed(again.stdout).values()) == {0}
+
+
+def _unchanged_after(result, before):
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-2000:]
+    for host, container_id in before.items():
+        assert server(host)["Id"] == container_id, "%s was touched" % host
+    return " ".join(output.split())
+
+
+def test_a_third_host_in_a_tp16_unit_fails_before_any_change(tmp_path):
+    before = {host: server(host)["Id"] for host in (RANK0, RANK1, SOLO)}
+    extra = tmp_path / "third.yml"
+    extra.write_text("sglang_servers:\n  hosts:\n    %s:\n      sglang_cluster: lab-unit\n"
+                     "      sglang_profile: lab-tiny-tp16\n" % SOLO)
+    output = _unchanged_after(run_playbook("deploy.yml", "--inventory", str(extra)), before)
+    assert "needs 2 node(s) of 8 GPUs (tp 16), but sglang_cluster='lab-unit' has 3 host(s)" in output
+
+
+def test_duplicate_ranks_fail_before_any_change():
+    before = {host: server(host)["Id"] for host in (RANK0, RANK1)}
+    output = _unchanged_after(run_playbook("deploy.yml", "--extra-vars", "sglang_node_rank=1"), before)
+    assert "sglang_node_rank=1 is set on both" in output
+
+
+def test_a_public_rendezvous_address_fails_before_any_change():
+    before = {host: server(host)["Id"] for host in (RANK0, RANK1)}
+    output = _unchanged_after(run_playbook("deploy.yml", "--limit", "%s,%s" % (RANK0, RANK1),
+                                           "--extra-vars", "sglang_private_ip=185.22.7.10"), before)
+    assert "is a public address" in output
+
+
+def test_different_gpu_counts_fail_before_any_change():
+    before = {host: server(host)["Id"] for host in (RANK0, RANK1)}
+    lab = [os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], "tests/lab/lab.sh")]
+    env = {"LAB_NAME": "dcsg-mol-multinode"}
+    subprocess.run([*lab, "fault", RANK1, "gpus", "4"], check=True, env={**os.environ, **env})
+    try:
+        output = _unchanged_after(run_playbook("deploy.yml", "--limit", "%s,%s" % (RANK0, RANK1)), before)
+        assert "4 x NVIDIA H200" in output or "has 4 GPUs" in output
+    finally:
+        subprocess.run([*lab, "heal", RANK1], check=True, env={**os.environ, **env})
