@@ -3,19 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
-
-from ansible.errors import AnsibleParserError
-from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
-
-from ansible_collections.datacrunch.sglang.plugins.module_utils import verda_api, verda_inventory
-
-try:
-    from ansible.utils.unsafe_proxy import wrap_var as make_unsafe
-except ImportError:  # pragma: no cover - later ansible-core: data from plugins is untrusted unless marked otherwise
-    def make_unsafe(value):
-        return value
-
 DOCUMENTATION = r"""
 name: datacrunch
 short_description: DataCrunch (Verda) instances and Instant Cluster workers as inventory hosts
@@ -31,7 +18,7 @@ description:
   - Every value that comes from the API is marked unsafe, so it is never templated.
   - The config file name must end with C(datacrunch.yml) or C(datacrunch.yaml).
 author:
-  - datacrunch.sglang maintainers
+  - datacrunch.sglang maintainers (@datacrunch-sglang)
 extends_documentation_fragment:
   - constructed
   - inventory_cache
@@ -167,6 +154,19 @@ cache_plugin: ansible.builtin.jsonfile
 cache_connection: ~/.cache/datacrunch-inventory
 cache_timeout: 600
 """
+
+import hashlib
+
+from ansible.errors import AnsibleParserError
+from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
+
+from ansible_collections.datacrunch.sglang.plugins.module_utils import verda_api, verda_inventory
+
+try:
+    from ansible.utils.unsafe_proxy import wrap_var as make_unsafe
+except ImportError:  # pragma: no cover - later ansible-core: data from plugins is untrusted unless marked otherwise
+    def make_unsafe(value):
+        return value
 
 
 class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):

@@ -20,7 +20,9 @@ import ssl
 import time
 import urllib.error
 import urllib.parse
-import urllib.request
+
+from ansible.module_utils.urls import ConnectionError as UrlsConnectionError
+from ansible.module_utils.urls import SSLValidationError, open_url
 
 DEFAULT_BASE_URL = "https://api.verda.com/v1"
 CLIENT_ID_ENV = ("VERDA_CLIENT_ID", "DATACRUNCH_CLIENT_ID")
@@ -33,6 +35,7 @@ TOKEN_EXPIRY_MARGIN_S = 30
 # Requests that can be repeated without effect beyond the first: retried on server errors and timeouts.
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 REDACTED = "********"
+_TLS_ERRORS = (ssl.SSLError, SSLValidationError)
 
 # What to do about each error code the API documents.
 _FIXES = {
@@ -90,10 +93,9 @@ def mask(value):
 
 def _first_env(names, environ):
     for name in names:
-        value = environ.get(name)
-        if value:
-            return value, name
-    return None, None
+        if environ.get(name):
+            return environ[name]
+    return None
 
 
 def _is_loopback(host):
@@ -131,11 +133,11 @@ def resolve_settings(client_id=None, client_secret=None, base_url=None, environ=
     """Settings from explicit values, else the environment (``VERDA_*``, then the older ``DATACRUNCH_*``)."""
     environ = os.environ if environ is None else environ
     if not client_id:
-        client_id, _ = _first_env(CLIENT_ID_ENV, environ)
+        client_id = _first_env(CLIENT_ID_ENV, environ)
     if not client_secret:
-        client_secret, _ = _first_env(CLIENT_SECRET_ENV, environ)
+        client_secret = _first_env(CLIENT_SECRET_ENV, environ)
     if not base_url:
-        base_url, _ = _first_env(BASE_URL_ENV, environ)
+        base_url = _first_env(BASE_URL_ENV, environ)
     missing = [name for name, value in (("client_id", client_id), ("client_secret", client_secret)) if not value]
     if missing:
         raise VerdaConfigError(
@@ -191,7 +193,6 @@ class VerdaClient:
         log=None,
         sleep=time.sleep,
         clock=time.monotonic,
-        ssl_context=None,
     ):
         self.settings = settings
         self.timeout = timeout
@@ -203,7 +204,6 @@ class VerdaClient:
         self._log = log or (lambda message: None)
         self._sleep = sleep
         self._clock = clock
-        self._ssl_context = ssl_context
         self._access_token = None
         self._refresh_token = None
         self._expires_at = 0.0
@@ -225,21 +225,23 @@ class VerdaClient:
             query = {key: value for key, value in params.items() if value is not None}
             if query:
                 url += "?" + urllib.parse.urlencode(query)
-        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+        headers = {"Accept": "application/json"}
         data = None
         if body is not None:
             data = json.dumps(body).encode("utf-8")
             headers["Content-Type"] = "application/json"
         if token:
             headers["Authorization"] = "Bearer " + token
-        # check_base_url admits http(s) only.
-        request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310
         self._log(f"DataCrunch API: {method} {path}")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout, context=self._ssl_context) as answer:  # noqa: S310
+            # No redirects (they could carry the token elsewhere) and no ~/.netrc (it would replace the token).
+            with open_url(url, data=data, headers=headers, method=method, timeout=self.timeout,
+                          follow_redirects="none", use_netrc=False, http_agent=USER_AGENT) as answer:
                 return _Response(answer.status, answer.headers, answer.read())
         except urllib.error.HTTPError as error:
             return _Response(error.code, error.headers, error.read() or b"")
+        except UrlsConnectionError as error:
+            raise urllib.error.URLError(error) from None
 
     def _send_retrying(self, method, path, params=None, body=None, token=None):
         """One logical request: retries 429 always, and network or 5xx failures for safe methods."""
@@ -251,7 +253,7 @@ class VerdaClient:
                 response = self._send(method, path, params=params, body=body, token=token)
             except (urllib.error.URLError, OSError) as error:
                 reason = getattr(error, "reason", error)
-                if retryable and attempt <= self.max_server_retries and not isinstance(reason, ssl.SSLError):
+                if retryable and attempt <= self.max_server_retries and not isinstance(reason, _TLS_ERRORS):
                     self._backoff(attempt, None, f"{method} {path}: {reason}")
                     continue
                 raise self._unreachable(method, path, reason) from None
@@ -271,7 +273,7 @@ class VerdaClient:
         self._sleep(wait)
 
     def _unreachable(self, method, path, reason):
-        if isinstance(reason, ssl.SSLError):
+        if isinstance(reason, _TLS_ERRORS):
             fix = "the TLS connection failed; check the system CA certificates and any proxy in between"
         elif isinstance(reason, (socket.timeout, TimeoutError)):
             fix = f"no answer within {self.timeout:g}s; check the network or raise the timeout"

@@ -8,7 +8,7 @@ DOCUMENTATION = r"""
 module: datacrunch_cluster
 short_description: Rent and release a DataCrunch (Verda) Instant Cluster, by hostname
 version_added: 0.1.0
-author: datacrunch.sglang maintainers
+author: datacrunch.sglang maintainers (@datacrunch-sglang)
 description:
   - Creates or discontinues one Instant Cluster of a DataCrunch (now Verda) account, found by its hostname. The
     hostname is the identity - a second run with the same hostname changes nothing.

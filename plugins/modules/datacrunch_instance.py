@@ -8,7 +8,7 @@ DOCUMENTATION = r"""
 module: datacrunch_instance
 short_description: Rent, start, shut down and release a DataCrunch (Verda) instance, by hostname
 version_added: 0.1.0
-author: datacrunch.sglang maintainers
+author: datacrunch.sglang maintainers (@datacrunch-sglang)
 description:
   - Creates, starts, shuts down or deletes one instance of a DataCrunch (now Verda) account, found by its hostname.
     The hostname is the identity - a second run with the same hostname changes nothing.
