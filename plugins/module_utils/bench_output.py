@@ -69,8 +69,9 @@ _SERVING_DROPPED_FIELDS = frozenset(
     }
 )
 
-# Keys that name a credential, wherever they appear in a record (``api_key``, ``admin_api_key``, ``hf_token``).
-_SECRET_KEY_RE = re.compile(r"(?:^|_)(?:api_?key|secret|password|token|credentials?)$", re.IGNORECASE)
+# Names of credentials, as record keys (``api_key``, ``admin_api_key``, ``hf_token``) or environment variables
+# (``OPENAI_API_KEY``, ``HF_TOKEN``); token counts such as ``total_output_tokens`` are not.
+SECRET_NAME = re.compile(r"(?:^|_)(?:api_?key|token|secret|password|access_key|credentials?)(?:$|_)", re.IGNORECASE)
 
 _NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|[-+]?inf|nan"
 
@@ -101,7 +102,7 @@ def _clean(value):
             return "inf" if value > 0 else "-inf"
         return value
     if isinstance(value, dict):
-        return {key: _clean(item) for key, item in value.items() if not _SECRET_KEY_RE.search(str(key))}
+        return {key: _clean(item) for key, item in value.items() if not SECRET_NAME.search(str(key))}
     if isinstance(value, list):
         return [_clean(item) for item in value]
     return value
@@ -356,7 +357,7 @@ def parse_serving_printed(text):
 def _serving_record(raw):
     record = {}
     for key, value in raw.items():
-        if key in _SERVING_DROPPED_FIELDS or _SECRET_KEY_RE.search(key) or isinstance(value, list):
+        if key in _SERVING_DROPPED_FIELDS or SECRET_NAME.search(key) or isinstance(value, list):
             continue
         record[key] = _clean(value)
     server_info = raw.get("server_info")

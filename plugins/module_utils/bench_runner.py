@@ -18,7 +18,6 @@ and started again afterwards, whatever the run's outcome, and the server is wait
 from __future__ import annotations
 
 import contextlib
-import datetime
 import difflib
 import json
 import os
@@ -29,9 +28,22 @@ import time
 import uuid
 
 from ansible_collections.datacrunch.sglang.plugins.module_utils.bench_output import (
+    SECRET_NAME,
     BenchOutputError,
     one_batch_result,
     serving_result,
+)
+from ansible_collections.datacrunch.sglang.plugins.module_utils.bench_report import utc_now
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch_spec import (
+    CONTAINER_SECRETS_DIR,
+    LABEL_PREFIX,
+    SERVER_CONFIG_FILE,
+)
+from ansible_collections.datacrunch.sglang.plugins.module_utils.secret_files import redact
+from ansible_collections.datacrunch.sglang.plugins.module_utils.server_container import (
+    SPEC_FILE,
+    ServerContainer,
+    ServerError,
 )
 from ansible_collections.datacrunch.sglang.plugins.module_utils.sglang_cli_flags import (
     SGLANG_BENCH_FLAGS,
@@ -52,9 +64,7 @@ except ImportError as exc:  # pragma: no cover - depends on the host
     HAS_DOCKER = False
     DOCKER_IMPORT_ERROR = str(exc)
 
-SPEC_FILE = "spec.json"
-SERVER_CONFIG_FILE = os.path.join("secrets", "server-config.yaml")
-LABEL_BENCHMARK = "datacrunch.sglang.benchmark"
+LABEL_BENCHMARK = LABEL_PREFIX + "benchmark"
 CONTAINER_NAME_PREFIX = "sglang-bench-"
 CONTAINER_WORK_DIR = "/run/datacrunch-sglang-bench"
 CONTAINER_KEY_FILE = CONTAINER_WORK_DIR + "/api-key"
@@ -112,8 +122,6 @@ OWNED_ONE_BATCH_FLAGS = (
     "--result-filename",
     "--run-name",
 )
-# Credential-like names (OPENAI_API_KEY, HF_TOKEN, *_SECRET, ...); DECODE_TOKENS_PER_S is not one.
-_SECRET_ENV = re.compile(r"(?:^|_)(?:API_?KEY|TOKEN|SECRET|PASSWORD|ACCESS_KEY|CREDENTIALS?)(?:$|_)", re.IGNORECASE)
 
 
 class BenchRunError(Exception):
@@ -122,10 +130,6 @@ class BenchRunError(Exception):
     def __init__(self, message, **evidence):
         super().__init__(message)
         self.evidence = evidence
-
-
-def utc_now():
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # --- inputs ------------------------------------------------------------------------------------------
@@ -162,7 +166,7 @@ def check_env(env, prefix=""):
     if not isinstance(env, dict):
         raise BenchRunError(f"{_name(prefix, 'env')}={env!r} must be a mapping of variable to value")
     for key, value in env.items():
-        if _SECRET_ENV.search(str(key)):
+        if SECRET_NAME.search(str(key)):
             raise BenchRunError(
                 f"{_name(prefix, 'env')}[{key!r}]: secrets never go into a container's environment "
                 "(docker inspect shows it); the API key is read from the server's root-only file"
@@ -320,6 +324,14 @@ def read_api_key(path):
     return text.strip()
 
 
+def server_config_path(spec):
+    """The host file the server reads its API key from: the config file in its mounted secrets directory."""
+    for mount in spec["mounts"]:
+        if mount["target"] == CONTAINER_SECRETS_DIR:
+            return os.path.join(mount["source"], SERVER_CONFIG_FILE)
+    return os.path.join(spec["host_dirs"]["secrets"], "secrets", SERVER_CONFIG_FILE)
+
+
 def server_flag(command, *names):
     """The value of a flag in the server's command line (the next word), True for a bare flag, else None."""
     for index, word in enumerate(command):
@@ -414,13 +426,6 @@ def one_batch_command(settings, spec, result_file):
     return ["python3", "-c", LAUNCHER, CONTAINER_KEY_FILE, *ONE_BATCH_MODULES, *args, *settings["extra_args"]]
 
 
-def redact(text, secrets):
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "********")
-    return text
-
-
 def shown_command(command):
     """The benchmark's command line for people: the launcher code replaced by what it does."""
     if len(command) > 5 and command[:2] == ["python3", "-c"]:
@@ -487,7 +492,7 @@ class BenchRunner:
         """Run one benchmark container to its end; (exit code, log text). The container is always removed."""
         mounts = [Mount(target=CONTAINER_WORK_DIR, source=work_dir, type="bind", read_only=False)]
         for mount in self.spec["mounts"]:
-            if mount["target"].startswith("/run/datacrunch-sglang"):
+            if mount["target"] == CONTAINER_SECRETS_DIR:
                 continue  # the server's secrets stay with the server
             read_only = mount["read_only"] or not gpus  # bench_serving only reads the tokenizer
             mounts.append(Mount(target=mount["target"], source=mount["source"], type="bind", read_only=read_only))
@@ -625,7 +630,7 @@ class BenchRunner:
         return result
 
     def _copy_key(self, api_key_file, work_dir):
-        path = api_key_file or os.path.join(self.spec["host_dirs"]["secrets"], SERVER_CONFIG_FILE)
+        path = api_key_file or server_config_path(self.spec)
         try:
             key = read_api_key(path)
         except OSError as exc:
@@ -672,11 +677,6 @@ def one_batch_with_server_stopped(runner, settings, ready_timeout=1800, stop_ser
     The server is started again whatever the benchmark's outcome. Returns (result, server) where server says
     what happened to it: was_running, stopped, restarted, seconds_to_ready.
     """
-    from ansible_collections.datacrunch.sglang.plugins.module_utils.server_container import (
-        ServerContainer,
-        ServerError,
-    )
-
     spec = runner.spec
     if (spec.get("nnodes") or 1) > 1:
         raise BenchRunError(

@@ -130,6 +130,11 @@ def test_api_key_from_the_servers_config_file(tmp_path, key):
     assert bench_runner.read_api_key(str(plain)) == key
 
 
+def test_the_key_is_read_where_the_server_reads_it():
+    spec = server_spec(secrets_dir="/etc/custom")
+    assert bench_runner.server_config_path(spec) == "/etc/custom/sglang-server/secrets/server-config.yaml"
+
+
 def test_server_flags():
     command = ["python3", "-m", "sglang.launch_server", "--tp-size", "8", "--trust-remote-code", "--port=30000"]
     assert bench_runner.server_flag(command, "--tp", "--tp-size") == "8"
