@@ -580,6 +580,14 @@ def render_plots(document, previous, throughput_path, latency_path):
                 bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.8},
             )
 
+    def previous_on(axis, field, label):
+        """The previous run's curve of one figure, dashed and grey, for comparison."""
+        xs, ys = _serving_series(previous, field) if previous else ([], [])
+        if xs:
+            axis.plot(
+                xs, ys, marker="o", linestyle="--", color="tab:gray", alpha=0.8, label=f"{label}, {previous_label}"
+            )
+
     def expected_bounds_on(axis, fields):
         """The profile's bounds for these figures as red bars, and a red ring around each point that misses."""
         rows = [
@@ -625,18 +633,7 @@ def render_plots(document, previous, throughput_path, latency_path):
         axis.plot(
             xs_total, ys_total, marker="s", linewidth=1.5, color="tab:green", label="total (input + output) tokens/s"
         )
-    if previous:
-        xs_prev, ys_prev = _serving_series(previous, "output_throughput")
-        if xs_prev:
-            axis.plot(
-                xs_prev,
-                ys_prev,
-                marker="o",
-                linestyle="--",
-                color="tab:gray",
-                alpha=0.8,
-                label=f"output tokens/s, {previous_label}",
-            )
+    previous_on(axis, "output_throughput", "output tokens/s")
     expected_bounds_on(axis, ("output_throughput", "total_throughput"))
     concurrency_axis(axis)
     axis.set_ylabel("tokens per second (all requests together)")
@@ -665,18 +662,7 @@ def render_plots(document, previous, throughput_path, latency_path):
                 if label.startswith("median") and field != "median_itl_ms":
                     annotate(axis, xs, ys, "{:,.1f}")
         expected_bounds_on(axis, [field for field, _label, _marker, _style in series])
-        if previous:
-            xs_prev, ys_prev = _serving_series(previous, series[0][0])
-            if xs_prev:
-                axis.plot(
-                    xs_prev,
-                    ys_prev,
-                    marker="o",
-                    linestyle="--",
-                    color="tab:gray",
-                    alpha=0.8,
-                    label=f"{series[0][1]}, {previous_label}",
-                )
+        previous_on(axis, series[0][0], series[0][1])
         concurrency_axis(axis)
         axis.set_ylabel("milliseconds (lower is better)")
         axis.set_title(heading, fontsize=10)
