@@ -150,7 +150,8 @@ def _check_extra_args(extra_args, owned, prefix, option):
         raise BenchRunError(f"{_name(prefix, option)}={extra_args!r} must be a list of strings")
     for arg in extra_args:
         flag = arg.split("=", 1)[0]
-        if flag in owned:
+        # argparse also takes a unique prefix of a long option (--max-conc for --max-concurrency).
+        if flag.startswith("--") and any(owned_flag.startswith(flag) for owned_flag in owned):
             raise BenchRunError(
                 f"{_name(prefix, option)} contains {flag}, which the benchmark sets itself; "
                 f"use the dedicated setting instead (flags set here: {', '.join(owned)})"
@@ -488,9 +489,13 @@ class BenchRunner:
                 "server first or load the image (docker load)"
             ) from None
 
-    def run(self, kind, command, work_dir, gpus=False):
-        """Run one benchmark container to its end; (exit code, log text). The container is always removed."""
+    def run(self, kind, command, work_dir, gpus=False, files=()):
+        """Run one benchmark container to its end; (exit code, log text). The container is always removed.
+
+        ``files`` are host files the benchmark reads (a dataset), mounted read-only at the same path.
+        """
         mounts = [Mount(target=CONTAINER_WORK_DIR, source=work_dir, type="bind", read_only=False)]
+        mounts += [Mount(target=path, source=path, type="bind", read_only=True) for path in files]
         for mount in self.spec["mounts"]:
             if mount["target"] == CONTAINER_SECRETS_DIR:
                 continue  # the server's secrets stay with the server
@@ -544,6 +549,11 @@ class BenchRunner:
         ]
         result = {"settings": _public_settings(settings), "image": self.image, "commands": planned, "results": []}
         self.ensure_image()
+        if settings["dataset_path"] and not os.path.isfile(settings["dataset_path"]):
+            raise BenchRunError(
+                f"the dataset file {settings['dataset_path']} is not on this host; copy it there first, or use "
+                "dataset_name random-ids, which needs no file"
+            )
         if self.check_mode:
             return result
         ready, detail = probe_ready(self.spec["readiness"])
@@ -562,7 +572,8 @@ class BenchRunner:
                 output_file = f"serving-c{level}.jsonl"
                 command = serving_command(settings, self.spec, level, f"{CONTAINER_WORK_DIR}/{output_file}")
                 started = time.monotonic()
-                exit_code, logs = self.run(f"serving-c{level}", command, work_dir)
+                dataset = [settings["dataset_path"]] if settings["dataset_path"] else []
+                exit_code, logs = self.run(f"serving-c{level}", command, work_dir, files=dataset)
                 jsonl = _read_optional(os.path.join(work_dir, output_file))
                 requested = {
                     "max_concurrency": level,

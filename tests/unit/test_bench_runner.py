@@ -71,6 +71,7 @@ def test_serving_settings_defaults_pass():
         ({"request_rate": "0"}, r"request_rate='0' must be 'inf'"),
         ({"extra_args": ["--output-file=/tmp/x"]}, r"contains --output-file, which the benchmark sets itself"),
         ({"extra_args": ["--api-key", "k"]}, r"must not be passed on a command line"),
+        ({"extra_args": ["--max-conc", "64"]}, r"contains --max-conc, which the benchmark sets itself"),
     ],
 )
 def test_bad_serving_settings_name_the_variable_and_the_fix(change, message):
