@@ -70,6 +70,11 @@ def inventory(lab, tmp_path_factory):
     all_vars = directory / "group_vars" / "all"
     all_vars.mkdir(parents=True)
     (all_vars / "lab.yml").write_text(yaml.safe_dump(lab["vars"]))
+    # The deepseek-r1-tp16 layout with the lab's tiny model, as in the multinode molecule scenario.
+    (all_vars / "lab-profiles.yml").write_text(yaml.safe_dump({"sglang_profiles_extra": {"lab-tiny-tp16": {
+        "extends": "deepseek-r1-tp16", "description": "Lab only - the deepseek-r1-tp16 layout with the tiny model",
+        "model": "datacrunch-lab/tiny-deepseek-r1", "revision": "main", "model_size_gb": 0.1,
+        "sglang_args": {"dist-timeout": 60}}}}))
     lab_group_vars = REPO_ROOT / "inventories" / "lab" / "group_vars"
     if lab_group_vars.is_dir():
         for source in sorted(lab_group_vars.iterdir()):
@@ -83,8 +88,10 @@ def inventory(lab, tmp_path_factory):
 
 def rent(standin, lab, inventory, tmp_path, *extra, steps=(PROBE,), profile="lab-tiny"):
     variables = {"datacrunch_profile": profile, "datacrunch_ssh_keys": ["standin-default"],
-                 "datacrunch_steps": list(steps), "datacrunch_wait_timeout": 120,
-                 "datacrunch_log_dir": str(tmp_path / "logs")}
+                 "datacrunch_wait_timeout": 120, "datacrunch_log_dir": str(tmp_path / "logs"),
+                 "datacrunch_step_args": ["-e", f"sglang_benchmark_report_dir={tmp_path / 'reports'}"]}
+    if steps:
+        variables["datacrunch_steps"] = list(steps)
     env = {"DATACRUNCH_SSH_PRIVATE_KEY_FILE": lab["key"], "DATACRUNCH_SSH_COMMON_ARGS": lab["ssh_args"]}
     run = ansible("ansible-playbook", "playbooks/rent.yml", "-i", str(inventory), "-e", json.dumps(variables),
                   *extra, control=standin, env=env, timeout=900)
@@ -192,3 +199,33 @@ def test_inputs_are_checked_before_anything_is_rented(standin, lab, inventory, t
     # Only the inventory's reads reached the API.
     assert {(r["method"], r["path"]) for r in standin.requests()} == {
         ("POST", "/v1/oauth2/token"), ("GET", "/v1/instances"), ("GET", "/v1/clusters")}
+
+
+def served(lab, address):
+    """(profile, cluster, rank) of the SGLang server container on the lab host at this address, or None."""
+    labels = "|".join('{{.Label "datacrunch.sglang.%s"}}' % name for name in ("profile", "cluster", "rank"))
+    shown = subprocess.run(
+        ["docker", "exec", lab["by_address"][address], "docker", "ps", "--filter", "name=^sglang-server$",
+         "--format", labels], capture_output=True, text=True, check=False)
+    line = shown.stdout.strip()
+    return tuple(line.split("|")) if line else None
+
+
+def test_the_real_deploy_and_benchmark_on_a_rented_instance(standin, lab, inventory, tmp_path):
+    address = standin.state()["pool"][0]
+    run = rent(standin, lab, inventory, tmp_path, steps=())  # the default steps: deploy, then benchmark
+    assert run.returncode == 0, run.output
+    assert "playbooks/deploy.yml, playbooks/benchmark.yml" in run.output
+    assert served(lab, address)[0] == "lab-tiny"
+    reports = sorted((tmp_path / "reports").glob("*-rent-lab-tiny-lab-tiny-*.json"))
+    assert reports, list((tmp_path / "reports").iterdir())
+    assert wait_released(standin, lab), account(standin)
+
+
+def test_the_real_deploy_on_a_rented_cluster_serves_one_tp16_unit(standin, lab, inventory, tmp_path):
+    addresses = standin.state()["pool"][:2]
+    run = rent(standin, lab, inventory, tmp_path, steps=("playbooks/deploy.yml",), profile="lab-tiny-tp16")
+    assert run.returncode == 0, run.output
+    assert [served(lab, address) for address in addresses] == [
+        ("lab-tiny-tp16", "rent-lab-tiny-tp16", "0"), ("lab-tiny-tp16", "rent-lab-tiny-tp16", "1")]
+    assert wait_released(standin, lab), account(standin)
