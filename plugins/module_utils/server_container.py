@@ -31,7 +31,7 @@ from ansible_collections.datacrunch.sglang.plugins.module_utils.secret_files imp
     server_config_yaml,
     write_private_file,
 )
-from ansible_collections.datacrunch.sglang.plugins.module_utils.sglang_http import probe_ready, smoke
+from ansible_collections.datacrunch.sglang.plugins.module_utils.sglang_http import probe_ready, smoke, wait_drained
 from ansible_collections.datacrunch.sglang.plugins.module_utils.tcp_listeners import listeners, process_ancestors
 
 try:
@@ -62,7 +62,7 @@ class ServerError(Exception):
         self.evidence = evidence
 
 
-def _parse_docker_time(value):
+def parse_docker_time(value):
     if not value or value.startswith("0001-"):
         return None
     base = value.split(".")[0].rstrip("Z")
@@ -340,7 +340,7 @@ class ServerContainer:
         """Wait until ready; (ready, detail). Raises ServerError when the container exits or restarts."""
         call_started = time.time()
         container.reload()
-        started_at = _parse_docker_time(container.attrs["State"].get("StartedAt")) or call_started
+        started_at = parse_docker_time(container.attrs["State"].get("StartedAt")) or call_started
         restarts = container.attrs.get("RestartCount", 0)
         detail = "starting"
         while True:
@@ -355,10 +355,11 @@ class ServerContainer:
                     logs=self.logs_tail(container),
                 )
             if container.attrs.get("RestartCount", 0) != restarts or (
-                _parse_docker_time(state.get("StartedAt")) or started_at
+                parse_docker_time(state.get("StartedAt")) or started_at
             ) != started_at:
                 raise ServerError(
-                    "container %s restarted while starting (crash loop)" % self.spec["name"],
+                    "container %s exited (last exit code %s) and was restarted while starting: a crash loop"
+                    % (self.spec["name"], state.get("ExitCode")),
                     restart_count=container.attrs.get("RestartCount", 0),
                     logs=self.logs_tail(container),
                 )
@@ -401,6 +402,20 @@ class ServerContainer:
         if candidate and candidate.get("spec_hash") != current_hash and spec_hash(candidate) == candidate["spec_hash"]:
             return candidate
         return None
+
+    def drain(self, container, api_key, timeout):
+        """Wait until the running server (rank 0 of its unit) has no request in flight, up to timeout."""
+        if container is None or container.status != "running":
+            return {"drained": True, "seconds": 0, "skipped": "not running"}
+        current = self.read_spec_file(SPEC_FILE)
+        if not current or current.get("spec_hash") != (container.labels or {}).get(LABEL_SPEC_HASH):
+            current = self.spec
+        if current["readiness"]["kind"] != "http":
+            return {"drained": True, "seconds": 0, "skipped": "not rank 0"}
+        drained, seconds, load = wait_drained(current["readiness"]["base_url"], api_key, timeout)
+        self.actions.append("drained %s in %s s" % (container.short_id, seconds) if drained
+                            else "drain timed out after %s s" % seconds)
+        return {"drained": drained, "seconds": seconds, "load": load}
 
     def smoke(self, api_key):
         return smoke(self.spec["readiness"]["base_url"], api_key)

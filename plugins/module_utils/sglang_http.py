@@ -12,6 +12,8 @@ import urllib.error
 import urllib.request
 from urllib.parse import urlsplit
 
+from ansible_collections.datacrunch.sglang.plugins.module_utils.prometheus_text import parse_metrics, serving_load
+
 # /health_generate runs a one-token generation with SGLang's own 20 s timeout: wait longer than that.
 PROBE_TIMEOUT = 30
 
@@ -98,3 +100,19 @@ def smoke(base_url, api_key, prompt="Reply with the single word: ready.", max_to
         usage=reply.get("usage") or {},
     )
     return result
+
+
+def wait_drained(base_url, api_key, timeout, poll=2.0):
+    """Wait until the server runs and queues no request, up to timeout; (drained, seconds waited, last load)."""
+    started = time.monotonic()
+    load = {}
+    while True:
+        code, body = request(base_url + "/metrics", api_key=api_key, timeout=10)
+        if code != 200 or not isinstance(body, str):
+            return False, round(time.monotonic() - started, 1), {"error": "GET /metrics answered %s" % code}
+        load = serving_load(parse_metrics(body))
+        if not (load.get("running_requests") or 0) and not (load.get("queued_requests") or 0):
+            return True, round(time.monotonic() - started, 1), load
+        if time.monotonic() - started >= timeout:
+            return False, round(time.monotonic() - started, 1), load
+        time.sleep(poll)

@@ -44,7 +44,9 @@ options:
       - C(started) makes the container match the spec and run. C(restarted) recreates it even when it matches.
       - C(stopped) stops it; C(absent) removes it. C(pulled) only makes sure the image is on the host.
     type: str
-    choices: [started, restarted, stopped, absent, pulled]
+      - C(drained) waits, up to O(drain_timeout), until the running server has no request in flight; it changes
+        nothing.
+    choices: [started, restarted, stopped, absent, pulled, drained]
     default: started
   api_key:
     description: API key of the endpoint, written to the root-only config file the spec names.
@@ -94,6 +96,12 @@ options:
     description: With C(state=absent), also remove the host's spec and secret files of this server.
     type: bool
     default: false
+  drain_timeout:
+    description:
+      - Before a running server is replaced, wait up to this many seconds until it has no running or queued
+        request (from its C(/metrics)), so that a rollout does not cut requests short. 0 replaces it at once.
+    type: int
+    default: 0
   only_wait:
     description:
       - Only wait for the existing container (no pull, no comparison, no start). Fails when the container is gone
@@ -166,6 +174,10 @@ smoke:
   description: Result of the smoke request - model, latency_s, reply, usage.
   returned: with smoke
   type: dict
+drain:
+  description: How draining went - drained, seconds, and the last load seen.
+  returned: when a running server was drained before its replacement
+  type: dict
 logs:
   description: Last log lines of the container, secrets redacted.
   returned: on failure
@@ -224,6 +236,10 @@ def _run(module):
     if state == "stopped":
         result["changed"] = server.stop(container)
         return result
+    if state == "drained":
+        if not module.check_mode:
+            result["drain"] = server.drain(container, params["api_key"], params["drain_timeout"])
+        return result
 
     image = server.ensure_image(params["pull"])
     result["changed"] |= server.ensure_host_files()
@@ -236,6 +252,8 @@ def _run(module):
         result["diff"] = server.diff(container)
     if reasons:
         server.check_port_free(container)
+        if params["drain_timeout"] and not module.check_mode:
+            result["drain"] = server.drain(container, params["api_key"], params["drain_timeout"])
         server.remove(container)
         container = server.create(digest)
         result["changed"] = True
@@ -286,7 +304,7 @@ def main():
         argument_spec={
             "spec": {"type": "dict", "required": True},
             "state": {"type": "str", "default": "started",
-                      "choices": ["started", "restarted", "stopped", "absent", "pulled"]},
+                      "choices": ["started", "restarted", "stopped", "absent", "pulled", "drained"]},
             "api_key": {"type": "str", "default": "", "no_log": True},
             "hf_token": {"type": "str", "default": "", "no_log": True},
             "pull": {"type": "str", "default": "missing", "choices": ["missing", "always", "never"]},
@@ -298,6 +316,7 @@ def main():
             "rollback": {"type": "bool", "default": False},
             "remove_files": {"type": "bool", "default": False},
             "only_wait": {"type": "bool", "default": False},
+            "drain_timeout": {"type": "int", "default": 0},
         },
         supports_check_mode=True,
     )

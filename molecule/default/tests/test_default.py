@@ -14,7 +14,7 @@ import pytest
 import testinfra
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-from tests.support.lab_checks import (  # noqa: E402
+from tests.support.lab_checks import (
     http,
     inner_inspect,
     lab_host_address,

@@ -1,0 +1,103 @@
+# -*- coding: utf-8 -*-
+# Copyright: datacrunch.sglang contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What the SGLang server on this host is doing: container state, readiness, load, GPU memory, logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch_spec import LABEL_PREFIX
+from ansible_collections.datacrunch.sglang.plugins.module_utils.prometheus_text import parse_metrics, serving_load
+from ansible_collections.datacrunch.sglang.plugins.module_utils.secret_files import redact
+from ansible_collections.datacrunch.sglang.plugins.module_utils.server_container import (
+    SPEC_FILE,
+    ServerError,
+    parse_docker_time,
+)
+from ansible_collections.datacrunch.sglang.plugins.module_utils.sglang_http import probe_ready, request
+
+try:
+    import docker
+    from docker.errors import DockerException, NotFound
+except ImportError:  # pragma: no cover - depends on the host
+    docker = None
+
+
+def gpu_memory_used_mib(nvidia_smi="nvidia-smi"):
+    """Total GPU memory in use on the host (MiB), or None without nvidia-smi."""
+    if not shutil.which(nvidia_smi):
+        return None
+    try:
+        out = subprocess.run(
+            [nvidia_smi, "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, timeout=30, check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    values = [float(line) for line in out.split() if line.replace(".", "", 1).isdigit()]
+    return int(sum(values)) if values else None
+
+
+def read_stored_spec(secrets_dir, name):
+    try:
+        with open(os.path.join(secrets_dir, name, SPEC_FILE), encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
+def server_status(name, secrets_dir, api_key="", secrets=(), logs_tail=0, client=None):
+    """One host's view of its server; never raises for a missing or stopped container."""
+    if docker is None:
+        raise ServerError("the docker Python SDK is not importable; run the datacrunch.sglang.host_venv role first")
+    try:
+        client = client or docker.from_env(timeout=60)
+        container = client.containers.get(name)
+    except NotFound:
+        return {"exists": False, "state": "absent", "ready": False, "gpu_memory_used_mib": gpu_memory_used_mib()}
+    except DockerException as exc:
+        raise ServerError("the Docker engine on this host does not answer: %s" % exc) from None
+
+    state = container.attrs["State"]
+    labels = container.labels or {}
+    spec = read_stored_spec(secrets_dir, name) or {}
+    started = parse_docker_time(state.get("StartedAt"))
+    running = state.get("Status") == "running"
+    status = {
+        "exists": True,
+        "ours": any(key.startswith(LABEL_PREFIX) for key in labels),
+        "container_id": container.id,
+        "state": state.get("Status"),
+        "exit_code": state.get("ExitCode"),
+        "oom_killed": state.get("OOMKilled"),
+        "restart_count": container.attrs.get("RestartCount", 0),
+        "uptime_s": int(time.time() - started) if running and started else 0,
+        "image": (container.attrs.get("Config") or {}).get("Image"),
+        "image_id": container.attrs.get("Image"),
+        "profile": labels.get(LABEL_PREFIX + "profile", ""),
+        "cluster": labels.get(LABEL_PREFIX + "cluster", ""),
+        "rank": labels.get(LABEL_PREFIX + "rank", ""),
+        "spec_hash": labels.get(LABEL_PREFIX + "spec-hash", ""),
+        "model": spec.get("model", ""),
+        "endpoint": spec.get("endpoint", ""),
+        "ready": False,
+        "readiness": state.get("Status"),
+        "gpu_memory_used_mib": gpu_memory_used_mib(),
+    }
+    readiness = spec.get("readiness")
+    if running and readiness:
+        status["ready"], status["readiness"] = probe_ready(readiness)
+        if readiness.get("kind") == "http":
+            code, body = request(readiness["base_url"] + "/metrics", api_key=api_key, timeout=10)
+            if code == 200 and isinstance(body, str):
+                status.update(serving_load(parse_metrics(body)))
+    if logs_tail:
+        raw = container.logs(tail="all" if logs_tail < 0 else logs_tail, timestamps=True)
+        status["logs"] = redact(raw.decode(errors="replace"), [api_key, *secrets])
+        status["log_lines"] = len(status["logs"].splitlines())
+    return status
