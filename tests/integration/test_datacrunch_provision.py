@@ -13,10 +13,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lab" / "verda-api"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 import standin_control
-from standin_control import CLIENT_SECRET, ansible
-from test_verda_provision import BannerServer
+from standin_control import CLIENT_SECRET, BannerServer, ansible
 
 IMAGE = "ubuntu-24.04-cuda-12.8-open-docker"
 

@@ -4,9 +4,7 @@ The world is the stand-in's state (what the account holds) and its request log (
 checked against a loopback server that speaks the SSH protocol's first line.
 """
 
-import socket
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -22,36 +20,10 @@ from ansible_collections.datacrunch.sglang.plugins.module_utils.verda_provision 
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lab" / "verda-api"))
 import standin_control
-from standin_control import CLIENT_ID, CLIENT_SECRET
+from standin_control import CLIENT_ID, CLIENT_SECRET, BannerServer
 
 IMAGE = "ubuntu-24.04-cuda-12.8-open-docker"
 H200 = "8H200.141S.176V"
-
-
-class BannerServer:
-    """Answers every TCP connection with a first line, as an SSH server does (or anything else, to test refusal)."""
-
-    def __init__(self, banner=b"SSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13\r\n"):
-        self.banner = banner
-        self.socket = socket.socket()
-        self.socket.bind(("127.0.0.1", 0))
-        self.socket.listen(16)
-        self.port = self.socket.getsockname()[1]
-        self.connections = 0
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while True:
-            try:
-                connection, _ = self.socket.accept()
-            except OSError:
-                return
-            self.connections += 1
-            with connection:
-                connection.sendall(self.banner)
-
-    def close(self):
-        self.socket.close()
 
 
 @pytest.fixture
@@ -150,6 +122,24 @@ def test_shut_down_start_and_delete(standin, client, sshd):
     assert instances(standin) == {}
     assert standin.state()["pool"].count("127.0.0.1") == 1  # the address is free again
     assert ensure_instance(client, instance_params(sshd, state="absent"))["changed"] is False
+
+
+def test_volumes_are_created_attached_and_deleted_on_request(standin, client, sshd):
+    volumes = [{"name": "weights", "size": 2000, "type": "NVMe"}, {"name": "scratch", "size": 500, "type": "HDD"}]
+    ensure_instance(client, instance_params(sshd, volumes=volumes, existing_volumes=["4f1c0d2e-vol"],
+                                            os_volume={"name": "r1-os", "size": 1200}))
+    held = instances(standin)["sglang-r1-t1"]
+    assert len(held["volume_ids"]) == 3 and held["volume_ids"][-1] == "4f1c0d2e-vol"
+    ensure_instance(client, instance_params(sshd, state="absent", delete_volumes=True))
+    deleted = standin.state()["deleted_volumes"]
+    assert [v["id"] for v in deleted] == [held["os_volume_id"], *held["volume_ids"]]
+    assert not any(v["permanently"] for v in deleted)  # to the trash, where they can be restored
+
+
+def test_by_default_release_keeps_the_data_volumes(standin, client, sshd):
+    ensure_instance(client, instance_params(sshd, volumes=[{"name": "weights", "size": 2000}]))
+    ensure_instance(client, instance_params(sshd, state="absent"))
+    assert standin.state()["deleted_volumes"] == []  # the API's default: OS volume deleted, data volumes detached
 
 
 def test_no_capacity_orders_nothing(standin, client, sshd):

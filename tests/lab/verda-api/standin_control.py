@@ -9,9 +9,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -72,6 +74,33 @@ class Control:
     def env(self):
         """The environment a client needs to reach this stand-in."""
         return {"VERDA_BASE_URL": self.base_url, "VERDA_CLIENT_ID": CLIENT_ID, "VERDA_CLIENT_SECRET": CLIENT_SECRET}
+
+
+class BannerServer:
+    """A stand-in for an SSH server's first words: answers every TCP connection on loopback with the protocol
+    banner an SSH server sends first (or any other line, to test that it is refused). Nothing more of SSH."""
+
+    def __init__(self, banner=b"SSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13\r\n"):
+        self.banner = banner
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen(16)
+        self.port = self.socket.getsockname()[1]
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                connection, _ = self.socket.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with connection:
+                connection.sendall(self.banner)
+
+    def close(self):
+        self.socket.close()
 
 
 @contextlib.contextmanager

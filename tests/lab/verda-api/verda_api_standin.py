@@ -118,6 +118,7 @@ class StandInState:
         self.faults = []
         self.access_tokens = {}
         self.refresh_tokens = {}
+        self.deleted_volumes = []
         # Every token ever handed out, so tests can check that none of them shows up in output.
         self.issued_tokens = []
         self.requests = []
@@ -321,6 +322,9 @@ class StandInState:
             record = self.instances[instance_id]
             status = record["status"]
             if action in ("delete", "discontinue"):
+                # Volumes deleted with the instance (to the trash, or for good), for tests to check.
+                for volume_id in body.get("volume_ids") or []:
+                    self.deleted_volumes.append({"id": volume_id, "permanently": bool(body.get("delete_permanently"))})
                 record["status"] = "deleting" if status != "no_capacity" else status
                 record["_next"] = {"at": now + self.action_seconds, "status": "gone"}
             elif action in ("shutdown", "force_shutdown", "hibernate"):
@@ -631,7 +635,8 @@ class Handler(BaseHTTPRequestHandler):
             state._advance()
             return self._send(200, {"instances": list(state.instances.values()),
                                     "clusters": list(state.clusters.values()), "pool": state.pool,
-                                    "faults": state.faults, "ssh_keys": state.ssh_keys})
+                                    "faults": state.faults, "ssh_keys": state.ssh_keys,
+                                    "deleted_volumes": state.deleted_volumes})
         if route == "/tokens" and method == "GET":
             return self._send(200, state.issued_tokens)
         if route == "/pool" and method == "POST":
@@ -646,6 +651,7 @@ class Handler(BaseHTTPRequestHandler):
             state.clusters.clear()
             state.faults.clear()
             state.requests.clear()
+            state.deleted_volumes.clear()
             state.pool = list(self._body().get("addresses", []))
             state.save()
             return self._send(204)
