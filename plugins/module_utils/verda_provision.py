@@ -12,7 +12,12 @@ import re
 import socket
 import time
 
+from ansible.module_utils.basic import env_fallback
+
 from ansible_collections.datacrunch.sglang.plugins.module_utils.verda_api import (
+    BASE_URL_ENV,
+    CLIENT_ID_ENV,
+    CLIENT_SECRET_ENV,
     VerdaAPIError,
     VerdaClient,
     VerdaError,
@@ -33,6 +38,15 @@ LOCATIONS_HINT = "FIN-01, FIN-02, FIN-03, ICE-01"
 
 class ProvisionError(VerdaError):
     """A request that cannot be met, with what to change."""
+
+
+# Module arguments every DataCrunch module takes: where the API is and as whom to talk to it.
+API_ARGUMENT_SPEC = {
+    "api_url": {"type": "str", "aliases": ["base_url"], "fallback": (env_fallback, list(BASE_URL_ENV))},
+    "client_id": {"type": "str", "fallback": (env_fallback, list(CLIENT_ID_ENV))},
+    "client_secret": {"type": "str", "no_log": True, "fallback": (env_fallback, list(CLIENT_SECRET_ENV))},
+    "timeout": {"type": "int", "default": 30},
+}
 
 
 def client_from_params(params, log=None):
@@ -129,6 +143,32 @@ def wait_for_ssh(address, port=22, timeout=600.0, clock=time.monotonic, sleep=ti
         sleep(2)
 
 
+def _checked_waiter(params, default_timeout, clock, sleep):
+    """Checks what every request needs (hostname, wait_timeout) and starts the one deadline of the whole call."""
+    check_hostname(params["hostname"])
+    if params.get("wait_timeout") is not None and params["wait_timeout"] <= 0:
+        raise ProvisionError(f"wait_timeout={params['wait_timeout']!r} must be more than 0 seconds")
+    return _Waiter(params.get("wait_timeout") or default_timeout, clock=clock, sleep=sleep)
+
+
+def _check_drift(kind, current, params, fields):
+    """An existing object must be what was asked for in what cannot change in place."""
+    for field in fields:
+        wanted = params.get(field)
+        if wanted and current.get(field) != wanted:
+            raise ProvisionError(
+                f"{kind} {params['hostname']!r} exists as {field} {current.get(field)!r}, but {field}={wanted!r} "
+                f"was asked for: {field} cannot change in place. Delete the {kind} first (state: absent) or "
+                "choose another hostname"
+            )
+
+
+def _ssh_banner(params, waiter, address):
+    """Waits, within what is left of the deadline, until SSH answers on address."""
+    remaining = max(1.0, waiter.deadline - waiter.clock())
+    return wait_for_ssh(address, params.get("ssh_port") or 22, remaining, clock=waiter.clock, sleep=waiter.sleep)
+
+
 class _Waiter:
     """Polls an object until a condition holds, with a growing interval and one deadline."""
 
@@ -193,26 +233,12 @@ def _instance_payload(params, ssh_key_ids):
     return payload
 
 
-def _check_instance_drift(current, params):
-    for field, variable in (("instance_type", "instance_type"), ("location", "location")):
-        wanted = params.get(variable)
-        if wanted and current.get(field) != wanted:
-            raise ProvisionError(
-                f"instance {params['hostname']!r} exists as {field} {current.get(field)!r}, but {variable}={wanted!r} "
-                f"was asked for: an instance cannot change {field} in place. Delete it first (state: absent) or "
-                "choose another hostname"
-            )
-
-
 def ensure_instance(client, params, check_mode=False, clock=time.monotonic, sleep=time.sleep):
     """Brings the instance named params['hostname'] to params['state']; returns the module result."""
     hostname = params["hostname"]
     state = params.get("state") or "running"
-    check_hostname(hostname)
-    if params.get("wait_timeout") is not None and params["wait_timeout"] <= 0:
-        raise ProvisionError(f"wait_timeout={params['wait_timeout']!r} must be more than 0 seconds")
+    waiter = _checked_waiter(params, 1800, clock, sleep)
     current = _one_by_hostname(client.list_instances(), hostname, "instance")
-    waiter = _Waiter(params.get("wait_timeout") or 1800, clock=clock, sleep=sleep)
     wait = params.get("wait", True)
     actions = []
 
@@ -255,7 +281,7 @@ def ensure_instance(client, params, check_mode=False, clock=time.monotonic, slee
         current = _wait_running(client, waiter, current, hostname)
         before = None
     else:
-        _check_instance_drift(current, params)
+        _check_drift("instance", current, params, ("instance_type", "location"))
         before = dict(current)
 
     status = current.get("status")
@@ -287,8 +313,7 @@ def ensure_instance(client, params, check_mode=False, clock=time.monotonic, slee
 
     ssh = None
     if wait and params.get("wait_for_ssh", True) and current.get("status") == "running" and not check_mode:
-        remaining = max(1.0, waiter.deadline - clock())
-        ssh = wait_for_ssh(current["ip"], params.get("ssh_port") or 22, remaining, clock=clock, sleep=sleep)
+        ssh = _ssh_banner(params, waiter, current["ip"])
     result = {
         "changed": bool(actions),
         "instance": public(current),
@@ -375,11 +400,8 @@ def ensure_cluster(client, params, check_mode=False, clock=time.monotonic, sleep
     """Brings the Instant Cluster named params['hostname'] to params['state'] (present or absent)."""
     hostname = params["hostname"]
     state = params.get("state") or "present"
-    check_hostname(hostname)
-    if params.get("wait_timeout") is not None and params["wait_timeout"] <= 0:
-        raise ProvisionError(f"wait_timeout={params['wait_timeout']!r} must be more than 0 seconds")
+    waiter = _checked_waiter(params, 3600, clock, sleep)
     current = _one_by_hostname(client.list_clusters(), hostname, "cluster")
-    waiter = _Waiter(params.get("wait_timeout") or 3600, clock=clock, sleep=sleep)
     wait = params.get("wait", True)
 
     if state == "absent":
@@ -415,13 +437,7 @@ def ensure_cluster(client, params, check_mode=False, clock=time.monotonic, sleep
         current = client.get_cluster(cluster_id) or {"id": cluster_id, "status": "ordered", "hostname": hostname}
     else:
         before = dict(current)
-        for field in ("cluster_type", "location"):
-            if params.get(field) and current.get(field) != params[field]:
-                raise ProvisionError(
-                    f"cluster {hostname!r} exists as {field} {current.get(field)!r}, but {field}={params[field]!r} "
-                    f"was asked for: a cluster cannot change {field} in place. Delete it first (state: absent) or "
-                    "choose another hostname"
-                )
+        _check_drift("cluster", current, params, ("cluster_type", "location"))
 
     if current.get("status") in FAILED:
         raise ProvisionError(f"cluster {hostname!r} ({current.get('id')}) is in status {current.get('status')!r}: "
@@ -442,8 +458,7 @@ def ensure_cluster(client, params, check_mode=False, clock=time.monotonic, sleep
                                  "try another location or later", code=reason)
     ssh = None
     if wait and params.get("wait_for_ssh", True) and cluster_ready(current) and not check_mode:
-        remaining = max(1.0, waiter.deadline - clock())
-        ssh = wait_for_ssh(current["ip"], params.get("ssh_port") or 22, remaining, clock=clock, sleep=sleep)
+        ssh = _ssh_banner(params, waiter, current["ip"])
     result = {
         "changed": bool(actions),
         "cluster": public(current),

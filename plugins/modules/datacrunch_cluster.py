@@ -160,7 +160,7 @@ ssh_banner:
   type: str
 """
 
-from ansible.module_utils.basic import AnsibleModule, env_fallback
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.datacrunch.sglang.plugins.module_utils import verda_api, verda_provision
 
@@ -184,12 +184,7 @@ def main():
             "wait_timeout": {"type": "int", "default": 3600},
             "wait_for_ssh": {"type": "bool", "default": True},
             "ssh_port": {"type": "int", "default": 22},
-            "api_url": {"type": "str", "aliases": ["base_url"],
-                        "fallback": (env_fallback, list(verda_api.BASE_URL_ENV))},
-            "client_id": {"type": "str", "fallback": (env_fallback, list(verda_api.CLIENT_ID_ENV))},
-            "client_secret": {"type": "str", "no_log": True,
-                              "fallback": (env_fallback, list(verda_api.CLIENT_SECRET_ENV))},
-            "timeout": {"type": "int", "default": 30},
+            **verda_provision.API_ARGUMENT_SPEC,
         },
         supports_check_mode=True,
     )

@@ -192,7 +192,7 @@ ssh_banner:
   sample: SSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13
 """
 
-from ansible.module_utils.basic import AnsibleModule, env_fallback
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.datacrunch.sglang.plugins.module_utils import verda_api, verda_provision
 
@@ -229,12 +229,7 @@ def main():
             "wait_timeout": {"type": "int", "default": 1800},
             "wait_for_ssh": {"type": "bool", "default": True},
             "ssh_port": {"type": "int", "default": 22},
-            "api_url": {"type": "str", "aliases": ["base_url"],
-                        "fallback": (env_fallback, list(verda_api.BASE_URL_ENV))},
-            "client_id": {"type": "str", "fallback": (env_fallback, list(verda_api.CLIENT_ID_ENV))},
-            "client_secret": {"type": "str", "no_log": True,
-                              "fallback": (env_fallback, list(verda_api.CLIENT_SECRET_ENV))},
-            "timeout": {"type": "int", "default": 30},
+            **verda_provision.API_ARGUMENT_SPEC,
         },
         supports_check_mode=True,
     )
