@@ -322,10 +322,13 @@ class VerdaClient:
     # ---- authentication ----------------------------------------------------------------------------------------
 
     def _take_token(self, response):
-        data = response.json()
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
         if not isinstance(data, dict) or not data.get("access_token"):
             raise self._fail("DataCrunch API POST /oauth2/token answered without an access_token: "
-                             "check VERDA_BASE_URL points at the API (…/v1)", code="invalid_token_answer")
+                             "check that VERDA_BASE_URL points at the API (.../v1)", code="invalid_token_answer")
         self._access_token = data["access_token"]
         self._refresh_token = data.get("refresh_token")
         expires_in = float(data.get("expires_in") or 0)

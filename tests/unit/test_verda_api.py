@@ -1,7 +1,9 @@
 """The DataCrunch (Verda) API client against the API stand-in on loopback: auth, refresh, retries, errors."""
 
+import http.server
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -321,3 +323,33 @@ def test_clusters_and_their_availability(standin, clock):
     assert [w["private_ip"] for w in cluster["worker_nodes"]] == ["10.9.0.12", "10.9.0.13"]
     client.discontinue_clusters([cluster_id])
     assert client.get_cluster(cluster_id)["status"] == "discontinued"
+
+
+def test_a_base_url_that_is_not_the_api_is_named(clock):
+    """A web server that answers 200 with HTML (a wrong VERDA_BASE_URL) is told apart from the API."""
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            self.rfile.read(length)
+            body = b"<html>not an API</html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        settings = resolve_settings(CLIENT_ID, CLIENT_SECRET, f"http://127.0.0.1:{server.server_address[1]}/v1")
+        with pytest.raises(VerdaAPIError) as error:
+            VerdaClient(settings, sleep=clock.sleep, clock=clock).list_instances()
+        assert "answered without an access_token" in str(error.value)
+        assert "VERDA_BASE_URL" in str(error.value)
+    finally:
+        server.shutdown()
+        server.server_close()
