@@ -138,7 +138,7 @@ EXAMPLES = r"""
 # inventories/datacrunch/datacrunch.yml - credentials and base URL from the environment
 # (VERDA_CLIENT_ID, VERDA_CLIENT_SECRET, VERDA_BASE_URL); then: ansible-inventory -i datacrunch --graph
 plugin: datacrunch.sglang.datacrunch
-
+---
 # Only H200 hosts in FIN-01 whose hostname starts with sglang-, grouped by a tag, cached for ten minutes
 plugin: datacrunch.sglang.datacrunch
 locations: [FIN-01]
