@@ -166,9 +166,16 @@ def test_keep_leaves_the_hardware_and_an_existing_one_is_not_released(standin, l
     assert "instance rent-lab-tiny is kept (datacrunch_keep is true)" in kept.output
     assert account(standin)["instances"] == [("rent-lab-tiny", "running")]
 
-    # A second run finds the instance there already: it uses it and leaves it, as it did not rent it.
+    # Shut down, it is still there for the next run, which starts it, uses it and leaves it: it did not rent it.
+    address = next(i["ip"] for i in standin.state()["instances"])
+    stopped = ansible("ansible", "localhost", "-m", "datacrunch.sglang.datacrunch_instance", "-a",
+                      "hostname=rent-lab-tiny state=stopped", control=standin)
+    assert stopped.returncode == 0, stopped.output
+    assert account(standin)["instances"] == [("rent-lab-tiny", "offline")]
+    record(lab, address)  # the first run's record goes
     reused = rent(standin, lab, inventory, tmp_path)
     assert reused.returncode == 0, reused.output
+    assert record(lab, address)["inventory_hostname"] == "rent-lab-tiny"
     assert "instance rent-lab-tiny is kept (it existed before this run)" in reused.output
     assert account(standin)["instances"] == [("rent-lab-tiny", "running")]
 
