@@ -196,7 +196,9 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             clusters = client.list_clusters() if self.get_option("include_clusters") else []
         except verda_api.VerdaError as error:
             raise AnsibleParserError(str(error)) from None
-        return {"instances": instances, "clusters": clusters}
+        # What is cached holds no secret: the cache may be a world-readable file.
+        return {"instances": [verda_api.without_secrets(item) for item in instances],
+                "clusters": [verda_api.without_secrets(item) for item in clusters]}
 
     def _inventory_options(self):
         return verda_inventory.InventoryOptions(

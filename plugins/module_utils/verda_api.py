@@ -35,6 +35,8 @@ TOKEN_EXPIRY_MARGIN_S = 30
 # Requests that can be repeated without effect beyond the first: retried on server errors and timeouts.
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 REDACTED = "********"
+# Fields of API objects that are secrets: the API sends a Jupyter token with each instance. Never kept or shown.
+SECRET_FIELDS = ("jupyter_token",)
 _TLS_ERRORS = (ssl.SSLError, SSLValidationError)
 
 # What to do about each error code the API documents.
@@ -82,6 +84,13 @@ class VerdaSettings:
 
     def __repr__(self):
         return f"VerdaSettings(base_url={self.base_url!r}, client_id={mask(self.client_id)!r}, client_secret=...)"
+
+
+def without_secrets(record):
+    """An API object without its secret fields."""
+    if not isinstance(record, dict):
+        return record
+    return {key: value for key, value in record.items() if key not in SECRET_FIELDS}
 
 
 def mask(value):

@@ -22,6 +22,7 @@ from ansible_collections.datacrunch.sglang.plugins.module_utils.verda_api import
     VerdaClient,
     VerdaError,
     resolve_settings,
+    without_secrets,
 )
 
 HOSTNAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
@@ -31,8 +32,6 @@ LEAVING = frozenset({"deleting", "discontinued", "deleted"})
 GONE = frozenset({"discontinued", "deleted"})
 # Statuses an order never recovers from.
 FAILED = frozenset({"error", "no_capacity", "discontinued", "notfound"})
-# Fields never returned by the modules: the API sends a Jupyter token with each instance.
-SECRET_FIELDS = ("jupyter_token",)
 LOCATIONS_HINT = "FIN-01, FIN-02, FIN-03, ICE-01"
 
 
@@ -61,9 +60,7 @@ def client_from_params(params, log=None):
 
 def public(record):
     """An API object as the modules return it: without secrets."""
-    if record is None:
-        return None
-    return {key: value for key, value in record.items() if key not in SECRET_FIELDS}
+    return without_secrets(record)
 
 
 def check_hostname(hostname, variable="hostname"):

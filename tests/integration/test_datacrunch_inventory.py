@@ -92,6 +92,7 @@ def test_graph_from_the_repository_root(fleet):
 def test_list_gives_instances_their_public_ip_and_cluster_workers_a_jump(fleet):
     run = ansible("ansible-inventory", "-i", "datacrunch", "--list", control=fleet)
     assert run.returncode == 0, run.output
+    assert "jupyter-token-4b1d9e" not in run.stdout
     marked = json.loads(run.stdout)["_meta"]["hostvars"]
     # What came from the API is marked as never to be templated; what the group_vars say is not.
     assert marked["sglang-r1-b"]["datacrunch_description"] == {
@@ -176,6 +177,7 @@ cache_timeout: 600
     assert len(fleet.requests()) == after_first + 3
     cached = "".join(path.read_text() for path in (tmp_path / "cache").iterdir())
     assert CLIENT_SECRET not in cached
+    assert "jupyter-token-4b1d9e" not in cached  # the instance's Jupyter token, a secret the API sends
     assert "tp16-fin01-node-1" in cached
 
 
