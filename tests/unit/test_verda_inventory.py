@@ -45,6 +45,7 @@ def test_an_instance_is_reached_as_root_on_its_public_ip_with_its_facts():
     assert v["datacrunch_volume_ids"] == ["0b6f2c1e-data"]
     assert v["datacrunch_tags"] == {"team": "inference"}
     assert "sglang_cluster" not in v and "sglang_private_ip" not in v
+    assert "jupyter-token-4b1d9e" not in repr(v)  # a secret the API sends with the instance
     assert host.groups == ["datacrunch", "datacrunch_instances", "datacrunch_type_8H200_141S_176V",
                            "datacrunch_location_FIN_01", "sglang_servers"]
 
