@@ -58,7 +58,8 @@ def write_repo(root: Path, repo: str, commit: str, shards: int, shard_bytes: int
         "generation_config.json": b'{"temperature": 0.6}\n',
     }
     names = [f"model-{i:05d}-of-{shards:05d}.safetensors" for i in range(1, shards + 1)]
-    small["model.safetensors.index.json"] = json.dumps({"weight_map": {f"w{i}": n for i, n in enumerate(names)}}).encode()
+    index = {"weight_map": {f"w{i}": n for i, n in enumerate(names)}}
+    small["model.safetensors.index.json"] = json.dumps(index).encode()
     for name, data in small.items():
         (resolve / name).write_bytes(data)
         tree.append({"type": "file", "path": name, "size": len(data), "oid": git_blob_id(data)})
@@ -99,13 +100,15 @@ error_log {work}/nginx-error.log;
 events {{ worker_connections 256; }}
 http {{
     access_log off;
+    map_hash_bucket_size 256;
+    map_hash_max_size 8192;
     sendfile on;
     tcp_nopush on;
-    client_body_temp_path {work}/tmp;
-    proxy_temp_path {work}/tmp;
-    fastcgi_temp_path {work}/tmp;
-    uwsgi_temp_path {work}/tmp;
-    scgi_temp_path {work}/tmp;
+    client_body_temp_path {work}/nginx-temp;
+    proxy_temp_path {work}/nginx-temp;
+    fastcgi_temp_path {work}/nginx-temp;
+    uwsgi_temp_path {work}/nginx-temp;
+    scgi_temp_path {work}/nginx-temp;
     map $uri $hub_etag {{
         default "";
 {entries}
@@ -127,7 +130,7 @@ http {{
     }}
 }}
 """
-    (work / "tmp").mkdir(exist_ok=True)
+    (work / "nginx-temp").mkdir(exist_ok=True)
     path = work / "nginx.conf"
     path.write_text(conf)
     return path
@@ -154,10 +157,12 @@ def run_curl(endpoint: str, repo: str, commit: str, names: list[str], dest: Path
     dest.mkdir(parents=True)
     urls = "".join(f"{endpoint}/{repo}/resolve/{commit}/{n}\n" for n in names)
     started = time.monotonic()
-    subprocess.run(
+    proc = subprocess.run(
         ["xargs", "-P", str(parallelism), "-n", "1", "curl", "-sSf", "--remote-name", "--output-dir", str(dest)],
-        input=urls, text=True, check=True,
+        input=urls, text=True, capture_output=True, check=False,
     )
+    if proc.returncode != 0:
+        raise SystemExit(f"parallel curl failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
     return time.monotonic() - started
 
 
@@ -177,6 +182,7 @@ def main() -> int:
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="prefetch-bench-"))
     work.mkdir(parents=True, exist_ok=True)
+    work.chmod(0o755)  # nginx's workers run as an unprivileged user and must read the files
     root = work / "www"
     if root.exists():
         shutil.rmtree(root)
@@ -192,6 +198,8 @@ def main() -> int:
             with socket.socket() as s:
                 if s.connect_ex(("127.0.0.1", port)) == 0:
                     break
+            if nginx.poll() is not None:
+                raise SystemExit(f"nginx exited: see {work}/nginx-error.log (use --workdir to keep it)")
             time.sleep(0.1)
         names = [e["path"] for e in json.loads((root / "api/models" / big / "tree" / COMMIT_BIG).read_text())]
         total = sum((root / big / "resolve" / COMMIT_BIG / n).stat().st_size for n in names)
@@ -218,7 +226,8 @@ def main() -> int:
         gib = total / 1024**3
         print(f"\n{len(names)} files, {gib:.2f} GiB, {args.parallelism} in parallel, nginx on loopback")
         print(f"  parallel curl : {curl_best:6.2f} s  {gib / curl_best:6.2f} GiB/s")
-        print(f"  hf_snapshot   : {hf_best:6.2f} s  {gib / hf_best:6.2f} GiB/s  (whole module run, best of {args.rounds})")
+        print(f"  hf_snapshot   : {hf_best:6.2f} s  {gib / hf_best:6.2f} GiB/s  "
+              f"(whole module run, best of {args.rounds})")
         print(f"  ratio hf_snapshot/curl throughput: {ratio:.2f} (minimum {args.min_ratio})")
 
         hf_home = work / "many" / "hf"

@@ -22,7 +22,8 @@ description:
     O(disk_reserve_gb) to spare. Nothing is written before these checks pass.
   - Downloads in parallel with huggingface_hub's HTTP functions over plain HTTP (Xet is not used). A download that
     was interrupted (a killed process, a lost host) resumes where it stopped on the next run, fetching only the
-    missing bytes. Every file that arrives is hashed on the way in and checked against the Hub's listing.
+    missing bytes. Every file that arrives is checked against the Hub's size; with O(verify=sha256) it is also hashed
+    on the way in and checked against the Hub's sha256, without reading it again.
   - Writes a progress file (bytes done and to do, rate, ETA) while it downloads, for a caller that runs it with
     C(async) and prints the progress while waiting (the role C(datacrunch.sglang.model_cache) does).
   - With O(serve), afterwards serves the verified snapshot to other hosts over HTTP in the Hub's protocol until a
