@@ -7,7 +7,7 @@ DOCUMENTATION = r"""
 module: hf_snapshot
 short_description: Prefetch and verify one revision of a Hugging Face Hub model in a host's Hugging Face cache
 version_added: 0.1.0
-author: datacrunch.sglang maintainers
+author: datacrunch.sglang maintainers (@datacrunch-sglang)
 description:
   - Makes the files of one revision of a Hub model repository complete in C(<hf_home>/hub/), the cache layout that
     huggingface_hub and SGLang read (C(models--org--name/blobs), C(snapshots/<commit>), C(refs/<branch>)). A server
@@ -113,13 +113,17 @@ options:
         type: path
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Resolves the revision, lists and checks the cache, checks access and disk space; reports what would be
       fetched (RV(files_to_fetch), RV(bytes_to_fetch)) without writing anything.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Before and after state of the snapshot (complete, files missing or bad).
   idempotent:
+    description: When run twice in a row outside check mode, with the same arguments, the second invocation
+      indicates no change.
     support: full
     details: A complete snapshot gives C(changed=false); only missing or bad files are fetched.
 """
