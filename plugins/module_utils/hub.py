@@ -29,7 +29,7 @@ import re
 import shutil
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from typing import Any, Callable, Dict, List, Optional
@@ -638,6 +638,9 @@ class Downloader:
         self.http_get = http_get
         self.lock_cls = WeakFileLock
         self.build_headers = build_hf_headers
+        # Set on the first failure: files not started yet are left for the next run, so that an outage fails the
+        # run after one round of retries instead of one round per remaining file.
+        self.abort = threading.Event()
 
     def url(self, f: RemoteFile) -> str:
         return self.hf.hf_hub_url(self.req.repo_id, f.path, revision=self.commit, endpoint=self.req.endpoint_url)
@@ -656,6 +659,8 @@ class Downloader:
 
     def fetch(self, f: RemoteFile) -> int:
         """Download one file (or its missing tail) into blobs/ and link it. Returns the bytes fetched now."""
+        if self.abort.is_set():
+            return -1
         blob = self.layout.blob(f.etag)
         partial = self.layout.partial(f.etag)
         lock_path = self.layout.lock(f.etag)
@@ -823,19 +828,27 @@ def _ensure_snapshot(req, hf, progress: Progress, clock, files_out) -> Dict[str,
     if to_fetch:
         downloader = Downloader(hf, req, layout, commit, progress)
         errors = []
-        fetched = 0
+        fetched = skipped = 0
         with ThreadPoolExecutor(max_workers=min(req.parallelism, len(to_fetch))) as pool:
             futures = [pool.submit(downloader.fetch, s.file) for s in to_fetch]
-            for fut in futures:
+            for fut in as_completed(futures):
                 try:
-                    fetched += fut.result()
+                    nbytes = fut.result()
                 except Exception as exc:  # noqa: BLE001 - gathered, the first one is reported
+                    downloader.abort.set()
                     errors.append(explain(exc, req, "downloading"))
+                    continue
+                if nbytes < 0:
+                    skipped += 1
+                else:
+                    fetched += nbytes
         if errors:
             raise HubError(
-                f"{len(errors)} of {len(to_fetch)} files of {req.repo_id}@{commit} failed; files completed so far "
-                f"are kept and a new run fetches only what is missing. First error: {errors[0].message}",
+                f"{len(errors)} of {len(to_fetch)} files of {req.repo_id}@{commit} failed"
+                f"{f' ({skipped} not started after that)' if skipped else ''}; files completed so far are kept and "
+                f"a new run fetches only what is missing. First error: {errors[0].message}",
                 failed_files=len(errors),
+                bytes_downloaded=fetched,
             )
         result["files_downloaded"] = len(to_fetch)
         result["bytes_downloaded"] = fetched

@@ -239,6 +239,33 @@ def test_interrupted_download_resumes_with_only_the_missing_bytes(hub, tmp_path)
     assert not list(blobs.glob("*.incomplete"))
 
 
+def test_hub_outage_mid_download_fails_clearly_and_a_new_run_completes(hub, tmp_path):
+    hf_home = tmp_path / "hf"
+    blobs = hf_home / "hub" / FOLDER / "blobs"
+    hub.control("faults", {"throttle_bps": 300_000})
+    cmd, env = module_cmd(tmp_path, base_args(hub, hf_home, parallelism=2, request_timeout=3,
+                                              progress_file=str(tmp_path / "progress.json")))
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (blobs.exists() and any(blobs.glob("*.incomplete"))):
+            time.sleep(0.05)
+        hub.sh("stop")
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        hub.sh("start")
+    result = json.loads(out)
+    assert result["failed"] is True
+    assert "a new run fetches only what is missing" in result["msg"]
+    assert json.loads((tmp_path / "progress.json").read_text())["state"] == "failed"
+    # Nothing half-written is presented as complete: the check says what is still missing.
+    check = run_module(tmp_path, **base_args(hub, hf_home, _ansible_check_mode=True))
+    assert check["complete"] is False and check["files_to_fetch"] > 0
+    r = run_module(tmp_path, **base_args(hub, hf_home))
+    assert r["_rc"] == 0 and r["complete"] is True
+    assert snapshot_sha256(hf_home) == hub.lfs_objects()
+
+
 def test_flipped_byte_is_caught_by_sha256_and_repaired(hub, tmp_path):
     hf_home = tmp_path / "hf"
     assert run_module(tmp_path, **base_args(hub, hf_home))["_rc"] == 0
