@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 
 from ansible_collections.datacrunch.sglang.plugins.module_utils.nft_persist import Persistence
@@ -32,19 +31,6 @@ DEFAULT_RULES_FILE = "/etc/nftables.d/datacrunch-sglang.nft"
 STATE_FILE = "/var/lib/datacrunch-sglang/firewall-state.json"
 EPHEMERAL_RANGE_FILE = "/proc/sys/net/ipv4/ip_local_port_range"
 NFT_CANDIDATES = ("/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft")
-
-
-def run_command(argv, stdin=None, timeout=60):
-    """(rc, stdout, stderr) of a command; rc 127 when it does not exist."""
-    try:
-        completed = subprocess.run(
-            argv, input=stdin, capture_output=True, text=True, timeout=timeout, check=False
-        )
-    except FileNotFoundError:
-        return 127, "", "%s: not found" % argv[0]
-    except subprocess.TimeoutExpired:
-        return 124, "", "%s: no answer within %d s" % (" ".join(argv), timeout)
-    return completed.returncode, completed.stdout, completed.stderr
 
 
 def _read(path):
@@ -75,10 +61,11 @@ def write_file(path, content, mode=0o644):
 
 
 class HostFirewall:
-    """The collection's nftables table on this host."""
+    """The collection's nftables table on this host. ``runner(argv, stdin=None)`` runs a command and returns
+    (rc, stdout, stderr): the module passes AnsibleModule.run_command, the tests a recorder."""
 
-    def __init__(self, table, rules_file=DEFAULT_RULES_FILE, state_file=STATE_FILE, check_mode=False,
-                 runner=run_command, root="", persistence=None):
+    def __init__(self, table, runner, rules_file=DEFAULT_RULES_FILE, state_file=STATE_FILE, check_mode=False,
+                 root="", persistence=None):
         self.table = table
         self.rules_file = root + rules_file
         self.rules_file_on_host = rules_file

@@ -146,7 +146,7 @@ def _network(value, variable):
             ) from None
         raise FirewallError(
             "%s: %r has host bits set; use the network %s, or %s/%d for the one address"
-            % (variable, value, loose, text.split("/")[0], loose.max_prefixlen)
+            % (variable, value, loose, text.split("/", maxsplit=1)[0], loose.max_prefixlen)
         ) from None
     return network
 

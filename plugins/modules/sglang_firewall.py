@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 module: sglang_firewall
 short_description: Keep the nftables host firewall of an SGLang host
 version_added: 0.1.0
-author: datacrunch.sglang maintainers
+author: datacrunch.sglang maintainers (@datacrunch-sglang)
 description:
   - Keeps one nftables table of its own (C(table inet datacrunch_sglang) by default) that lets only the client
     networks reach the serving port and only the other hosts of the same multi-node unit reach the rendezvous and
@@ -25,12 +25,15 @@ description:
   - Needs C(nft) (package nftables) and C(ip) (iproute2) on the host; standard library Python only.
 attributes:
   check_mode:
+    description: Can run in check mode and return the changed status prediction without modifying the target.
     support: full
     details: Renders the table, lets nft check it (C(nft -c)) and reports what would change, loading nothing.
   diff_mode:
+    description: Returns details on what has changed (or would change) in diff mode.
     support: full
     details: The loaded table against the wanted one, and the boot-time files.
   idempotent:
+    description: When run twice in a row outside check mode with the same arguments, the second changes nothing.
     support: full
     details: A loaded table that matches, with its file and boot-time loading in place, is left alone.
 options:
@@ -185,7 +188,11 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
-    firewall = HostFirewall(params["table"], rules_file=params["rules_file"], check_mode=module.check_mode)
+
+    def runner(argv, stdin=None):
+        return module.run_command(argv, data=stdin, binary_data=True)
+
+    firewall = HostFirewall(params["table"], runner, rules_file=params["rules_file"], check_mode=module.check_mode)
     try:
         if params["state"] == "absent":
             result = firewall.remove()

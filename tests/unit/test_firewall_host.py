@@ -85,8 +85,7 @@ class FakeHost:
 
 
 def firewall(host, check_mode=False):
-    return HostFirewall("datacrunch_sglang", rules_file=RULES_FILE, check_mode=check_mode, runner=host,
-                        root=host.root)
+    return HostFirewall("datacrunch_sglang", host, rules_file=RULES_FILE, check_mode=check_mode, root=host.root)
 
 
 def wanted(**overrides):
@@ -193,16 +192,11 @@ def test_removal_takes_away_only_what_it_added(host):
 
 # -- surviving a reboot -------------------------------------------------------------------------------------------
 
-DEBIAN_CONF = """#!/usr/sbin/nft -f
-
-flush ruleset
-
-table inet filter {
-	chain input {
-		type filter hook input priority filter;
-	}
-}
-"""
+# Debian's /etc/nftables.conf (nft indents with tabs).
+DEBIAN_CONF = (
+    "#!/usr/sbin/nft -f\n\nflush ruleset\n\n"
+    "table inet filter {\n\tchain input {\n\t\ttype filter hook input priority filter;\n\t}\n}\n"
+)
 
 
 def test_a_host_without_systemd_is_told_that_the_table_will_not_survive(host):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from ansible_collections.datacrunch.sglang.plugins.module_utils.nft_ruleset import (
@@ -30,45 +32,51 @@ HOST = HostNetwork(
     ephemeral_range=(32768, 60999),
 )
 
-EXPECTED_TP16_RANK = """\
+
+def tabs(text):
+    """nft indents with tabs; written here with four spaces per level."""
+    return re.sub(r"(?m)^((?:    )+)", lambda match: "\t" * (len(match.group(1)) // 4), text)
+
+
+EXPECTED_TP16_RANK = tabs("""\
 table inet datacrunch_sglang {
-	comment "managed by datacrunch.sglang (role sglang_firewall): edits here are replaced"
-	set client_v4 {
-		type ipv4_addr
-		flags interval
-		elements = { 10.1.0.0/16, 192.168.100.0/24 }
-	}
+    comment "managed by datacrunch.sglang (role sglang_firewall): edits here are replaced"
+    set client_v4 {
+        type ipv4_addr
+        flags interval
+        elements = { 10.1.0.0/16, 192.168.100.0/24 }
+    }
 
-	set client_v6 {
-		type ipv6_addr
-		flags interval
-	}
+    set client_v6 {
+        type ipv6_addr
+        flags interval
+    }
 
-	set unit_v4 {
-		type ipv4_addr
-		flags interval
-		elements = { 10.1.0.6 }
-	}
+    set unit_v4 {
+        type ipv4_addr
+        flags interval
+        elements = { 10.1.0.6 }
+    }
 
-	set unit_v6 {
-		type ipv6_addr
-		flags interval
-	}
+    set unit_v6 {
+        type ipv6_addr
+        flags interval
+    }
 
-	chain input {
-		type filter hook input priority filter; policy accept;
-		iifname "lo" accept comment "the host itself"
-		ct state established,related accept comment "replies and open connections"
-		tcp dport 22 accept comment "SSH stays open"
-		tcp dport 30000 ip saddr @client_v4 accept comment "clients"
-		tcp dport 30000 ip6 saddr @client_v6 accept comment "clients"
-		tcp dport 30000 drop comment "clients elsewhere"
-		tcp dport { 30100-31000, 32768-60999 } ip saddr @unit_v4 accept comment "the unit's other hosts"
-		tcp dport { 30100-31000, 32768-60999 } ip6 saddr @unit_v6 accept comment "the unit's other hosts"
-		tcp dport { 30100-31000, 32768-60999 } drop comment "unit ports elsewhere"
-	}
+    chain input {
+        type filter hook input priority filter; policy accept;
+        iifname "lo" accept comment "the host itself"
+        ct state established,related accept comment "replies and open connections"
+        tcp dport 22 accept comment "SSH stays open"
+        tcp dport 30000 ip saddr @client_v4 accept comment "clients"
+        tcp dport 30000 ip6 saddr @client_v6 accept comment "clients"
+        tcp dport 30000 drop comment "clients elsewhere"
+        tcp dport { 30100-31000, 32768-60999 } ip saddr @unit_v4 accept comment "the unit's other hosts"
+        tcp dport { 30100-31000, 32768-60999 } ip6 saddr @unit_v6 accept comment "the unit's other hosts"
+        tcp dport { 30100-31000, 32768-60999 } drop comment "unit ports elsewhere"
+    }
 }
-"""
+""")
 
 
 def request(**overrides):

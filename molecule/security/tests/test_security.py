@@ -86,7 +86,7 @@ def clients():
     def client(address):
         if address not in names:
             name = "%s-client-%s" % (LAB_NAME, address.rsplit(".", 1)[1])
-            subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+            subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
             subprocess.run(["docker", "run", "-d", "--name", name, "--network", LAB_NAME, "--ip", address,
                             CLIENT_IMAGE, "sleep", "infinity"], check=True, capture_output=True)  # fmt: skip
             names[address] = name
@@ -94,7 +94,7 @@ def clients():
 
     yield client
     for name in names.values():
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
 
 
 def probe(container, host, port, timeout=2):
@@ -140,7 +140,7 @@ def test_the_gated_weights_came_with_the_canary_token(canaries):
     port = os.environ["SECURITY_HUB_PORT"]
     shard = "http://127.0.0.1:%s/%s/resolve/main/model-00001-of-00008.safetensors" % (port, GATED_REPO)
     without = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", shard],
-                             capture_output=True, text=True).stdout  # fmt: skip
+                             capture_output=True, text=True, check=False).stdout  # fmt: skip
     assert without == "401", "the gate refuses the gated repo without a token"
     stats = json.loads(subprocess.run(["curl", "-s", "http://127.0.0.1:%s/_lab/stats" % port],
                                       capture_output=True, text=True, check=True).stdout)["stats"]  # fmt: skip
