@@ -69,6 +69,12 @@ start() {
     return 0
   fi
   stop_quiet
+  local port
+  for port in "$PORT" "$OLAH_PORT"; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      die "port $port is already taken by another process: stop it, or set HUB_PORT / HUB_OLAH_PORT"
+    fi
+  done
   ensure_venv
   build_repos
   cat >"$STATE/olah.toml" <<EOF
