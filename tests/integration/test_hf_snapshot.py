@@ -188,6 +188,9 @@ def test_second_run_changes_nothing_and_downloads_nothing(hub, tmp_path):
     assert r["bytes_downloaded"] == 0 and r["files_to_fetch"] == 0
     assert resolve_gets(hub.stats()) == {}, "a complete snapshot must not download a byte"
     assert {p: os.stat(p).st_mtime_ns for p in (hf_home / "hub").rglob("*")} == before
+    check = run_module(tmp_path, **base_args(hub, hf_home, _ansible_check_mode=True, _ansible_diff=True))
+    assert check["changed"] is False and check["complete"] is True
+    assert check["diff"]["before"] == check["diff"]["after"] == {"complete": True, "missing_or_bad": []}
 
 
 def test_check_mode_reports_what_would_be_fetched_and_writes_nothing(hub, tmp_path):
