@@ -172,6 +172,53 @@ def containers_publishing(client, port):
     return found
 
 
+def our_containers(client):
+    """Containers this collection made (any ``datacrunch.sglang.*`` label): id, name, image, state, labels."""
+    try:
+        containers = client.get("/containers/json?all=1")
+    except DockerApiError:
+        return []
+    ours = []
+    for container in containers or []:
+        labels = container.get("Labels") or {}
+        if any(key.startswith("datacrunch.sglang.") for key in labels) and PROBE_LABEL not in labels:
+            ours.append(
+                {
+                    "id": container.get("Id", ""),
+                    "name": ((container.get("Names") or ["/"])[0]).lstrip("/"),
+                    "image": container.get("Image", ""),
+                    "state": container.get("State", ""),
+                    "labels": labels,
+                }
+            )
+    return ours
+
+
+def gpu_exec_probe(client, container, command=("nvidia-smi", "-L"), timeout=120):
+    """Run ``nvidia-smi -L`` inside a running container of ours that asked for every GPU (a server of the same
+    image): the same proof as a throw-away ``docker run --gpus all``, without creating a container."""
+    result = {"image": container["image"], "ran": False, "exit_code": None, "output": "", "error": "", "seconds": 0.0,
+              "via": "exec in %s" % container["name"]}
+    started = time.monotonic()
+    try:
+        created = client.request(
+            "POST",
+            "/containers/{}/exec".format(container["id"]),
+            body={"AttachStdout": True, "AttachStderr": True, "Cmd": list(command)},
+        )
+        output = client.request("POST", "/exec/{}/start".format(created["Id"]), body={"Detach": False, "Tty": False},
+                                raw=True, timeout=timeout)
+        result["output"] = _demux(output).strip()
+        result["exit_code"] = client.get("/exec/{}/json".format(created["Id"])).get("ExitCode")
+        result["ran"] = True
+    except DockerApiError as exc:
+        result["error"] = str(exc)
+    except (KeyError, TypeError, ValueError) as exc:
+        result["error"] = f"unexpected answer from the Docker engine: {exc}"
+    result["seconds"] = round(time.monotonic() - started, 2)
+    return result
+
+
 def _demux(data):
     """Docker's multiplexed log stream (8-byte frame headers) to text; plain text passes through."""
     out = []

@@ -586,8 +586,21 @@ def gather(
                 for image in images
             ]
         )
+        facts["ours"] = gpu_docker.our_containers(client) if docker["running"] else []
+        serving = [
+            container
+            for container in facts["ours"]
+            if container["state"] == "running"
+            and "datacrunch.sglang.spec-hash" in container["labels"]
+            and container_probe
+            and container["image"] == container_probe.get("image")
+        ]
         if container_probe and container_probe.get("image"):
-            if not docker["running"]:
+            if serving:
+                facts["container_probe"] = gpu_docker.gpu_exec_probe(
+                    client, serving[0], timeout=container_probe.get("timeout", 120)
+                )
+            elif not docker["running"]:
                 facts["container_probe"] = {
                     "image": container_probe["image"],
                     "ran": False,
