@@ -11,6 +11,7 @@ version that prints a construct differently does not make every run look like a 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -31,6 +32,14 @@ DEFAULT_RULES_FILE = "/etc/nftables.d/datacrunch-sglang.nft"
 STATE_FILE = "/var/lib/datacrunch-sglang/firewall-state.json"
 EPHEMERAL_RANGE_FILE = "/proc/sys/net/ipv4/ip_local_port_range"
 NFT_CANDIDATES = ("/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft")
+
+
+def ssh_connection_port(environ):
+    """The server port of the SSH connection the module runs under (SSH_CONNECTION), or None."""
+    words = str(environ.get("SSH_CONNECTION", "")).split()
+    if len(words) == 4 and words[3].isdigit() and 1 <= int(words[3]) <= 65535:
+        return int(words[3])
+    return None
 
 
 def _read(path):
@@ -152,9 +161,13 @@ class HostFirewall:
         if rc != 0:
             raise FirewallError("nft refuses the rendered ruleset: %s" % err.strip())
 
-    def ensure(self, request, persist=True):
+    def ensure(self, request, persist=True, environ=None):
         """Make the table match the request; a dict for the module's result."""
         host = self.host_network()
+        # The port this very SSH connection came in on stays open too, whatever the inventory says.
+        connection_port = ssh_connection_port(os.environ if environ is None else environ)
+        if connection_port:
+            request = dataclasses.replace(request, ssh_ports=[*(request.ssh_ports or []), connection_port])
         ruleset = render(request, host)
         script = load_script(self.table, ruleset.text)
         live = self.loaded()

@@ -81,7 +81,9 @@ options:
     type: bool
     default: true
   ssh_ports:
-    description: SSH ports, always accepted.
+    description:
+      - SSH ports, always accepted. The port of the SSH connection the module runs over (E(SSH_CONNECTION)) is
+        added to them.
     type: list
     elements: raw
     default: [22]

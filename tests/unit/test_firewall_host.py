@@ -95,6 +95,12 @@ def wanted(**overrides):
     return FirewallRequest(**values)
 
 
+@pytest.fixture(autouse=True)
+def no_ssh_connection(monkeypatch):
+    """Tests run the same inside and outside an SSH session."""
+    monkeypatch.delenv("SSH_CONNECTION", raising=False)
+
+
 @pytest.fixture
 def host(tmp_path):
     return FakeHost(str(tmp_path / "host"))
@@ -131,6 +137,17 @@ def test_a_changed_input_replaces_the_table(host):
     assert result["changed"] is True
     assert result["actions"] == ["write " + RULES_FILE, "replace table inet datacrunch_sglang"]
     assert "elements = { 10.0.0.7 }" in host.loaded and "10.0.0.6" not in host.loaded
+
+
+def test_the_ssh_port_of_the_connection_stays_open_whatever_the_inventory_says(host):
+    result = firewall(host).ensure(wanted(ssh_ports=[22], unit_ports=["40000-40100"]), persist=False,
+                                   environ={"SSH_CONNECTION": "10.0.0.1 51234 10.0.0.5 40022"})
+    assert result["ssh_ports"] == [22, 40022]
+    rules = [line.strip() for line in host.loaded.splitlines() if "dport" in line]
+    assert rules[0] == 'tcp dport { 22, 40022 } accept comment "SSH stays open"'
+    # Without an SSH connection (a local run), the listed ports alone.
+    local = firewall(host).ensure(wanted(ssh_ports=[22]), persist=False, environ={})
+    assert local["ssh_ports"] == [22]
 
 
 def test_drift_in_the_kernel_or_the_file_is_repaired(host):

@@ -212,11 +212,15 @@ def test_no_canary_in_what_ansible_printed(canaries):
     assert "<dcsg-" in log or "ESTABLISH SSH CONNECTION" in log, "the log holds -vvv output"
     assert leaks(log, canaries) == []
     runs = sorted((EPHEMERAL / "runs").glob("*.log"))
-    assert [path.stem for path in runs] == ["benchmark", "logs", "plan", "redeploy", "status"]
+    assert [path.stem for path in runs] == ["benchmark", "failed-redeploy", "logs", "plan", "redeploy", "status"]
     for path in runs:
         text = path.read_text(errors="replace")
-        assert text.startswith("rc=0\n"), path.name
+        assert text.startswith("rc=0\n") == (path.stem != "failed-redeploy"), path.name
         assert leaks(text, canaries) == [], path.name
+    failed = " ".join((EPHEMERAL / "runs" / "failed-redeploy.log").read_text().split())
+    assert "RuntimeError: Initialization failed" in failed, "the error carries the server's last log lines"
+    assert "Rollback: restored the spec that served before" in failed
+    assert "--- before" in (EPHEMERAL / "runs" / "redeploy.log").read_text(), "runs show their --diff"
 
 
 def test_the_redeploy_really_restarted_the_unit():
