@@ -32,6 +32,7 @@ DEFAULT_RULES_FILE = "/etc/nftables.d/datacrunch-sglang.nft"
 STATE_FILE = "/var/lib/datacrunch-sglang/firewall-state.json"
 EPHEMERAL_RANGE_FILE = "/proc/sys/net/ipv4/ip_local_port_range"
 NFT_CANDIDATES = ("/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft")
+IP_CANDIDATES = ("/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip")
 
 
 def ssh_connection_port(environ):
@@ -87,21 +88,29 @@ class HostFirewall:
 
     # -- reading -------------------------------------------------------------------------------------------------
 
-    def nft(self):
-        for candidate in NFT_CANDIDATES:
+    def _tool(self, name, candidates):
+        for candidate in candidates:
             if os.access(self.root + candidate, os.X_OK):
                 return candidate
-        found = shutil.which("nft") if not self.root else None
-        if found:
-            return found
-        raise FirewallError(
-            "nft is not installed on this host; install the nftables package (apt-get install nftables), or let "
-            "the role do it (sglang_firewall_install_nftables=true)"
-        )
+        return shutil.which(name) if not self.root else None
+
+    def nft(self):
+        found = self._tool("nft", NFT_CANDIDATES)
+        if not found:
+            raise FirewallError(
+                "nft is not installed on this host; install the nftables package (apt-get install nftables), or let "
+                "the role do it (sglang_firewall_install_nftables=true)"
+            )
+        return found
 
     def host_network(self):
         """Interfaces with their addresses and prefix lengths (``ip -j addr``), and the ephemeral port range."""
-        rc, out, err = self.run(["ip", "-j", "addr", "show"])
+        ip = self._tool("ip", IP_CANDIDATES)
+        if not ip:
+            raise FirewallError(
+                "ip is not installed on this host; install the iproute2 package (apt-get install iproute2)"
+            )
+        rc, out, err = self.run([ip, "-j", "addr", "show"])
         if rc != 0:
             raise FirewallError(
                 "cannot list this host's addresses with `ip -j addr show` (%s); install iproute2" % (err.strip() or rc)

@@ -35,10 +35,10 @@ class FakeHost:
         self.services = dict(services or {})
         self.refuse = refuse
         os.makedirs(root + "/usr/sbin")
-        nft = root + "/usr/sbin/nft"
-        with open(nft, "w") as handle:
-            handle.write("#!/bin/sh\n")
-        os.chmod(nft, 0o700)
+        for tool in ("nft", "ip"):
+            with open(root + "/usr/sbin/" + tool, "w") as handle:
+                handle.write("#!/bin/sh\n")
+            os.chmod(root + "/usr/sbin/" + tool, 0o700)
         os.makedirs(root + "/proc/sys/net/ipv4")
         with open(root + "/proc/sys/net/ipv4/ip_local_port_range", "w") as handle:
             handle.write("32768\t60999\n")
@@ -47,7 +47,7 @@ class FakeHost:
 
     def __call__(self, argv, stdin=None, timeout=60):
         self.calls.append(list(argv))
-        if argv[:2] == ["ip", "-j"]:
+        if argv[:2] == ["/usr/sbin/ip", "-j"]:
             return 0, IP_ADDR, ""
         if argv[0] == "systemctl":
             if argv[1] == "is-enabled":
@@ -190,10 +190,13 @@ def test_a_bad_input_fails_before_nft_is_asked_anything(host):
     assert not [call for call in host.calls if call[0].endswith("nft")]
 
 
-def test_missing_nft_says_how_to_get_it(tmp_path):
+def test_missing_tools_say_how_to_get_them(tmp_path):
     host = FakeHost(str(tmp_path / "host"))
     os.unlink(host.root + "/usr/sbin/nft")
     with pytest.raises(FirewallError, match="nft is not installed on this host; install the nftables package"):
+        firewall(host).ensure(wanted(), persist=False)
+    os.unlink(host.root + "/usr/sbin/ip")
+    with pytest.raises(FirewallError, match="ip is not installed on this host; install the iproute2 package"):
         firewall(host).ensure(wanted(), persist=False)
 
 
