@@ -25,7 +25,7 @@ ARGUMENT_SPEC = {
     "revision": {"type": "str", "default": ""},
     "snapshot": {"type": "dict"},
     "port": {"type": "int", "default": 30000},
-    "bind_host": {"type": "str", "default": "0.0.0.0"},  # noqa: S104 - guarded by key and firewall
+    "bind_host": {"type": "str", "default": ""},
     "dist_port": {"type": "int", "default": 50000},
     "hf_home": {"type": "str", "default": "/root/.cache/huggingface"},
     "hf_endpoint": {"type": "str", "default": ""},

@@ -48,6 +48,8 @@ CONTAINER_SECRETS_DIR = "/run/datacrunch-sglang"
 SERVER_CONFIG_FILE = "server-config.yaml"
 HF_TOKEN_FILE = "hf_token"  # noqa: S105 - a file name, not a token
 PLACEHOLDER = "<%s of %s>"
+# Environment names that hold secrets: refused in sglang_server_env (docker inspect shows the environment).
+SECRET_ENV_NAME = re.compile(r"TOKEN|SECRET|PASSW|API_?KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL", re.IGNORECASE)
 
 # Flags the spec renders itself; a profile or user flag resolving to one of these is a conflict, not an override.
 OWNED_FLAG_DESTS = {
@@ -96,7 +98,8 @@ class LaunchRequest:
     revision: str = ""
     snapshot: dict | None = None
     port: int = 30000
-    bind_host: str = "0.0.0.0"  # noqa: S104 - protected by the API key and the host firewall
+    # Empty: the host's private address when it has one, else every interface (guarded by the key and the firewall).
+    bind_host: str = ""
     dist_port: int = 50000
     hf_home: str = "/root/.cache/huggingface"
     hf_endpoint: str = ""
@@ -242,6 +245,17 @@ def _rank0_address(request, ranks):
     return address
 
 
+def _bind_host(request, me):
+    """The address the server binds to: the explicit one, else the host's private address, else every interface."""
+    if request.bind_host:
+        return request.bind_host
+    if me.private_ip and is_private_address(me.private_ip):
+        return me.private_ip
+    if request.plan and not me.private_ip:
+        return PLACEHOLDER % ("private address (else 0.0.0.0)", me.name)
+    return "0.0.0.0"  # noqa: S104 - no private network: the API key and the host firewall guard the port
+
+
 def _flag_origin(source, flag):
     return "%s[%r]" % (source, flag)
 
@@ -363,6 +377,7 @@ def build_launch_spec(request):
     rank = ranks[me.name]
     nnodes = len(request.nodes) if request.cluster else 1
     model, revision, offline = _model_and_revision(request)
+    bind_host = _bind_host(request, me)
 
     try:
         extra, _origins = _collect_args(request, table)
@@ -372,7 +387,7 @@ def build_launch_spec(request):
             argv += table.render("--revision", revision, "revision")
         argv += table.render("--tp-size", profile["tp"], "profile tp")
         argv += _dp_attention_args(request, table)
-        argv += table.render("--host", request.bind_host, "sglang_server_bind_host")
+        argv += table.render("--host", bind_host, "sglang_server_bind_host")
         argv += table.render("--port", request.port, "sglang_port")
         if nnodes > 1:
             argv += table.render("--nnodes", nnodes, "sglang_cluster")
@@ -410,6 +425,11 @@ def build_launch_spec(request):
     if offline:
         env["HF_HUB_OFFLINE"] = "1"
     elif request.hf_endpoint:
+        if "@" in request.hf_endpoint.split("://", 1)[-1].split("/", 1)[0]:
+            raise LaunchSpecError(
+                "sglang_hf_endpoint carries credentials in its URL, which docker inspect would show in the "
+                "container's environment; give the mirror's address alone and the token as sglang_hf_token"
+            )
         env["HF_ENDPOINT"] = request.hf_endpoint
     if request.hf_token:
         env["HF_TOKEN_PATH"] = "%s/%s" % (CONTAINER_SECRETS_DIR, HF_TOKEN_FILE)
@@ -440,7 +460,7 @@ def build_launch_spec(request):
     for key_name, value in sorted((profile.get("env") or {}).items()):
         env[str(key_name)] = str(value)
     for key_name, value in sorted((request.user_env or {}).items()):
-        if key_name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN") or "API_KEY" in str(key_name).upper():
+        if SECRET_ENV_NAME.search(str(key_name)):
             raise LaunchSpecError(
                 "sglang_server_env[%r]: secrets never go into the container environment (docker inspect shows it); "
                 "use sglang_hf_token / sglang_api_key, which reach the container as root-only files" % key_name
@@ -460,8 +480,8 @@ def build_launch_spec(request):
     if secret_files:
         mounts.append({"source": secrets_host_dir + "/secrets", "target": CONTAINER_SECRETS_DIR, "read_only": True})
 
-    all_interfaces = ("0.0.0.0", "::", "")  # noqa: S104 - recognising the wildcard, not binding to it
-    probe_host = request.bind_host if request.bind_host not in all_interfaces else "127.0.0.1"
+    all_interfaces = ("0.0.0.0", "::")  # noqa: S104 - recognising the wildcard, not binding to it
+    probe_host = bind_host if bind_host not in all_interfaces else "127.0.0.1"
     advertised = probe_host if probe_host != "127.0.0.1" else (me.private_ip or "127.0.0.1")
     if ":" in probe_host:
         probe_host = "[%s]" % probe_host
@@ -501,6 +521,7 @@ def build_launch_spec(request):
         "revision": revision,
         "offline": offline,
         "port": request.port,
+        "bind_host": bind_host,
         "endpoint": "http://%s:%d" % (advertised, request.port),
         "readiness": {
             "kind": "http" if rank == 0 else "running",

@@ -59,9 +59,9 @@ options:
     type: int
     default: 30000
   bind_host:
-    description: Address the server binds to.
+    description: Address the server binds to; empty means the host's private address when it has one, else 0.0.0.0.
     type: str
-    default: "0.0.0.0"
+    default: ""
   dist_port:
     description: Rendezvous port of multi-node units.
     type: int

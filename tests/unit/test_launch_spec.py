@@ -83,7 +83,9 @@ def test_seed_launch_in_pinned_version_syntax():
     assert flag_value(argv, "--dp-size") == "8"
     assert "--attn-dp-size" not in argv
     assert flag_value(argv, "--revision") == "56d4cbbb4d29f4355bab4b9a39ccb717a14ad5ad"
-    assert flag_value(argv, "--host") == "0.0.0.0"
+    # Bound to the host's private address, where the firewall lets clients in.
+    assert flag_value(argv, "--host") == "10.0.0.10"
+    assert spec["readiness"]["base_url"] == "http://10.0.0.10:30000"
     assert flag_value(argv, "--port") == "30000"
     assert "--enable-metrics" in argv
     assert spec["restart_policy"] == "unless-stopped"
@@ -92,6 +94,15 @@ def test_seed_launch_in_pinned_version_syntax():
     assert spec["shm_size"] == "32g"
     assert {"name": "memlock", "soft": -1, "hard": -1} in spec["ulimits"]
     assert spec["log_config"]["config"] == {"max-size": "100m", "max-file": "5"}
+
+
+def test_bind_address_private_when_known_else_every_interface():
+    assert build_launch_spec(request(bind_host="0.0.0.0"))["readiness"]["base_url"] == "http://127.0.0.1:30000"
+    public_only = [Node("gpu-0", private_ip=None, gpus=8, gpu_model="NVIDIA H200")]
+    spec = build_launch_spec(request(nodes=public_only))
+    assert flag_value(spec["command"], "--host") == "0.0.0.0"
+    planned = build_launch_spec(request(nodes=[Node("gpu-0")], plan=True))
+    assert flag_value(planned["command"], "--host") == "<private address (else 0.0.0.0) of gpu-0>"
 
 
 def test_newer_version_renders_attn_dp_size():
@@ -251,9 +262,17 @@ def test_digest_pinned_image_with_explicit_version():
     assert spec["sglang_version"] == "0.5.23"
 
 
-def test_secret_env_names_are_refused():
+@pytest.mark.parametrize("name", ["HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "OPENAI_API_KEY", "AWS_SECRET_ACCESS_KEY",
+                                  "DB_PASSWORD", "GCP_CREDENTIALS"])
+def test_secret_env_names_are_refused(name):
     with pytest.raises(LaunchSpecError, match="secrets never go into the container environment"):
-        build_launch_spec(request(user_env={"HF_TOKEN": "hf_x"}))
+        build_launch_spec(request(user_env={name: "x"}))
+    assert build_launch_spec(request(user_env={"NCCL_DEBUG": "INFO"}))["env"]["NCCL_DEBUG"] == "INFO"
+
+
+def test_endpoint_with_credentials_is_refused():
+    with pytest.raises(LaunchSpecError, match="sglang_hf_endpoint carries credentials"):
+        build_launch_spec(request(hf_endpoint="https://user:hf_secret@mirror.example"))
 
 
 def test_gpu_count_below_the_profile_is_refused():
@@ -293,8 +312,8 @@ def test_layouts_of_one_two_and_four_nodes(count):
         assert spec["labels"]["datacrunch.sglang.rank"] == str(spec["rank"])
         assert spec["labels"]["datacrunch.sglang.cluster"] == "unit-a"
     if count > 1:
-        # Same command on every rank but for the rank itself.
-        stripped = [[w for w in s["command"] if w != str(s["rank"])] for s in specs]
+        # Same command on every rank but for the rank and the rank's own bind address.
+        stripped = [[w for w in s["command"] if w not in (str(s["rank"]), s["bind_host"])] for s in specs]
         assert all(words == stripped[0] for words in stripped)
 
 
