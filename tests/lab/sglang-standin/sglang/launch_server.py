@@ -64,9 +64,11 @@ def _exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def _secrets_hidden(args) -> str:
-    shown = http_server.redacted_args(args)
-    return "ServerArgs(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
+def _server_args_line(args) -> str:
+    # As SGLang 0.5.18 logs it at start (srt/entrypoints/engine.py: f"{server_args=}"): every argument, the API key
+    # included. Whoever reads the container log (root, the docker group) sees the key; tools that show the log must
+    # mask it.
+    return "ServerArgs(" + ", ".join(f"{k}={v!r}" for k, v in vars(args).items()) + ")"
 
 
 def main(argv: list[str]) -> None:
@@ -82,7 +84,7 @@ def main(argv: list[str]) -> None:
     settings = _settings()
     fault_name, fault_arg = settings["fault"]
     version = standin_version()
-    log(f"server_args={_secrets_hidden(args)}")
+    log(f"server_args={_server_args_line(args)}")
     if fault_name == "start-fail":
         fatal(
             "RuntimeError",
