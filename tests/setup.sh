@@ -29,8 +29,8 @@ timed() {
 
 find_python() { # find_python MIN_MINOR: the first python3.X (X >= MIN_MINOR) on PATH or under pyenv
     local min=$1 candidate
-    for candidate in python3.13 python3.12 python3.11 python3 \
-        "$HOME"/.pyenv/versions/3.13*/bin/python3 "$HOME"/.pyenv/versions/3.12*/bin/python3 \
+    for candidate in python3.12 python3.13 python3.11 python3 \
+        "$HOME"/.pyenv/versions/3.12*/bin/python3 "$HOME"/.pyenv/versions/3.13*/bin/python3 \
         "$HOME"/.pyenv/versions/3.11*/bin/python3; do
         command -v "$candidate" >/dev/null 2>&1 || [[ -x $candidate ]] || continue
         if "$candidate" -c "import sys; sys.exit(0 if sys.version_info[:2] >= (3, $min) else 1)" 2>/dev/null; then

@@ -21,4 +21,9 @@ mkdir -p "$TREE"
     tr '\n' '\0' | xargs -0 cp --parents -P -t "$TREE")
 cd "$TREE"
 git init -q . && git add -A >/dev/null && git -c user.email=ci@localhost -c user.name=ci commit -qm tree
-PATH=$VENV/bin:$PATH exec ansible-test sanity --venv --python "${SANITY_PYTHON:-3.12}" --color no "$@"
+# ansible-test finds the interpreter by name (python3.X): put the one behind the venv first on PATH, ahead of any
+# version-manager shims.
+python=$(readlink -f "$VENV/bin/python")
+version=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+PATH=$VENV/bin:$(dirname "$python"):$PATH exec ansible-test sanity --venv --python "${SANITY_PYTHON:-$version}" \
+    --color no "$@"
