@@ -38,7 +38,7 @@ def run(command, env, check=True):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--hosts", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--limit", type=float, default=5.0)
@@ -55,15 +55,15 @@ def main():
         print("lab: bringing up %d hosts" % args.hosts, flush=True)
         run([str(LAB), "up", str(args.hosts)], env)
         first = "dcsgbench-noop-1"
-        seconds, _ = run([str(VENV_BIN / "ansible-playbook"), "deploy.yml", "-i", str(inventory), *extra], env)
+        seconds, _result = run([str(VENV_BIN / "ansible-playbook"), "deploy.yml", "-i", str(inventory), *extra], env)
         print("first deploy over %d hosts: %.1f s" % (args.hosts, seconds), flush=True)
 
         figures = {}
         for label, limit in (("1 host", ["--limit", first]), ("%d hosts" % args.hosts, [])):
             pings, deploys = [], []
-            for _ in range(args.repeat):
-                ping, _ = run([str(VENV_BIN / "ansible"), "-i", str(inventory), "sglang_servers",
-                               "-m", "ansible.builtin.ping", *limit], env)
+            for _round in range(args.repeat):
+                ping, _result = run([str(VENV_BIN / "ansible"), "-i", str(inventory), "sglang_servers",
+                                     "-m", "ansible.builtin.ping", *limit], env)
                 deploy, result = run([str(VENV_BIN / "ansible-playbook"), "deploy.yml", "-i", str(inventory),
                                       *extra, *limit], env)
                 if "changed=0" not in result.stdout or " changed=1" in result.stdout:
@@ -77,7 +77,7 @@ def main():
         for label, (ping, deploy, ratio) in figures.items():
             print("%-10s %12.2f %18.2f %7.1fx" % (label, ping, deploy, ratio))
         print("(medians of %d runs; limit %.1fx)" % (args.repeat, args.limit))
-        worst = max(ratio for _, _, ratio in figures.values())
+        worst = max(ratio for _ping, _deploy, ratio in figures.values())
         return 0 if worst <= args.limit else 1
     finally:
         if not args.keep:

@@ -167,7 +167,7 @@ def run_curl(endpoint: str, repo: str, commit: str, names: list[str], dest: Path
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--shards", type=int, default=8)
     parser.add_argument("--shard-mib", type=int, default=256)
     parser.add_argument("--parallelism", type=int, default=8)
@@ -194,7 +194,7 @@ def main() -> int:
     endpoint = f"http://127.0.0.1:{port}"
     nginx = subprocess.Popen([nginx_bin, "-c", str(conf), "-g", "daemon off;"])
     try:
-        for _ in range(50):
+        for _attempt in range(50):
             with socket.socket() as s:
                 if s.connect_ex(("127.0.0.1", port)) == 0:
                     break

@@ -57,7 +57,7 @@ ARGUMENT_SPEC = {
 def _interface_of(address, interfaces):
     for name, addresses in (interfaces or {}).items():
         for entry in addresses or []:
-            if str(entry).split("/")[0] == address:
+            if str(entry).split("/", maxsplit=1)[0] == address:
                 return name
     return None
 

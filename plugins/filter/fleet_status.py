@@ -8,7 +8,7 @@ DOCUMENTATION = r"""
 name: fleet_status
 short_description: Render the fleet table of SGLang servers
 version_added: 0.1.0
-author: datacrunch.sglang maintainers
+author: datacrunch.sglang maintainers (@datacrunch-sglang)
 description:
   - Turns the M(datacrunch.sglang.sglang_server_info) results of every host into an aligned table - host, unit,
     unit health, model, profile, image, container state, ready, uptime, running and queued requests, GPU memory.

@@ -6,7 +6,7 @@ DOCUMENTATION = r"""
 name: gpu_fabric_threshold
 short_description: Smallest healthy all-reduce bus bandwidth for a host's GPU count
 version_added: 0.1.0
-author: datacrunch.sglang maintainers
+author: datacrunch.sglang maintainers (@datacrunch-sglang)
 description:
   - A fraction of the bus bandwidth measured on H200 hosts of that many NVLink-joined GPUs (GB/s, bf16, 1 GiB).
   - 0 for fewer than two GPUs.

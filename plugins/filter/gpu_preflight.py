@@ -6,7 +6,7 @@ DOCUMENTATION = r"""
 name: gpu_preflight
 short_description: Judge a GPU host from the facts gpu_info gathered
 version_added: 0.1.0
-author: datacrunch.sglang maintainers
+author: datacrunch.sglang maintainers (@datacrunch-sglang)
 description:
   - Runs every preflight check of the C(datacrunch.sglang.gpu_host) role on the controller, from the result of
     M(datacrunch.sglang.gpu_info) and the requirements the role builds from the profile and its variables.

@@ -8,7 +8,7 @@ DOCUMENTATION = r"""
 name: rollout_batches
 short_description: Plan a rollout by serving unit
 version_added: 0.1.0
-author: datacrunch.sglang maintainers
+author: datacrunch.sglang maintainers (@datacrunch-sglang)
 description:
   - Groups hosts into serving units (a single-node host, or every host of one C(sglang_cluster), ordered by rank) and
     units into batches, for a play that rolls a change one batch at a time with C(serial).

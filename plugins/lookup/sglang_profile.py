@@ -8,7 +8,7 @@ DOCUMENTATION = r"""
 name: sglang_profile
 short_description: Resolve a datacrunch.sglang model profile
 version_added: 0.1.0
-author: datacrunch.sglang maintainers
+author: datacrunch.sglang maintainers (@datacrunch-sglang)
 description:
   - Returns the model profile with the given name, with its C(extends) chain applied and validated.
   - Profiles ship as YAML files in the collection's C(roles/sglang_server/vars/profiles/); users add or override
@@ -38,17 +38,39 @@ _raw:
   type: list
   elements: dict
   contains:
-    name: {description: Profile name., type: str}
-    model: {description: Model repository or path., type: str}
-    revision: {description: Model revision (branch, tag or commit)., type: str}
-    nodes: {description: Nodes in one serving unit., type: int}
-    gpus_per_node: {description: GPUs each node contributes., type: int}
-    tp: {description: Tensor parallel size., type: int}
-    dp_attention: {description: Data-parallel attention width (0 or 1 is off)., type: int}
-    sglang_args: {description: SGLang flags and their values., type: dict}
-    env: {description: Extra container environment., type: dict}
-    min_driver: {description: Minimum NVIDIA driver (empty means the image's CUDA decides)., type: str}
-    expected: {description: Benchmark figures the profile should reach., type: dict}
+    name:
+      description: Profile name.
+      type: str
+    model:
+      description: Model repository or path.
+      type: str
+    revision:
+      description: Model revision - a branch, a tag or a commit.
+      type: str
+    nodes:
+      description: Nodes in one serving unit.
+      type: int
+    gpus_per_node:
+      description: GPUs each node contributes.
+      type: int
+    tp:
+      description: Tensor parallel size.
+      type: int
+    dp_attention:
+      description: Data-parallel attention width (0 or 1 is off).
+      type: int
+    sglang_args:
+      description: SGLang flags and their values.
+      type: dict
+    env:
+      description: Extra container environment.
+      type: dict
+    min_driver:
+      description: Minimum NVIDIA driver (empty means the image's CUDA decides).
+      type: str
+    expected:
+      description: Benchmark figures the profile should reach.
+      type: dict
 """
 
 from ansible.errors import AnsibleLookupError

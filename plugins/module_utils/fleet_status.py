@@ -47,7 +47,7 @@ def fleet_rows(statuses):
     rows = []
     for key in sorted(units):
         members = units[key]
-        health = unit_health([status for _, status in members])
+        health = unit_health([status for _host, status in members])
         for host, status in sorted(members, key=lambda item: str(item[1].get("rank", ""))):
             cluster = status.get("cluster") or ""
             rows.append({

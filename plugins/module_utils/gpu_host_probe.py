@@ -22,11 +22,10 @@ import re
 import shutil
 import socket
 import struct
-import subprocess
 import threading
 import time
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils import gpu_docker, nvidia_smi
+from ansible_collections.datacrunch.sglang.plugins.module_utils import gpu_docker, host_command, nvidia_smi
 from ansible_collections.datacrunch.sglang.plugins.module_utils.network_address import is_private_address
 
 SUBSETS = ("gpu", "toolkit", "docker", "storage", "ports", "network")
@@ -49,10 +48,9 @@ def _which(name):
 
 
 def _run(argv, timeout=15):
-    try:
-        completed = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return None, str(exc)
+    completed, error = host_command.run(argv, timeout)
+    if completed is None:
+        return None, error
     if completed.returncode != 0:
         return None, (completed.stderr or completed.stdout).strip()
     return completed.stdout, None
@@ -419,7 +417,7 @@ def ib_state(root="/sys/class/infiniband"):
     for name in names:
         ports = []
         try:
-            port_names = sorted(os.listdir(os.path.join(root, name, "ports")), key=lambda item: int(item))
+            port_names = sorted(os.listdir(os.path.join(root, name, "ports")), key=int)
         except (OSError, ValueError):
             port_names = []
         for port in port_names:

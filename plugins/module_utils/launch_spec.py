@@ -504,8 +504,10 @@ def build_launch_spec(request):
         "gpus": "all",
         # A rank that comes back alone after a reboot would hang the rendezvous: the unit restarts as a whole.
         "restart_policy": "unless-stopped" if nnodes == 1 else "no",
-        "log_config": {"type": "json-file", "config": {"max-size": request.log_max_size,
-                                                         "max-file": str(request.log_max_files)}},
+        "log_config": {
+            "type": "json-file",
+            "config": {"max-size": request.log_max_size, "max-file": str(request.log_max_files)},
+        },
         "labels": {
             LABEL_PROFILE: profile.get("name", ""),
             LABEL_CLUSTER: request.cluster or "",

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 import xml.etree.ElementTree as ET
+
+from ansible_collections.datacrunch.sglang.plugins.module_utils import host_command
 
 # Where nvidia-smi lives when PATH is minimal (e.g. a login-less Ansible connection).
 NVIDIA_SMI_DIRS = ("/usr/bin", "/usr/local/bin", "/usr/local/nvidia/bin", "/usr/sbin", "/bin", "/opt/nvidia/bin")
@@ -326,12 +327,9 @@ def find_nvidia_smi(path="nvidia-smi"):
 
 
 def _run(argv, timeout):
-    try:
-        completed = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        return None, f"timed out after {timeout} s"
-    except OSError as exc:
-        return None, str(exc)
+    completed, error = host_command.run(argv, timeout)
+    if completed is None:
+        return None, error
     if completed.returncode != 0:
         message = (completed.stdout.strip() + "\n" + completed.stderr.strip()).strip()
         return None, f"exit {completed.returncode}: {message.splitlines()[0] if message else 'no output'}"

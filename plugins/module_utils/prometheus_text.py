@@ -19,7 +19,7 @@ def parse_metrics(text):
             name = line.split("{", 1)[0]
             value_part = line.rsplit("}", 1)[1].split()
         else:
-            name, _, rest = line.partition(" ")
+            name, _space, rest = line.partition(" ")
             value_part = rest.split()
         if not value_part:
             continue

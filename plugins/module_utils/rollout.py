@@ -22,7 +22,7 @@ def serving_units(hosts, host_cluster):
         cluster, rank = host_cluster(host)
         key = ("cluster", cluster) if cluster else ("host", host)
         units.setdefault(key, []).append((rank, host))
-    return [[host for _, host in sorted(members)] for members in units.values()]
+    return [[host for _rank, host in sorted(members)] for members in units.values()]
 
 
 def batch_size(batch, unit_count):

@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import time
 
+from ansible_collections.datacrunch.sglang.plugins.module_utils import host_command
 from ansible_collections.datacrunch.sglang.plugins.module_utils.launch_spec import LABEL_PREFIX
 from ansible_collections.datacrunch.sglang.plugins.module_utils.prometheus_text import parse_metrics, serving_load
 from ansible_collections.datacrunch.sglang.plugins.module_utils.secret_files import redact
@@ -32,14 +32,10 @@ def gpu_memory_used_mib(nvidia_smi="nvidia-smi"):
     """Total GPU memory in use on the host (MiB), or None without nvidia-smi."""
     if not shutil.which(nvidia_smi):
         return None
-    try:
-        out = subprocess.run(
-            [nvidia_smi, "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=30, check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
+    completed, _error = host_command.run([nvidia_smi, "--query-gpu=memory.used", "--format=csv,noheader,nounits"], 30)
+    if completed is None or completed.returncode != 0:
         return None
-    values = [float(line) for line in out.split() if line.replace(".", "", 1).isdigit()]
+    values = [float(line) for line in completed.stdout.split() if line.replace(".", "", 1).isdigit()]
     return int(sum(values)) if values else None
 
 

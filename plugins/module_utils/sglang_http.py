@@ -9,8 +9,9 @@ import json
 import socket
 import time
 import urllib.error
-import urllib.request
 from urllib.parse import urlsplit
+
+from ansible.module_utils.urls import open_url
 
 from ansible_collections.datacrunch.sglang.plugins.module_utils.prometheus_text import parse_metrics, serving_load
 
@@ -36,11 +37,11 @@ def request(url, api_key=None, payload=None, timeout=PROBE_TIMEOUT):
         headers["Content-Type"] = "application/json"
     if api_key:
         headers["Authorization"] = "Bearer %s" % api_key
-    req = urllib.request.Request(url, data=data, headers=headers, method="POST" if data is not None else "GET")  # noqa: S310 - http URLs built from the spec
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as response:  # noqa: S310
-            body = response.read().decode(errors="replace")
-            status = response.status
+        response = open_url(url, data=data, headers=headers, method="POST" if data is not None else "GET",
+                            timeout=timeout, use_proxy=False, follow_redirects="none")
+        body = response.read().decode(errors="replace")
+        status = response.status
     except urllib.error.HTTPError as exc:
         body = exc.read().decode(errors="replace")
         status = exc.code
@@ -68,7 +69,7 @@ def smoke(base_url, api_key, prompt="Reply with the single word: ready.", max_to
     """One chat completion through the OpenAI API, and a check that the key is really enforced."""
     result = {"ok": False}
     if api_key:
-        status, _ = request(base_url + "/v1/models")
+        status, _body = request(base_url + "/v1/models")
         result["unauthenticated_status"] = status
         if status == 200:
             result["error"] = "the endpoint answered /v1/models without the API key: the key is not enforced"

@@ -9,19 +9,23 @@ DOCUMENTATION = r"""
 module: controller_file
 short_description: Write a report or plan file on the controller
 version_added: 0.1.0
-author: datacrunch.sglang maintainers
+author: datacrunch.sglang maintainers (@datacrunch-sglang)
 description:
   - Writes O(content) to O(path) on the controller, atomically, creating the parent directories. It runs inside
     the controller's Ansible process and contacts no host, so writing reports costs no module run.
   - Reports C(changed) only when the content or the mode differ.
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Reports whether the file would change and writes nothing.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Shows the content before and after.
   idempotent:
+    description: When run twice in a row outside check mode, with the same arguments, the second invocation
+      indicates no change.
     support: full
     details: Writing the same content twice changes nothing the second time.
 options:

@@ -7,7 +7,7 @@ DOCUMENTATION = r"""
 module: gpu_info
 short_description: Gather what a GPU host offers an SGLang server, in one call
 version_added: 0.1.0
-author: datacrunch.sglang maintainers
+author: datacrunch.sglang maintainers (@datacrunch-sglang)
 description:
   - Reads the host's NVIDIA GPUs from C(nvidia-smi -q -x) (driver, CUDA, count, names, UUIDs, bus ids, memory,
     persistence, ECC mode and uncorrected errors, retired pages, remapped rows, MIG, compute mode, processes holding
@@ -102,11 +102,15 @@ options:
     default: ""
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Nothing is changed in either mode; the probe container runs in check mode too and is removed.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   platform:
+    description: Target OS/families that can be operated against.
+    support: full
     platforms: posix
 notes:
   - Processes of other users are only attributed to a container when the module runs as root.

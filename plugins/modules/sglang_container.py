@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 module: sglang_container
 short_description: Run the SGLang server container of a launch spec and wait until it serves
 version_added: 0.1.0
-author: datacrunch.sglang maintainers
+author: datacrunch.sglang maintainers (@datacrunch-sglang)
 description:
   - Makes the SGLang container on the host match a launch spec built by M(datacrunch.sglang.sglang_launch_spec).
     The container's C(datacrunch.sglang.spec-hash) label tells whether it is the wanted one; it is recreated only
@@ -26,12 +26,16 @@ description:
   - Needs the docker Python SDK on the host (role M(datacrunch.sglang.host_venv) provides it).
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Reports what would be pulled, created, started or removed, and does none of it; no readiness wait.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Shows image, command, environment, mounts, restart policy and labels before and after.
   idempotent:
+    description: When run twice in a row outside check mode, with the same arguments, the second invocation
+      indicates no change.
     support: full
     details: A container that matches the spec and runs is left alone (C(changed=false)).
 options:
@@ -43,9 +47,9 @@ options:
     description:
       - C(started) makes the container match the spec and run. C(restarted) recreates it even when it matches.
       - C(stopped) stops it; C(absent) removes it. C(pulled) only makes sure the image is on the host.
-    type: str
       - C(drained) waits, up to O(drain_timeout), until the running server has no request in flight; it changes
         nothing.
+    type: str
     choices: [started, restarted, stopped, absent, pulled, drained]
     default: started
   api_key:

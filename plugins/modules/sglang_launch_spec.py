@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 module: sglang_launch_spec
 short_description: Build the SGLang launch spec of a host (controller only)
 version_added: 0.1.0
-author: datacrunch.sglang maintainers
+author: datacrunch.sglang maintainers (@datacrunch-sglang)
 description:
   - Computes, on the controller, the container a host must run to serve a model profile - image, SGLang command line,
     environment, mounts, ulimits, shared memory, IPC and network mode, GPU request, restart policy, labels with the
@@ -23,11 +23,15 @@ description:
   - Returns the spec; role M(datacrunch.sglang.sglang_server) keeps it as the fact C(sglang_launch_spec).
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Computes the same spec in check mode.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
+    description: When run twice in a row outside check mode, with the same arguments, the second invocation
+      indicates no change.
     support: full
     details: Never changes anything.
 options:

@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 module: sglang_server_info
 short_description: Report what the SGLang server on a host is doing
 version_added: 0.1.0
-author: datacrunch.sglang maintainers
+author: datacrunch.sglang maintainers (@datacrunch-sglang)
 description:
   - Reads, without changing anything, the state of the server container that
     M(datacrunch.sglang.sglang_container) runs - container state, uptime, restarts, image, profile, unit and rank,
@@ -19,11 +19,15 @@ description:
   - Needs the docker Python SDK on the host (role M(datacrunch.sglang.host_venv) provides it).
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Reads only; runs the same in check mode.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
+    description: When run twice in a row outside check mode, with the same arguments, the second invocation
+      indicates no change.
     support: full
     details: Never changes anything.
 options:
@@ -90,7 +94,7 @@ logs:
   returned: when logs_tail is not 0
   type: str
 log_lines:
-  description: How many lines O(logs) holds.
+  description: How many lines RV(logs) holds.
   returned: when logs_tail is not 0
   type: int
 """

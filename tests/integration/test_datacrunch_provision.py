@@ -145,7 +145,7 @@ def test_cluster_rent_and_release(standin, sshd, tmp_path):
 
     released = module(standin, tmp_path, "datacrunch_cluster", {"hostname": "r1-tp16-it", "state": "absent"})
     assert (released.rc, released.changed) == (0, True), released.output
-    assert [status for status, _, _ in clusters().values()] in ([], ["discontinued"])
+    assert [status for status, _workers, _volumes in clusters().values()] in ([], ["discontinued"])
     again = module(standin, tmp_path, "datacrunch_cluster", {"hostname": "r1-tp16-it", "state": "absent"})
     assert (again.rc, again.changed) == (0, False), again.output
 

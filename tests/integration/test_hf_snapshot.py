@@ -99,7 +99,7 @@ def module_cmd(tmp_path: Path, args: dict) -> tuple[list[str], dict]:
 
 def run_module(tmp_path: Path, **args) -> dict:
     cmd, env = module_cmd(tmp_path, args)
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
     try:
         result = json.loads(proc.stdout)
     except json.JSONDecodeError:
@@ -254,7 +254,7 @@ def test_hub_outage_mid_download_fails_clearly_and_a_new_run_completes(hub, tmp_
         while time.monotonic() < deadline and not (blobs.exists() and any(blobs.glob("*.incomplete"))):
             time.sleep(0.05)
         hub.sh("stop")
-        out, _ = proc.communicate(timeout=120)
+        out, _err = proc.communicate(timeout=120)
     finally:
         hub.sh("start")
     result = json.loads(out)
@@ -307,7 +307,9 @@ def test_truncated_shard_is_caught_by_the_quick_check(hub, tmp_path):
 def test_disk_too_small_is_refused_before_any_byte_is_written(hub, tmp_path):
     small = tmp_path / "small"
     small.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(small)], capture_output=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(small)], capture_output=True, check=False
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
     try:
@@ -409,9 +411,8 @@ def test_peer_serves_its_verified_snapshot_to_another_host(hub, tmp_path):
     port = free_port()
     stop = tmp_path / "stop"
     token = "one-time-peer-token-0123456789"
-    cmd, env = module_cmd(tmp_path, base_args(hub, seed, serve={"address": "127.0.0.1", "port": port,
-                                                                 "token": token, "seconds": 120,
-                                                                 "stop_file": str(stop)}))
+    serve = {"address": "127.0.0.1", "port": port, "token": token, "seconds": 120, "stop_file": str(stop)}
+    cmd, env = module_cmd(tmp_path, base_args(hub, seed, serve=serve))
     server = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         peer_url = f"http://127.0.0.1:{port}"
@@ -433,7 +434,7 @@ def test_peer_serves_its_verified_snapshot_to_another_host(hub, tmp_path):
         assert resolve_gets(hub.stats()) == {}, "the peer must not download from the Hub"
     finally:
         stop.touch()
-        out, _ = server.communicate(timeout=30)
+        out, _err = server.communicate(timeout=30)
     served = json.loads(out)["served"]
     assert served["stopped_by"] == "stop_file"
     assert served["bytes_served"] == r["bytes"]

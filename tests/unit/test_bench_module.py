@@ -26,7 +26,7 @@ def run_module(tmp_path, check_mode=False, **args):
     args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
     env = dict(os.environ, PYTHONPATH=str(ROOT / "collections"))
     completed = subprocess.run(
-        [sys.executable, str(MODULE), str(args_file)], capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, str(MODULE), str(args_file)], capture_output=True, text=True, env=env, timeout=120, check=False
     )
     return completed.returncode, json.loads(completed.stdout)
 
@@ -126,7 +126,9 @@ def test_validation_without_results_passes_good_figures(tmp_path):
 
 
 def test_report_dir_must_be_absolute(tmp_path):
-    rc, result = run_module(tmp_path, **dict(report_args(tmp_path, {}), report_dir="reports/bench"))
+    args = dict(report_args(tmp_path, {}))
+    args["report_dir"] = "reports/bench"
+    rc, result = run_module(tmp_path, **args)
     assert rc != 0
     assert "report_dir='reports/bench' must be an absolute path" in result["msg"]
 

@@ -284,4 +284,3 @@ def test_human_bytes():
 def test_remote_file_etag_is_the_blob_name():
     assert remote("w", b"x").etag == hashlib.sha256(b"x").hexdigest()
     assert remote("c", b"x", lfs=False).etag == remote("c", b"x", lfs=False).blob_id
-

@@ -232,7 +232,6 @@ def test_deprecated_flag_refused_unless_allowed():
     assert "--disable-cuda-graph" in spec["command"]
 
 
-
 def test_profile_flag_unknown_to_the_version_names_the_profile():
     prof = profile("bad", bad={"extends": "deepseek-r1", "sglang_args": {"enable-teleport": True}})
     with pytest.raises(LaunchSpecError, match=r"profile bad sglang_args\['enable-teleport'\]"):

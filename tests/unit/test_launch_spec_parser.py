@@ -70,10 +70,10 @@ def parsed(tmp_path_factory):
         argv = spec["command"][3:]
         argv = [str(config) if word == container_config else word for word in argv]
         items.append({"version": version, "argv": argv})
-    return dict(zip([label for label, _, _ in CASES], check_many(items), strict=True))
+    return dict(zip([label for label, _version, _spec in CASES], check_many(items), strict=True))
 
 
-@pytest.mark.parametrize(("label", "version", "spec"), CASES, ids=[label for label, _, _ in CASES])
+@pytest.mark.parametrize(("label", "version", "spec"), CASES, ids=[label for label, _version, _spec in CASES])
 def test_sglang_accepts_the_rendered_command_line(label, version, spec, parsed):
     result = parsed[label]
     assert result["rc"] == 0, "SGLang %s refused %s: %s" % (version, spec["command"], result["stderr"][-2000:])

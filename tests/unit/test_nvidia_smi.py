@@ -41,7 +41,7 @@ def test_real_copy_is_unedited():
 
 
 def test_real_xml_driver_gpus_and_memory():
-    report, _ = parsed("h200-x4")
+    report, _nvlink = parsed("h200-x4")
     assert report["driver_version"] == "580.159.04"
     assert report["cuda_version"] == "13.0"
     assert report["attached_gpus"] == 4
@@ -71,7 +71,7 @@ def test_real_xml_driver_gpus_and_memory():
 
 
 def test_real_topology_all_pairs_nv18():
-    _, nvlink = parsed("h200-x4")
+    _report, nvlink = parsed("h200-x4")
     assert len(nvlink["pairs"]) == 6
     assert {pair["nvlinks"] for pair in nvlink["pairs"]} == {18}
     assert nvlink["all_pairs_joined"] is True
@@ -151,7 +151,7 @@ def test_gpu_missing():
 
 
 def test_ecc_error():
-    report, _ = parsed("h200-x8-ecc-error")
+    report, _nvlink = parsed("h200-x8-ecc-error")
     gpu3 = report["gpus"][3]
     assert gpu3["ecc_uncorrected_volatile"] == 2
     assert gpu3["ecc_uncorrected_aggregate"] == 2
@@ -161,13 +161,13 @@ def test_ecc_error():
 
 
 def test_mig_on():
-    report, _ = parsed("h200-x8-mig-on")
+    report, _nvlink = parsed("h200-x8-mig-on")
     assert report["gpus"][0]["mig_mode"] is True
     assert [gpu["index"] for gpu in report["gpus"] if gpu["mig_mode"]] == [0]
 
 
 def test_process_holding_memory():
-    report, _ = parsed("h200-x8-process")
+    report, _nvlink = parsed("h200-x8-process")
     for gpu in report["gpus"]:
         assert gpu["processes"] == [
             {
@@ -183,17 +183,17 @@ def test_process_holding_memory():
 
 
 def test_old_driver():
-    report, _ = parsed("h200-x8-old-driver")
+    report, _nvlink = parsed("h200-x8-old-driver")
     assert (report["driver_version"], report["cuda_version"]) == ("550.54.15", "12.4")
 
 
 def test_persistence_off():
-    report, _ = parsed("h200-x8-persistence-off")
+    report, _nvlink = parsed("h200-x8-persistence-off")
     assert {gpu["persistence_mode"] for gpu in report["gpus"]} == {False}
 
 
 def test_nvlink_down():
-    _, nvlink = parsed("h200-x8-nvlink-down")
+    _report, nvlink = parsed("h200-x8-nvlink-down")
     assert nvlink["all_pairs_joined"] is False
     unjoined = [pair["gpus"] for pair in nvlink["pairs"] if not pair["nvlinks"]]
     assert unjoined == [[0, 5], [1, 5], [2, 5], [3, 5], [4, 5], [5, 6], [5, 7]]

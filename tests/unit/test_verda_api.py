@@ -124,9 +124,9 @@ def test_retry_after_reads_seconds_and_http_dates():
 
 
 def test_lists_instances_after_one_client_credentials_grant(standin, clock):
+    tags = [{"id": "t", "key": "k", "value": "v"}]
     standin.seed(instances=[{"id": "a1", "hostname": "gpu-a", "status": "running", "ip": "10.0.0.5",
-                             "os_name": "Ubuntu 24.04", "volume_ids": ["v1"], "tags": [{"id": "t", "key": "k",
-                                                                                         "value": "v"}]}])
+                             "os_name": "Ubuntu 24.04", "volume_ids": ["v1"], "tags": tags}])
     client = client_for(standin, clock)
     first = client.list_instances()
     second = client.list_instances()

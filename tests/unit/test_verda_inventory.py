@@ -104,7 +104,7 @@ def test_filters(options, expected):
 def test_a_worker_still_provisioning_is_left_out_of_a_running_cluster():
     cluster = json.loads(json.dumps(FLEET["clusters"][0]))
     cluster["worker_nodes"][1]["status"] = "provisioning"
-    hosts, _ = build_hosts([], [cluster], InventoryOptions())
+    hosts, _skipped = build_hosts([], [cluster], InventoryOptions())
     assert [host.name for host in hosts] == ["tp16-fin01-node-1"]
 
 
@@ -113,7 +113,7 @@ def test_a_cluster_without_a_jump_host_yet_is_reported_not_listed():
     cluster["ip"] = None
     hosts, skipped = build_hosts([], [cluster], InventoryOptions())
     assert hosts == []
-    assert [name for name, _ in skipped] == ["tp16-fin01-node-1", "tp16-fin01-node-2"]
+    assert [name for name, _reason in skipped] == ["tp16-fin01-node-1", "tp16-fin01-node-2"]
 
 
 def test_addresses_that_are_not_ip_addresses_never_reach_an_ssh_command_line():
@@ -128,7 +128,7 @@ def test_addresses_that_are_not_ip_addresses_never_reach_an_ssh_command_line():
 def test_twin_hostnames_stay_apart():
     first = FLEET["instances"][0]
     twin = dict(first, id="ffffffff-0000-4000-8000-000000000000", created_at="2026-11-22T00:00:00Z", ip="192.0.2.99")
-    hosts, _ = build_hosts([twin, first], [], InventoryOptions())
+    hosts, _skipped = build_hosts([twin, first], [], InventoryOptions())
     assert [(h.name, h.variables["ansible_host"]) for h in hosts] == [
         ("sglang-r1-a", "192.0.2.11"), ("sglang-r1-a-ffffffff", "192.0.2.99")]
 
@@ -136,7 +136,7 @@ def test_twin_hostnames_stay_apart():
 def test_cluster_workers_listed_among_instances_too_are_hosts_once():
     worker = FLEET["clusters"][0]["worker_nodes"][0]
     as_instance = dict(FLEET["instances"][0], id=worker["id"], hostname=worker["hostname"], ip="192.0.2.50")
-    hosts, _ = build_hosts([as_instance], FLEET["clusters"], InventoryOptions())
+    hosts, _skipped = build_hosts([as_instance], FLEET["clusters"], InventoryOptions())
     assert [h.variables["datacrunch_kind"] for h in hosts if h.name == worker["hostname"]] == ["cluster_worker"]
 
 

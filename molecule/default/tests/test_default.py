@@ -116,7 +116,7 @@ def test_secrets_are_only_in_root_only_files(api_key):
 
 
 def test_endpoint_requires_the_key_and_serves_a_chat_completion(api_key, endpoint):
-    status, _ = http(endpoint + "/v1/models")
+    status, _body = http(endpoint + "/v1/models")
     assert status == 401
     status, body = http(endpoint + "/v1/models", api_key)
     assert status == 200 and json.loads(body)["data"][0]["id"] == "datacrunch-lab/tiny-deepseek-r1"
@@ -130,7 +130,7 @@ def test_endpoint_requires_the_key_and_serves_a_chat_completion(api_key, endpoin
     reply = json.loads(body)
     assert reply["choices"][0]["message"]["content"]
     assert reply["usage"]["completion_tokens"] > 0
-    status, _ = http(endpoint + "/health_generate")
+    status, _body = http(endpoint + "/health_generate")
     assert status == 200
 
 
@@ -154,7 +154,7 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize(("extra_vars", "message"), BAD_INPUTS, ids=[str(v) for v, _ in BAD_INPUTS])
+@pytest.mark.parametrize(("extra_vars", "message"), BAD_INPUTS, ids=[str(v) for v, _message in BAD_INPUTS])
 def test_bad_input_fails_clearly_and_the_server_stays_up(extra_vars, message, api_key, endpoint):
     before = server()["Id"]
     result = run_playbook("deploy.yml", "--extra-vars", json.dumps(extra_vars))

@@ -36,14 +36,14 @@ def _worker(rank, world, port, sizes, iterations, warmup, queue):
     results = []
     for size in sizes:
         tensor = torch.ones(size // 2, dtype=torch.bfloat16, device="cuda")
-        for _ in range(warmup):
+        for _step in range(warmup):
             dist.all_reduce(tensor)
         torch.cuda.synchronize()
         dist.barrier()
         start = torch.cuda.Event(enable_timing=True)
         end = torch.cuda.Event(enable_timing=True)
         start.record()
-        for _ in range(iterations):
+        for _step in range(iterations):
             dist.all_reduce(tensor)
         end.record()
         torch.cuda.synchronize()

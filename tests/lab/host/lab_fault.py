@@ -317,7 +317,7 @@ def fault_port(args):
         "    c.close()\n"
     )
     pid = spawn([sys.executable, "-c", code, PORT_MARK, str(port)])
-    for _ in range(50):
+    for _attempt in range(50):
         if listening(port):
             print(f"pid {pid} listens on port {port}")
             return

@@ -223,10 +223,10 @@ def build_model_repo(mirrors: Path, name: str, readme_extra: str = "") -> Path:
         "".join(f"{p} filter=lfs diff=lfs merge=lfs -text\n" for p in LFS_PATTERNS), encoding="ascii"
     )
     _write_json(repo / "config.json", CONFIG)
-    _write_json(repo / "generation_config.json", {"bos_token_id": 0, "eos_token_id": 1, "do_sample": True,
-                                                   "temperature": 0.6, "top_p": 0.95})
-    _write_json(repo / "model.safetensors.index.json", {"metadata": {"total_size": total},
-                                                         "weight_map": dict(sorted(weight_map.items()))})
+    generation = {"bos_token_id": 0, "eos_token_id": 1, "do_sample": True, "temperature": 0.6, "top_p": 0.95}
+    _write_json(repo / "generation_config.json", generation)
+    index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+    _write_json(repo / "model.safetensors.index.json", index)
     _write_json(repo / "tokenizer.json", _tokenizer())
     _write_json(repo / "tokenizer_config.json", {
         "add_bos_token": True, "add_eos_token": False, "bos_token": BOS,

@@ -38,7 +38,7 @@ CHUNK = 1 << 20
 
 class Gate:
     def __init__(self, upstream: str, mirrors: Path, config: dict) -> None:
-        self.upstream_host, _, port = upstream.partition(":")
+        self.upstream_host, _colon, port = upstream.partition(":")
         self.upstream_port = int(port)
         self.mirrors = mirrors
         self.tokens: dict[str, dict] = config.get("tokens", {})
@@ -287,14 +287,14 @@ def make_handler(gate: Gate):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--listen", required=True, help="ADDR:PORT")
     parser.add_argument("--upstream", required=True, help="olah's ADDR:PORT")
     parser.add_argument("--mirrors", required=True, type=Path)
     parser.add_argument("--config", required=True, type=Path)
     args = parser.parse_args()
     gate = Gate(args.upstream, args.mirrors, json.loads(args.config.read_text()))
-    host, _, port = args.listen.rpartition(":")
+    host, _colon, port = args.listen.rpartition(":")
     server = ThreadingHTTPServer((host, int(port)), make_handler(gate))
     server.daemon_threads = True
     server.serve_forever()

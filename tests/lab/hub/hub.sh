@@ -113,7 +113,7 @@ stop_quiet() {
     if alive "$f"; then
       kill "$(cat "$f")" 2>/dev/null || true
       for _ in $(seq 1 20); do alive "$f" || break; sleep 0.1; done
-      alive "$f" && kill -9 "$(cat "$f")" 2>/dev/null || true
+      if alive "$f"; then kill -9 "$(cat "$f")" 2>/dev/null || true; fi
     fi
     rm -f "$f"
   done

@@ -92,7 +92,7 @@ class BannerServer:
     def _serve(self):
         while True:
             try:
-                connection, _ = self.socket.accept()
+                connection, _address = self.socket.accept()
             except OSError:
                 return
             self.connections += 1

@@ -264,7 +264,8 @@ class StandInState:
         spec = INSTANCE_TYPES[body["instance_type"]]
         now = time.time()
         instance_id = str(uuid.uuid4())
-        volumes = [str(uuid.uuid4()) for _ in body.get("volumes") or []] + list(body.get("existing_volumes") or [])
+        new_volumes = [str(uuid.uuid4()) for _volume in body.get("volumes") or []]
+        volumes = new_volumes + list(body.get("existing_volumes") or [])
         record = {
             "id": instance_id,
             "ip": None,
@@ -696,7 +697,7 @@ def main(argv=None):
     parser.add_argument("--verbose", action="store_true", help="log each request line (never bodies)")
     args = parser.parse_args(argv)
 
-    host, _, port = args.listen.rpartition(":")
+    host, _colon, port = args.listen.rpartition(":")
     state = StandInState(
         args.client_id, args.client_secret,
         pool=[address for address in args.pool.split(",") if address],

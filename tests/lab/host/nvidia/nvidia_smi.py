@@ -577,7 +577,7 @@ def _parse_format(value):
 def render_query_gpu(state, gpus, fields, options):
     names = [field.strip() for field in fields.split(",") if field.strip()]
     all_gpus = gpus
-    header, rows = [], [[] for _ in all_gpus]
+    header, rows = [], [[] for _gpu in all_gpus]
     for name in names:
         canonical = GPU_FIELD_ALIASES.get(name, name)
         sample = _gpu_fields(state, all_gpus[0], len(all_gpus))
