@@ -80,15 +80,26 @@ stage_build() {
     rm -rf "$out"
     mkdir -p "$out"
     ansible-galaxy collection build --output-path "$out" . >/dev/null
-    ansible-galaxy collection install --collections-path "$out/installed" "$out"/datacrunch-sglang-*.tar.gz >/dev/null
-    local module
-    for module in "$out"/installed/ansible_collections/datacrunch/sglang/plugins/modules/*.py; do
-        module=$(basename "$module" .py)
-        ANSIBLE_COLLECTIONS_PATH=$out/installed ansible-doc "datacrunch.sglang.$module" >/dev/null ||
-            { printf 'ansible-doc datacrunch.sglang.%s failed\n' "$module" >&2; return 1; }
-    done
-    ANSIBLE_COLLECTIONS_PATH=$out/installed ansible-doc -t inventory datacrunch.sglang.datacrunch >/dev/null
-    printf 'build: %s\n' "$(basename "$out"/datacrunch-sglang-*.tar.gz)" >&2
+    # Installed and read as a user would, away from this checkout's ansible.cfg (whose collections path already
+    # holds the collection through its link).
+    (
+        cd "$out"
+        printf '[defaults]\n' >"$out/ansible.cfg"
+        export ANSIBLE_CONFIG=$out/ansible.cfg ANSIBLE_COLLECTIONS_PATH=$out/installed ANSIBLE_NOCOLOR=1
+        ansible-galaxy collection install --force --collections-path "$out/installed" \
+            "$out"/datacrunch-sglang-*.tar.gz >/dev/null
+        local module plugin
+        for module in "$out"/installed/ansible_collections/datacrunch/sglang/plugins/modules/*.py; do
+            module=$(basename "$module" .py)
+            ansible-doc "datacrunch.sglang.$module" 2>&1 | grep -q "^> MODULE datacrunch.sglang.$module" ||
+                { printf 'ansible-doc datacrunch.sglang.%s does not render\n' "$module" >&2; return 1; }
+        done
+        for plugin in inventory:datacrunch lookup:sglang_profile filter:fleet_status filter:rollout_batches; do
+            ansible-doc -t "${plugin%%:*}" "datacrunch.sglang.${plugin#*:}" 2>&1 | grep -q "datacrunch.sglang.${plugin#*:}" ||
+                { printf 'ansible-doc -t %s does not render\n' "$plugin" >&2; return 1; }
+        done
+    ) || return 1
+    printf 'build: %s installs and its documentation renders\n' "$(basename "$out"/datacrunch-sglang-*.tar.gz)" >&2
 }
 
 stage_integration() {
