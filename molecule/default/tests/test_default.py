@@ -66,8 +66,8 @@ def test_container_runs_the_profile_with_the_right_flags():
     assert host_config["ShmSize"] == 32 * 1024**3
     assert host_config["RestartPolicy"]["Name"] == "unless-stopped"
     assert host_config["LogConfig"] == {"Type": "json-file", "Config": {"max-file": "5", "max-size": "100m"}}
-    requests = host_config["DeviceRequests"]
-    assert requests == [{"Driver": "", "Count": -1, "DeviceIDs": None, "Capabilities": [["gpu"]], "Options": {}}]
+    (request,) = host_config["DeviceRequests"]
+    assert request["Count"] == -1 and request["Capabilities"] == [["gpu"]] and not request["DeviceIDs"]
     limits = {item["Name"]: item for item in host_config["Ulimits"]}
     assert limits["stack"]["Soft"] == 67108864
 
@@ -148,8 +148,8 @@ BAD_INPUTS = [
     ({"sglang_hf_home": "cache/hf"}, "sglang_hf_home='cache/hf' must be an absolute path"),
     ({"sglang_profiles_extra": {"lab-tiny": {"extends": "deepseek-r1", "tp": 16}}}, "tp=16 needs 16 GPUs"),
     ({"sglang_server_pull": "sometimes"}, "sglang_server_pull"),
-    # Valid to the controller, refused by the host before the running server is stopped:
-    ({"sglang_port": 22}, "port 22 on this host is held by another process"),
+    # Valid to the controller, refused by the host's preflight before the running server is stopped:
+    ({"sglang_port": 22}, "port 22 is taken by pid"),
     ({"sglang_image": "localhost/not-loaded:v0.5.18"}, "is not on this host and sglang_server_pull=never"),
 ]
 
