@@ -57,9 +57,9 @@ echo "## nvidia"; ls -l --time-style=+%s /usr/bin/nvidia-* 2>&1
 echo "## gpu"; nvidia-smi -q -x 2>&1 | grep -v '<timestamp>' | sha256sum
 echo "## listeners"; cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk '$4 == "0A" {print $2}' | sort -u
 echo "## written since the mark"
-find / -xdev -newer /run/dcsg-preflight-mark \( -path /proc -o -path /sys -o -path /run -o -path /tmp \
-    -o -path /var/tmp -o -path /var/log -o -path /var/lib/docker -o -path /root/.ansible -o -path /dev \) -prune \
-    -o -print 2>/dev/null | sort
+find / -xdev \( -path /proc -o -path /sys -o -path /run -o -path /tmp -o -path /var/tmp -o -path /var/log \
+    -o -path /var/lib/docker -o -path /root/.ansible -o -path /dev \) -prune \
+    -o -newer /run/dcsg-preflight-mark -print 2>/dev/null | sort
 """
 
 
