@@ -54,7 +54,7 @@ find_python_exact() { # find_python_exact MINOR
 }
 
 step_packages() {
-    local wanted=(docker.io debootstrap openssh-client git curl iproute2 ca-certificates) missing=() package
+    local wanted=(docker.io debootstrap openssh-client git curl iproute2 ca-certificates gnupg) missing=() package
     for package in "${wanted[@]}"; do
         dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
     done

@@ -447,6 +447,44 @@ def test_wheel_index_serves_the_host_virtualenv(lab):
     lab.ssh(host, "rm -rf /tmp/lab-venv /tmp/lab-requirements.txt")
 
 
+def test_nvidia_apt_repo_stand_in_is_signed_and_serves_the_toolkit(lab):
+    """A host's apt reads the stand-in of NVIDIA's repository with its key, and refuses it with another key."""
+    host = f"{lab.name}-1"
+    base = lab.inventory["all"]["vars"]["lab_nvidia_apt_url"]
+    scratch = "/tmp/lab-apt"
+    options = (
+        f"-o Dir::Etc::SourceList={scratch}/nvidia.sources -o Dir::Etc::SourceParts=/nonexistent "
+        f"-o Dir::State::Lists={scratch}/lists -o Dir::Cache={scratch}/cache"
+    )
+
+    def update(key):
+        lab.ssh(
+            host,
+            f"rm -rf {scratch} && mkdir -p {scratch}/lists/partial {scratch}/cache/archives/partial && "
+            f"curl -fsS -o {scratch}/key.asc {base}/{key} && "
+            f"printf 'Types: deb\\nURIs: {base}/stable/deb/amd64\\nSuites: /\\nSigned-By: {scratch}/key.asc\\n' "
+            f"> {scratch}/nvidia.sources",
+        )
+        return lab.ssh(host, f"apt-get update -q {options} 2>&1", check=False).stdout
+
+    refused = update("gpgkey-other")
+    assert "NO_PUBKEY" in refused
+    assert "nvidia-container-toolkit" not in lab.ssh(host, f"apt-cache {options} pkgnames", check=False).stdout
+
+    accepted = update("gpgkey")
+    assert "NO_PUBKEY" not in accepted and "W:" not in accepted, accepted
+    shown = lab.ssh(host, f"apt-cache {options} show nvidia-container-toolkit").stdout
+    assert "Version: 1.17.8-1" in shown
+    files = lab.ssh(
+        host,
+        f"cd {scratch} && apt-get download -q {options} nvidia-container-toolkit >/dev/null && "
+        "dpkg-deb -c nvidia-container-toolkit_1.17.8-1_amd64.deb",
+    ).stdout
+    for program in ("nvidia-ctk", "nvidia-container-runtime-hook", "nvidia-container-runtime"):
+        assert f"./usr/bin/{program}" in files
+    lab.ssh(host, f"rm -rf {scratch}")
+
+
 def test_hub_stand_in_answers_a_host(lab):
     if not (REPO_ROOT / "tests/lab/hub/hub.sh").exists():
         pytest.skip("no Hub stand-in in this checkout")

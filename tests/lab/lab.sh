@@ -14,8 +14,9 @@
 #   lab.sh services start|stop|status
 #
 # Environment: LAB_NAME (default dcsg-lab), LAB_INVENTORY_DIR (default inventories/lab), LAB_SHARED_DIR (absolute
-# path: one shared volume mounted there in every host), LAB_WHEEL_PORT (default 18091), LAB_IMAGE_NAMESPACE (default
-# datacrunch-sglang-lab: the lab images' repository prefix).
+# path: one shared volume mounted there in every host), LAB_WHEEL_PORT (default 18091), LAB_NVIDIA_APT_PORT (default
+# 18092: the stand-in of NVIDIA's toolkit apt repository), LAB_IMAGE_NAMESPACE (default datacrunch-sglang-lab: the
+# lab images' repository prefix).
 
 # Functions run through with_lock are called indirectly.
 # shellcheck disable=SC2317
@@ -29,6 +30,7 @@ LAB_NAME=${LAB_NAME:-dcsg-lab}
 LAB_INVENTORY_DIR=${LAB_INVENTORY_DIR:-$REPO_ROOT/inventories/lab}
 LAB_SHARED_DIR=${LAB_SHARED_DIR:-}
 LAB_WHEEL_PORT=${LAB_WHEEL_PORT:-18091}
+LAB_NVIDIA_APT_PORT=${LAB_NVIDIA_APT_PORT:-18092}
 LAB_HUB_DEFAULT_PORT=18090
 
 # Another namespace builds the lab images apart from the ones in use (e.g. to try a change to them).
@@ -190,6 +192,8 @@ validate_settings() {
         die "LAB_SHARED_DIR='$LAB_SHARED_DIR' must be an absolute path in the hosts, e.g. LAB_SHARED_DIR=/mnt/shared"
     fi
     [[ $LAB_WHEEL_PORT =~ ^[0-9]+$ ]] || die "LAB_WHEEL_PORT='$LAB_WHEEL_PORT' must be a TCP port number, e.g. 18091"
+    [[ $LAB_NVIDIA_APT_PORT =~ ^[0-9]+$ ]] ||
+        die "LAB_NVIDIA_APT_PORT='$LAB_NVIDIA_APT_PORT' must be a TCP port number, e.g. 18092"
 }
 
 host_name() { echo "$LAB_NAME-$1"; }
@@ -390,9 +394,11 @@ save_images() {
 # ---------------------------------------------------------------------------------------------------------------
 
 WHEEL_INDEX=$LAB_DIR/services/wheel-index.sh
+NVIDIA_APT_REPO=$LAB_DIR/services/nvidia-apt-repo.sh
 
 services_start() {
     WHEEL_INDEX_PORT=$LAB_WHEEL_PORT "$WHEEL_INDEX" start
+    NVIDIA_APT_PORT=$LAB_NVIDIA_APT_PORT "$NVIDIA_APT_REPO" start
     if [[ -x $HUB_SCRIPT ]]; then
         "$HUB_SCRIPT" start >&2 || die "the Hub stand-in did not start: see '$HUB_SCRIPT status'"
     else
@@ -402,6 +408,7 @@ services_start() {
 
 services_stop() {
     WHEEL_INDEX_PORT=$LAB_WHEEL_PORT "$WHEEL_INDEX" stop
+    NVIDIA_APT_PORT=$LAB_NVIDIA_APT_PORT "$NVIDIA_APT_REPO" stop
     if [[ -x $HUB_SCRIPT ]]; then
         "$HUB_SCRIPT" stop >&2 || true
     fi
@@ -410,6 +417,7 @@ services_stop() {
 services_status() {
     local code=0
     WHEEL_INDEX_PORT=$LAB_WHEEL_PORT "$WHEEL_INDEX" status || code=1
+    NVIDIA_APT_PORT=$LAB_NVIDIA_APT_PORT "$NVIDIA_APT_REPO" status || code=1
     if [[ -x $HUB_SCRIPT ]]; then
         "$HUB_SCRIPT" status || code=1
     fi
@@ -427,6 +435,10 @@ hub_endpoint() {
 
 pip_index() {
     WHEEL_INDEX_PORT=$LAB_WHEEL_PORT "$WHEEL_INDEX" url --host "$1"
+}
+
+nvidia_apt_url() {
+    NVIDIA_APT_PORT=$LAB_NVIDIA_APT_PORT "$NVIDIA_APT_REPO" url --host "$1"
 }
 
 # From inside a host, as the collection will: the wheel index lists wheels, the Hub answers HTTP.
@@ -459,6 +471,7 @@ write_inventory() {
         echo "    lab_gateway: $gateway"
         echo "    lab_hub_endpoint: $(hub_endpoint "$gateway")"
         echo "    lab_pip_index: $(pip_index "$gateway")"
+        echo "    lab_nvidia_apt_url: $(nvidia_apt_url "$gateway")"
         echo "  children:"
         echo "    sglang_servers:"
         echo "      vars:"

@@ -42,6 +42,7 @@ TOOLKIT = {
     "/usr/bin/nvidia-container-runtime": f"{LAB_LIB}/toolkit/nvidia-container-runtime",
     "/usr/bin/nvidia-ctk": f"{LAB_LIB}/toolkit/nvidia-ctk",
 }
+TOOLKIT_PACKAGE = "nvidia-container-toolkit"
 NVIDIA_SMI = ("/usr/bin/nvidia-smi", f"{LAB_LIB}/nvidia_smi.py")
 DISK_FULL_SOURCE = "lab-disk-full"
 PROCESS_MARK = "lab-fault-process"
@@ -253,6 +254,13 @@ def fault_nvlink_down(args):
 
 def fault_toolkit_missing(_args):
     removed = False
+    # Installed from the stand-in of NVIDIA's repository (the gpu_host fix-up): remove the package as well.
+    listed = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Status}", TOOLKIT_PACKAGE], capture_output=True, text=True, check=False
+    )
+    if listed.returncode == 0 and "installed" in listed.stdout.split():
+        subprocess.run(["dpkg", "--purge", TOOLKIT_PACKAGE], capture_output=True, check=True)
+        removed = True
     for target in TOOLKIT:
         if os.path.exists(target):
             os.remove(target)
