@@ -5,6 +5,7 @@ NVIDIA's apt repository is unreachable here; the lab serves a stand-in of it (te
 same layout, a signing key made by the lab, a package that installs the lab's stand-in toolkit). On host 2, with
 the toolkit removed and persistence mode off (``lab.sh fault``):
 
+0. check mode reports what it would change and changes nothing;
 1. a repository key that did not sign the repository fails the play with a message naming the variables, and
    installs nothing;
 2. the right key installs the package from the repository (keyring, deb822 source, apt), Docker is restarted with
@@ -59,7 +60,7 @@ def hosts_of(inventory):
     return sorted(names)
 
 
-def preflight(inventory, report_dir, **overrides):
+def preflight(inventory, report_dir, check=False, **overrides):
     argv = [
         str(Path(sys.executable).parent / "ansible-playbook"),
         "-i",
@@ -67,6 +68,7 @@ def preflight(inventory, report_dir, **overrides):
         str(PLAYBOOK),
         "-e",
         json.dumps({**FIXUPS, "gpu_host_report_dir": report_dir, **overrides}),
+        *(["--check"] if check else []),
     ]
     # Plain output (molecule asks for colours), so that the recap can be read.
     result = sh(argv, cwd=REPO, env={**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"})
@@ -99,6 +101,15 @@ def main(inventory):
             print(f"lab.sh fault {' '.join(fault)} failed: {done.stderr.strip()}")
             return 1
     with tempfile.TemporaryDirectory() as report_dir:
+        # 0. Check mode says what it would change and changes nothing.
+        result, _report, changed = preflight(inventory, report_dir, check=True)
+        if not changed.get(broken):
+            problems.append(f"check mode: {broken} reports nothing to change ({changed})\n{result.stdout[-2000:]}")
+        left = on_host(broken, f"ls {SOURCE} {KEYRING} 2>/dev/null").stdout.split()
+        if "installed" in package_version(broken).split() or left:
+            problems.append(f"check mode: {broken} was changed: package {package_version(broken)!r}, files {left}")
+        print(f"check mode    rc={result.returncode}: {broken} would change {changed.get(broken)}, changed nothing")
+
         # 1. A key that did not sign the repository.
         result, _report, _changed = preflight(
             inventory, report_dir, gpu_host_toolkit_gpg_key_url="{{ lab_nvidia_apt_url }}/gpgkey-other"
