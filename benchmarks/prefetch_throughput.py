@@ -9,6 +9,9 @@ bottleneck. Then, alternating for --rounds rounds:
   --parallelism files at once, link into the HF cache layout);
 - ``curl``: the same files with ``xargs -P <parallelism> curl`` into a directory.
 
+Each run starts alike: the other tool's files deleted, the page cache's dirty pages written back (``sync``), the
+order of the two alternating between rounds.
+
 Reports the best time of each, the throughput ratio hf_snapshot/curl (exit 1 below --min-ratio, 0.9 by default),
 and the time of a no-change re-run of hf_snapshot over a 163-shard repository (DeepSeek-R1's shard count; small
 shards, since only the check is timed).
@@ -213,10 +216,22 @@ def main() -> int:
             if dest.exists():
                 shutil.rmtree(dest)
             dest.mkdir()
-            curl_times.append(run_curl(endpoint, big, COMMIT_BIG, names, dest / "curl", args.parallelism))
-            result = run_hf_snapshot(endpoint, big, dest / "hf", args.parallelism)
-            assert result["complete"] and result["bytes_downloaded"] == total, result
-            hf_times.append(result["wall"])
+            # Same start for both tools: the other tool's files gone and no dirty pages left to write back (2 GiB
+            # written just before would otherwise be flushed, and throttle the writer, during the next run). The
+            # order alternates between rounds.
+            for tool in (("curl", "hf") if rnd % 2 == 0 else ("hf", "curl")):
+                for leftover in dest.iterdir():
+                    if leftover.is_dir():
+                        shutil.rmtree(leftover)
+                    else:
+                        leftover.unlink()
+                os.sync()
+                if tool == "curl":
+                    curl_times.append(run_curl(endpoint, big, COMMIT_BIG, names, dest / "curl", args.parallelism))
+                else:
+                    result = run_hf_snapshot(endpoint, big, dest / "hf", args.parallelism)
+                    assert result["complete"] and result["bytes_downloaded"] == total, result
+                    hf_times.append(result["wall"])
             shutil.rmtree(dest)
             print(f"round {rnd + 1}: curl {curl_times[-1]:.2f} s, hf_snapshot {hf_times[-1]:.2f} s "
                   f"(module's own download phase {result['download_seconds']:.2f} s)")
