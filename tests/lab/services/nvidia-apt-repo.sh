@@ -26,6 +26,9 @@ PORT=${NVIDIA_APT_PORT:-18092}
 ROOT=${NVIDIA_APT_DIR:-$STATE_DIR/nvidia-apt}
 PIDFILE=$STATE_DIR/nvidia-apt-$PORT.pid
 LOGFILE=$STATE_DIR/nvidia-apt-$PORT.log
+SERVICE=nvidia-apt-repo PORT_SETTING=NVIDIA_APT_PORT PROBE_PATH=/gpgkey
+# shellcheck source=tests/lab/services/directory-server.sh
+source "$HERE/directory-server.sh"
 TOOLS=$LAB_DIR/host/nvidia
 PACKAGE=nvidia-container-toolkit
 VERSION=1.17.8-1
@@ -137,47 +140,13 @@ build() {
     echo "nvidia-apt-repo: built $PACKAGE $VERSION in $ROOT" >&2
 }
 
-running() {
-    [[ -s $PIDFILE ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null
-}
-
-answers() {
-    curl -fsS -o /dev/null --max-time 3 "http://127.0.0.1:$PORT/gpgkey"
-}
-
 start() {
     build
-    if running && answers; then
-        return 0
-    fi
-    stop
-    if curl -sS -o /dev/null --max-time 3 "http://127.0.0.1:$PORT/" 2>/dev/null; then
-        die "port $PORT already answers but is not this repository: stop that server or set NVIDIA_APT_PORT"
-    fi
-    # No inherited descriptors: a lock file left open in the server would block every later caller.
-    setsid python3 -m http.server "$PORT" --bind 0.0.0.0 --directory "$ROOT" >>"$LOGFILE" 2>&1 </dev/null 8>&- 9>&- &
-    echo $! >"$PIDFILE"
-    local _
-    for _ in $(seq 50); do
-        if answers 2>/dev/null; then
-            echo "nvidia-apt-repo: serving $ROOT at $(url)" >&2
-            return 0
-        fi
-        sleep 0.1
-    done
-    tail -n 5 "$LOGFILE" >&2
-    die "the repository did not answer on port $PORT"
-}
-
-stop() {
-    if running; then
-        kill "$(cat "$PIDFILE")"
-    fi
-    rm -f "$PIDFILE"
+    serve_start "$ROOT"
 }
 
 status() {
-    if running && answers; then
+    if serve_running && serve_answers; then
         echo "nvidia-apt-repo: running (pid $(cat "$PIDFILE")) at $(url), $PACKAGE $VERSION"
     else
         echo "nvidia-apt-repo: not running"
@@ -186,17 +155,13 @@ status() {
 }
 
 url() {
-    local host=127.0.0.1
-    if [[ ${1:-} == --host && -n ${2:-} ]]; then
-        host=$2
-    fi
-    echo "http://$host:$PORT"
+    echo "http://$(serve_url_host "$@"):$PORT"
 }
 
 case ${1:-} in
     build) build ;;
     start) start ;;
-    stop) stop ;;
+    stop) serve_stop ;;
     status) status ;;
     url)
         shift

@@ -20,6 +20,9 @@ PORT=${WHEEL_INDEX_PORT:-18091}
 WHEELS=${WHEEL_INDEX_DIR:-$STATE_DIR/wheels}
 PIDFILE=$STATE_DIR/wheel-index-$PORT.pid
 LOGFILE=$STATE_DIR/wheel-index-$PORT.log
+SERVICE=wheel-index PORT_SETTING=WHEEL_INDEX_PORT PROBE_PATH=/
+# shellcheck source=tests/lab/services/directory-server.sh
+source "$HERE/directory-server.sh"
 REQUIREMENTS=$REPO_ROOT/roles/host_venv/files/requirements.txt
 # Until the host_venv role ships its requirements, the modules' known needs.
 FALLBACK_REQUIREMENTS=$'docker==7.2.0\nhuggingface_hub==2.4.0\nrequests'
@@ -94,48 +97,14 @@ download() {
     rm -rf "$WHEELS.old"
 }
 
-running() {
-    [[ -s $PIDFILE ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null
-}
-
-answers() {
-    curl -fsS -o /dev/null --max-time 3 "http://127.0.0.1:$PORT/"
-}
-
 start() {
     sync
-    if running && answers; then
-        return 0
-    fi
-    stop
-    if answers 2>/dev/null; then
-        die "port $PORT already answers but is not this wheel index: stop that server or set WHEEL_INDEX_PORT"
-    fi
     # The index serves the directory, wherever it moves to on a later sync.
-    # No inherited descriptors: a lock file left open in the server would block every later caller.
-    setsid python3 -m http.server "$PORT" --bind 0.0.0.0 --directory "$WHEELS" >>"$LOGFILE" 2>&1 </dev/null 8>&- 9>&- &
-    echo $! >"$PIDFILE"
-    local _
-    for _ in $(seq 50); do
-        if answers 2>/dev/null; then
-            echo "wheel-index: serving $WHEELS at $(url)" >&2
-            return 0
-        fi
-        sleep 0.1
-    done
-    tail -n 5 "$LOGFILE" >&2
-    die "the wheel index did not answer on port $PORT"
-}
-
-stop() {
-    if running; then
-        kill "$(cat "$PIDFILE")"
-    fi
-    rm -f "$PIDFILE"
+    serve_start "$WHEELS"
 }
 
 status() {
-    if running && answers; then
+    if serve_running && serve_answers; then
         echo "wheel-index: running (pid $(cat "$PIDFILE")) at $(url), $(find "$WHEELS" -name '*.whl' | wc -l) wheels"
     else
         echo "wheel-index: not running"
@@ -144,17 +113,13 @@ status() {
 }
 
 url() {
-    local host=127.0.0.1
-    if [[ ${1:-} == --host && -n ${2:-} ]]; then
-        host=$2
-    fi
-    echo "http://$host:$PORT/"
+    echo "http://$(serve_url_host "$@"):$PORT/"
 }
 
 case ${1:-} in
     sync) sync ;;
     start) start ;;
-    stop) stop ;;
+    stop) serve_stop ;;
     status) status ;;
     url)
         shift
