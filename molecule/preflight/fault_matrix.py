@@ -86,7 +86,8 @@ def unchanged(host, before):
     return after == before, after
 
 
-def preflight(inventory, report_dir):
+def preflight(inventory, report_dir, extra_vars=None, extra_args=()):
+    """Run playbooks/preflight.yml as a user would; (result, JSON report or None, seconds)."""
     playbook = Path(sys.executable).parent / "ansible-playbook"
     argv = [
         str(playbook),
@@ -94,10 +95,12 @@ def preflight(inventory, report_dir):
         inventory,
         str(PLAYBOOK),
         "-e",
-        json.dumps({**EXTRA_VARS, "gpu_host_report_dir": report_dir}),
+        json.dumps({**(EXTRA_VARS if extra_vars is None else extra_vars), "gpu_host_report_dir": report_dir}),
+        *extra_args,
     ]
     started = time.monotonic()
-    result = sh(argv, cwd=REPO)
+    # Plain output (molecule asks for colours), so that the recap can be read.
+    result = sh(argv, cwd=REPO, env={**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"})
     seconds = time.monotonic() - started
     report_path = Path(report_dir) / "preflight.json"
     report = json.loads(report_path.read_text()) if report_path.exists() else None

@@ -17,17 +17,15 @@ the toolkit removed and persistence mode off (``lab.sh fault``):
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
-REPO = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY") or Path(__file__).resolve().parents[2])
-LAB = REPO / "tests" / "lab" / "lab.sh"
-PLAYBOOK = REPO / "playbooks" / "preflight.yml"
+# The fault matrix beside this file: the same lab helpers and the same way of running the preflight.
+import fault_matrix
+from fault_matrix import failing, hosts_of, sh
+
+REPO, LAB = fault_matrix.REPO, fault_matrix.LAB
 PACKAGE = "nvidia-container-toolkit"
 VERSION = "1.17.8-1"
 SOURCE = "/etc/apt/sources.list.d/nvidia-container-toolkit.sources"
@@ -42,46 +40,19 @@ FIXUPS = {
 }
 
 
-def sh(argv, **kwargs):
-    return subprocess.run(argv, capture_output=True, text=True, check=False, **kwargs)
-
-
 def on_host(host, command):
     return sh(["docker", "exec", host, "sh", "-c", command])
 
 
-def hosts_of(inventory):
-    prefix = os.environ["LAB_NAME"] + "-"
-    names = {
-        line.strip()[:-1]
-        for line in Path(inventory).read_text().splitlines()
-        if line.strip().endswith(":") and line.strip().startswith(prefix)
-    }
-    return sorted(names)
-
-
 def preflight(inventory, report_dir, check=False, **overrides):
-    argv = [
-        str(Path(sys.executable).parent / "ansible-playbook"),
-        "-i",
-        inventory,
-        str(PLAYBOOK),
-        "-e",
-        json.dumps({**FIXUPS, "gpu_host_report_dir": report_dir, **overrides}),
-        *(["--check"] if check else []),
-    ]
-    # Plain output (molecule asks for colours), so that the recap can be read.
-    result = sh(argv, cwd=REPO, env={**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"})
-    report_path = Path(report_dir) / "preflight.json"
-    report = json.loads(report_path.read_text()) if report_path.exists() else None
+    """The preflight with the fix-ups on; (result, report, changed count per host from the recap)."""
+    result, report, _seconds = fault_matrix.preflight(
+        inventory, report_dir, extra_vars={**FIXUPS, **overrides}, extra_args=["--check"] if check else []
+    )
     changed = {
         host: int(count) for host, count in re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", result.stdout, re.M)
     }
     return result, report, changed
-
-
-def failing(report, host):
-    return sorted(check["name"] for check in report["hosts"][host]["checks"] if check["status"] == "fail")
 
 
 def package_version(host):
@@ -138,7 +109,7 @@ def main(inventory):
         else:
             for host in hosts:
                 if failing(report, host):
-                    problems.append(f"fix-ups: {host} still fails {failing(report, host)}")
+                    problems.append(f"fix-ups: {host} still fails {sorted(failing(report, host))}")
         if not changed.get(broken):
             problems.append(f"fix-ups: {broken} reports no change ({changed})")
         if changed.get(healthy):
