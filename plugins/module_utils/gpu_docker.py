@@ -150,6 +150,16 @@ def container_by_id(client, container_id):
     }
 
 
+def _listed(container):
+    """Id, name, image and labels of an entry of the engine's container list (GET /containers/json)."""
+    return {
+        "id": container.get("Id", ""),
+        "name": ((container.get("Names") or ["/"])[0]).lstrip("/"),
+        "image": container.get("Image", ""),
+        "labels": container.get("Labels") or {},
+    }
+
+
 def containers_publishing(client, port):
     """Containers that publish a host TCP port (what a docker-proxy listener serves)."""
     try:
@@ -160,14 +170,7 @@ def containers_publishing(client, port):
     for container in containers or []:
         for binding in container.get("Ports") or []:
             if binding.get("PublicPort") == port and binding.get("Type", "tcp") == "tcp":
-                found.append(
-                    {
-                        "id": container.get("Id", ""),
-                        "name": ((container.get("Names") or ["/"])[0]).lstrip("/"),
-                        "image": container.get("Image", ""),
-                        "labels": container.get("Labels") or {},
-                    }
-                )
+                found.append(_listed(container))
                 break
     return found
 
@@ -182,15 +185,7 @@ def our_containers(client):
     for container in containers or []:
         labels = container.get("Labels") or {}
         if any(key.startswith("datacrunch.sglang.") for key in labels) and PROBE_LABEL not in labels:
-            ours.append(
-                {
-                    "id": container.get("Id", ""),
-                    "name": ((container.get("Names") or ["/"])[0]).lstrip("/"),
-                    "image": container.get("Image", ""),
-                    "state": container.get("State", ""),
-                    "labels": labels,
-                }
-            )
+            ours.append({**_listed(container), "state": container.get("State", "")})
     return ours
 
 
