@@ -18,6 +18,7 @@ docker_required               the Docker engine, the toolkit and the container p
 container_probe               the probe container was asked for
 disk                          [{name, path, need_bytes, present_path?}]: space that must be free per path
 image_bytes                   space the image needs in Docker's root dir when it is not there yet
+image_pull                    sglang_server_pull: never makes a missing image a failure (and needs no space)
 shm_min_bytes                 smallest /dev/shm (the server runs with --ipc=host)
 port                          the serving port: free, or held by this collection's container
 multi_node, rank, peers       cluster layout; the rendezvous result is judged on every node
@@ -459,10 +460,19 @@ def _storage_checks(facts, req):
     root = docker.get("root_dir")
     if root and req.get("image"):
         images = {image.get("image"): image for image in facts.get("images") or []}
-        if not (images.get(req["image"]) or {}).get("present"):
-            add("image", root, req.get("image_bytes") or 0)
-        else:
+        if (images.get(req["image"]) or {}).get("present"):
             add("image", root, 0)
+        elif req.get("image_pull") == "never":
+            checks.append(
+                _check(
+                    "image",
+                    FAIL,
+                    f"image {req['image']} is not on this host and sglang_server_pull=never forbids pulling it",
+                    "load it on the host (`docker load`), or set sglang_server_pull=missing",
+                )
+            )
+        else:
+            add("image", root, req.get("image_bytes") or 0)
     for mount, entry in sorted(needs.items()):
         total = sum(need for _name, _path, need in entry["items"])
         listed = ", ".join(f"{name} {_gib(need)} ({path})" for name, path, need in entry["items"])

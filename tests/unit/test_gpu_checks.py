@@ -242,6 +242,21 @@ def test_disk_needs_add_up_per_mount(healthy, req):
     assert "sglang_hf_home" in check["fix"]
 
 
+def test_missing_image_that_may_not_be_pulled_fails_and_needs_no_room(healthy, req):
+    for state in healthy["disk"].values():
+        state["free"] = 720 * GIB  # room for the weights and caches, not for the image as well
+    healthy["images"][0]["present"] = False
+    req["image_pull"] = "never"
+    failed = failing(gpu_checks.evaluate(healthy, req))
+    assert set(failed) == {"image"}
+    assert failed["image"]["summary"] == (
+        "image lmsysorg/sglang:v0.5.18 is not on this host and sglang_server_pull=never forbids pulling it"
+    )
+    assert "docker load" in failed["image"]["fix"]
+    req["image_pull"] = "missing"
+    assert set(failing(gpu_checks.evaluate(healthy, req))) == {"disk /"}
+
+
 def test_weights_already_present_need_no_room(healthy, req):
     for state in healthy["disk"].values():
         state["free"] = 30 * GIB
