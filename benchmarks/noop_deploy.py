@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -49,7 +51,9 @@ def main():
     env = dict(os.environ, LAB_NAME="dcsgbench-noop", LAB_INVENTORY_DIR=str(inventory),
                PATH="%s:%s" % (VENV_BIN, os.environ["PATH"]), ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
                ANSIBLE_FORCE_COLOR="0")
-    env["SGLANG_API_KEY_FILE"] = str(inventory / "api-key")
+    # Not in the inventory directory: Ansible would read the key file there as an inventory source.
+    secrets = Path(tempfile.mkdtemp(prefix="noop-deploy-key-"))
+    env["SGLANG_API_KEY_FILE"] = str(secrets / "api-key")
     extra = ["-e", "sglang_server_api_key_file=%s" % env["SGLANG_API_KEY_FILE"]]
     try:
         print("lab: bringing up %d hosts" % args.hosts, flush=True)
@@ -66,7 +70,8 @@ def main():
                                      "-m", "ansible.builtin.ping", *limit], env)
                 deploy, result = run([str(VENV_BIN / "ansible-playbook"), "deploy.yml", "-i", str(inventory),
                                       *extra, *limit], env)
-                if "changed=0" not in result.stdout or " changed=1" in result.stdout:
+                changed = [int(count) for count in re.findall(r"\bchanged=(\d+)", result.stdout)]
+                if not changed or any(changed):
                     sys.exit("the re-run of deploy.yml changed something:\n" + result.stdout[-3000:])
                 pings.append(ping)
                 deploys.append(deploy)
@@ -82,6 +87,7 @@ def main():
     finally:
         if not args.keep:
             run([str(LAB), "down"], env, check=False)
+            shutil.rmtree(secrets, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -58,7 +58,8 @@ def load_profile_files(directory):
             continue
         path = os.path.join(directory, entry)
         with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle) or {}
+            # libyaml's loader when PyYAML has it (the profile is resolved many times per host and play).
+            data = yaml.load(handle, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}  # noqa: S506 - a safe loader
         if not isinstance(data, dict):
             raise ProfileError("profile file %s must hold a mapping, not %s" % (path, type(data).__name__))
         profiles[name] = data
