@@ -76,13 +76,27 @@ def hosts_of(inventory):
     return sorted(set(names))
 
 
+def lab_pair(inventory):
+    """The scenario's two lab hosts, (healthy, broken); None, after saying so, when the inventory has other than 2."""
+    hosts = hosts_of(inventory)
+    if len(hosts) != 2:
+        print(f"expected 2 lab hosts in {inventory}, found {hosts}")
+        return None
+    return hosts[0], hosts[1]
+
+
+def on_host(host, command):
+    """A shell command in a lab host's container."""
+    return sh(["docker", "exec", host, "sh", "-c", command])
+
+
 def snapshot(host):
-    sh(["docker", "exec", host, "sh", "-c", "touch /run/dcsg-preflight-mark; sleep 1"])
-    return sh(["docker", "exec", host, "sh", "-c", SNAPSHOT]).stdout
+    on_host(host, "touch /run/dcsg-preflight-mark; sleep 1")
+    return on_host(host, SNAPSHOT).stdout
 
 
 def unchanged(host, before):
-    after = sh(["docker", "exec", host, "sh", "-c", SNAPSHOT]).stdout
+    after = on_host(host, SNAPSHOT).stdout
     return after == before, after
 
 
@@ -113,9 +127,8 @@ def failing(report, host):
 
 
 def main(inventory):
-    hosts = hosts_of(inventory)
-    if len(hosts) != 2:
-        print(f"expected 2 lab hosts in {inventory}, found {hosts}")
+    hosts = lab_pair(inventory)
+    if hosts is None:
         return 1
     healthy, broken = hosts
     problems = []

@@ -23,7 +23,7 @@ import tempfile
 
 # The fault matrix beside this file: the same lab helpers and the same way of running the preflight.
 import fault_matrix
-from fault_matrix import failing, hosts_of, sh
+from fault_matrix import failing, lab_pair, on_host, sh
 
 REPO, LAB = fault_matrix.REPO, fault_matrix.LAB
 PACKAGE = "nvidia-container-toolkit"
@@ -38,10 +38,6 @@ FIXUPS = {
     "gpu_host_toolkit_repo_url": "{{ lab_nvidia_apt_url }}/stable/deb",
     "gpu_host_toolkit_gpg_key_url": "{{ lab_nvidia_apt_url }}/gpgkey",
 }
-
-
-def on_host(host, command):
-    return sh(["docker", "exec", host, "sh", "-c", command])
 
 
 def preflight(inventory, report_dir, check=False, **overrides):
@@ -60,9 +56,8 @@ def package_version(host):
 
 
 def main(inventory):
-    hosts = hosts_of(inventory)
-    if len(hosts) != 2:
-        print(f"expected 2 lab hosts in {inventory}, found {hosts}")
+    hosts = lab_pair(inventory)
+    if hosts is None:
         return 1
     healthy, broken = hosts
     problems = []

@@ -3,7 +3,12 @@
 # static services (wheel-index.sh, nvidia-apt-repo.sh) share. Lab test material, sourced, not run.
 #
 # The caller sets SERVICE (its name in messages), PORT, PORT_SETTING (the variable that moves the port), PIDFILE,
-# LOGFILE and PROBE_PATH (a path the server answers with 200 once it serves), and defines die() and url().
+# LOGFILE and PROBE_PATH (a path the server answers with 200 once it serves), and defines url().
+
+die() {
+    echo "$SERVICE: error: $*" >&2
+    exit 1
+}
 
 serve_running() {
     [[ -s $PIDFILE ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null
@@ -35,6 +40,17 @@ serve_start() {
     done
     tail -n 5 "$LOGFILE" >&2
     die "the $SERVICE did not answer on port $PORT"
+}
+
+# serve_status [DETAIL_FUNCTION]: one line, whether the service runs (and what the function says it serves); 1 when
+# it does not.
+serve_status() {
+    if serve_running && serve_answers; then
+        echo "$SERVICE: running (pid $(cat "$PIDFILE")) at $(url)${1:+, $("$1")}"
+    else
+        echo "$SERVICE: not running"
+        return 1
+    fi
 }
 
 serve_stop() {

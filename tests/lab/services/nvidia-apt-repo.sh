@@ -34,11 +34,6 @@ PACKAGE=nvidia-container-toolkit
 VERSION=1.17.8-1
 ARCH=amd64
 
-die() {
-    echo "nvidia-apt-repo: error: $*" >&2
-    exit 1
-}
-
 inputs_stamp() {
     {
         echo "$PACKAGE $VERSION $ARCH"
@@ -145,13 +140,10 @@ start() {
     serve_start "$ROOT"
 }
 
-status() {
-    if serve_running && serve_answers; then
-        echo "nvidia-apt-repo: running (pid $(cat "$PIDFILE")) at $(url), $PACKAGE $VERSION"
-    else
-        echo "nvidia-apt-repo: not running"
-        return 1
-    fi
+# What the service serves, for its status line (called by serve_status).
+# shellcheck disable=SC2317
+served() {
+    echo "$PACKAGE $VERSION"
 }
 
 url() {
@@ -162,7 +154,7 @@ case ${1:-} in
     build) build ;;
     start) start ;;
     stop) serve_stop ;;
-    status) status ;;
+    status) serve_status served ;;
     url)
         shift
         url "$@"

@@ -32,11 +32,6 @@ TARGET=(--only-binary=:all: --implementation cp --python-version 3.11 --abi cp31
     --platform manylinux_2_36_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64
     --platform manylinux2014_x86_64 --platform any)
 
-die() {
-    echo "wheel-index: error: $*" >&2
-    exit 1
-}
-
 pip_cmd() {
     if [[ -n ${WHEEL_INDEX_PIP:-} ]]; then
         # shellcheck disable=SC2086  # a command line on purpose
@@ -103,13 +98,10 @@ start() {
     serve_start "$WHEELS"
 }
 
-status() {
-    if serve_running && serve_answers; then
-        echo "wheel-index: running (pid $(cat "$PIDFILE")) at $(url), $(find "$WHEELS" -name '*.whl' | wc -l) wheels"
-    else
-        echo "wheel-index: not running"
-        return 1
-    fi
+# What the service serves, for its status line (called by serve_status).
+# shellcheck disable=SC2317
+served() {
+    echo "$(find "$WHEELS" -name '*.whl' | wc -l) wheels"
 }
 
 url() {
@@ -120,7 +112,7 @@ case ${1:-} in
     sync) sync ;;
     start) start ;;
     stop) serve_stop ;;
-    status) status ;;
+    status) serve_status served ;;
     url)
         shift
         url "$@"
