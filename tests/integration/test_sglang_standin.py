@@ -37,6 +37,9 @@ from standin_testing import (  # noqa: E402
 
 from ansible_collections.datacrunch.sglang.plugins.module_utils import bench_output  # noqa: E402
 from ansible_collections.datacrunch.sglang.plugins.module_utils import sglang_cli_flags as flags  # noqa: E402
+from ansible_collections.datacrunch.sglang.plugins.module_utils.startup_progress import (  # noqa: E402
+    startup_progress,
+)
 
 API_KEY = "sk-standin-test-4f1c9a"
 LOAD_SECONDS = 2.0
@@ -61,6 +64,10 @@ def env_for(tmp_path, hf_home):
                 "PYTHONPATH": str(STANDIN_DIR),
                 "SGLANG_STANDIN_VERSION": version,
                 "SGLANG_STANDIN_LOAD_SECONDS": str(LOAD_SECONDS),
+                # The later start-up phases take no time here, unless a test asks (test_start_up_phases_...).
+                "SGLANG_STANDIN_JIT_SECONDS": "0",
+                "SGLANG_STANDIN_GRAPH_SECONDS": "0",
+                "SGLANG_STANDIN_WARMUP_SECONDS": "0",
                 "SGLANG_STANDIN_GPU_LOCK": str(tmp_path / lock),
                 "HF_HOME": str(hf_home),
                 "HF_HUB_OFFLINE": "1",
@@ -415,6 +422,54 @@ def test_fault_hang(env_for, procs):
     time.sleep(LOAD_SECONDS + 1)
     assert proc.process.poll() is None
     assert not port_open(port)
+
+
+def test_start_up_phases_as_sglang_logs_them_with_health_503_during_warm_up(env_for, procs):
+    """Weights, DeepGEMM JIT and CUDA graphs with the port closed, then the warm-up with the port open and /health
+    503, then ready; the collection's progress reader names each phase from the log as it goes."""
+    port = free_port()
+    durations = dict(SGLANG_STANDIN_LOAD_SECONDS=1.5, SGLANG_STANDIN_JIT_SECONDS=1, SGLANG_STANDIN_GRAPH_SECONDS=1,
+                     SGLANG_STANDIN_WARMUP_SECONDS=1.5)
+    proc = serve(procs, env_for(**durations), port)
+    seen = []
+    health_during_warm_up = set()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert proc.process.poll() is None, proc.stderr
+        phase, detail = startup_progress(proc.stderr)
+        if not seen or seen[-1][0] != phase:
+            seen.append((phase, detail))
+        if phase in ("loading weights", "weights loaded", "compiling DeepGEMM kernels", "capturing CUDA graphs"):
+            assert not port_open(port), "the port opened during %s" % phase
+        if phase == "warming up":
+            health_during_warm_up.add(http("GET", f"http://127.0.0.1:{port}/health")[0])
+        if phase == "ready":
+            break
+        time.sleep(0.1)
+    phases = [phase for phase, _detail in seen]
+    assert phases[-1] == "ready", seen
+    for expected in ("loading weights", "compiling DeepGEMM kernels", "capturing CUDA graphs", "warming up"):
+        assert expected in phases, seen
+    assert phases.index("loading weights") < phases.index("capturing CUDA graphs") < phases.index("warming up")
+    assert any(re.fullmatch(r"loading safetensors \d+/\d+ \(\d+%\)", detail) for _phase, detail in seen), seen
+    assert health_during_warm_up == {503}
+    assert http("GET", f"http://127.0.0.1:{port}/health")[0] == 200
+    assert "Multi-thread loading shards: 100% Completed" in proc.stderr
+    assert "Capture decode CUDA graph end." in proc.stderr
+
+
+@pytest.mark.parametrize("phase", ["weights", "graphs"])
+def test_fault_in_a_phase(phase, env_for, procs):
+    port = free_port()
+    hung = serve(procs, env_for(SGLANG_STANDIN_FAULT=f"hang:{phase}", SGLANG_STANDIN_LOAD_SECONDS=0.3), port)
+    wait_for(lambda: f"hanging in the {phase} phase" in hung.stderr, 20, what="the hang")
+    time.sleep(1)
+    assert hung.process.poll() is None
+    assert not port_open(port)
+    failed = serve(procs, env_for(SGLANG_STANDIN_FAULT=f"start-fail:{phase}", SGLANG_STANDIN_LOAD_SECONDS=0.3),
+                   free_port(), name="failed")
+    assert failed.wait(30) == 1
+    assert f"Initialization failed in the {phase} phase" in failed.stderr
 
 
 def test_bad_fault_setting_is_named(env_for, procs):

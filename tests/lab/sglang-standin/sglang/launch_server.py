@@ -2,8 +2,9 @@
 
 Parses the command line with the flags of the SGLang version played (exit 2 and argparse's message on a bad one),
 checks what the real server would fail on (GPUs visible versus tp x pp x dp over nnodes, the model complete in the
-Hugging Face cache), joins the multi-node rendezvous, "loads" for SGLANG_STANDIN_LOAD_SECONDS with the port closed,
-then serves SGLang's HTTP API (see sglang/standin/http_server.py). Faults: SGLANG_STANDIN_FAULT.
+Hugging Face cache), joins the multi-node rendezvous, goes through SGLang's start-up phases with their log lines
+(sglang/standin/startup.py: weights, DeepGEMM JIT, CUDA graphs with the port closed, then the warm-up with /health
+answering 503), then serves SGLang's HTTP API (see sglang/standin/http_server.py). Faults: SGLANG_STANDIN_FAULT.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import threading
 import time
 import warnings
 
-from sglang.standin import hardware, http_server, model, rendezvous
+from sglang.standin import hardware, http_server, model, rendezvous, startup
 from sglang.standin.entry import require
 from sglang.standin.flags import parse_server_args
 from sglang.standin.logs import fatal, log
@@ -47,7 +48,12 @@ def _gpus_needed_per_node(args) -> tuple[int, str]:
 def _settings():
     try:
         return {
-            "load": number("SGLANG_STANDIN_LOAD_SECONDS", 3.0),
+            "durations": {
+                "weights": number("SGLANG_STANDIN_LOAD_SECONDS", 3.0),
+                "jit": number("SGLANG_STANDIN_JIT_SECONDS", 2.0),
+                "graphs": number("SGLANG_STANDIN_GRAPH_SECONDS", 2.0),
+                "warmup": number("SGLANG_STANDIN_WARMUP_SECONDS", 1.0),
+            },
             "ttft_ms": number("SGLANG_STANDIN_TTFT_MS", 20.0),
             "decode_ms": number("SGLANG_STANDIN_DECODE_MS_PER_TOKEN", 5.0),
             "fault": fault(),
@@ -85,7 +91,8 @@ def main(argv: list[str]) -> None:
     fault_name, fault_arg = settings["fault"]
     version = standin_version()
     log(f"server_args={_server_args_line(args)}")
-    if fault_name == "start-fail":
+    phase_fault = fault_arg if fault_name in ("start-fail", "hang") else ""
+    if fault_name == "start-fail" and not phase_fault:
         fatal(
             "RuntimeError",
             "Initialization failed. (SGLANG_STANDIN_FAULT=start-fail)",
@@ -135,9 +142,10 @@ def main(argv: list[str]) -> None:
     lost = threading.Event()
     state = http_server.ServerState(args, version, found, settings["ttft_ms"], settings["decode_ms"])
     log("Init torch distributed begin.")
-    if fault_name == "hang":
+    if fault_name == "hang" and not phase_fault:
         while True:
             time.sleep(3600)
+    startup.hold_or_fail("init", fault_name, phase_fault)
     if args.nnodes > 1:
         if not args.dist_init_addr:
             fatal("ValueError", "--dist-init-addr is required when nnodes > 1", "sglang/srt/server_args.py")
@@ -175,13 +183,13 @@ def main(argv: list[str]) -> None:
                 "torch.distributed.DistNetworkError", f"{args.dist_init_addr}: {exc}", "torch/distributed/rendezvous.py"
             )
     log("Init torch distributed ends.")
-    log("Load weight begin.")
-    time.sleep(settings["load"])
-    log(f"Load weight end. type={(found.config.get('architectures') or ['?'])[0]}, dtype=bfloat16")
+    startup.load_model(args, found, settings["durations"], fault_name, phase_fault)
 
     server = http_server.make_server(state, args.host, args.port, health_only=rank > 0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     log(f"Uvicorn running on http://{args.host}:{args.port} (Press CTRL+C to quit)")
+    if rank == 0:
+        startup.warm_up(settings["durations"], fault_name, phase_fault)
     if fault_name == "never-ready":
         state.never_ready = True
     state.ready.set()

@@ -1,8 +1,13 @@
 """Test stand-in (not SGLang): the SGLANG_STANDIN_* settings that shape what the stand-in does.
 
 SGLANG_STANDIN_VERSION              SGLang version played (its flags, its module layout); baked into each image
-SGLANG_STANDIN_LOAD_SECONDS         simulated weight loading before the port opens (default 3)
-SGLANG_STANDIN_FAULT                start-fail | never-ready | crash-after:N | hang
+SGLANG_STANDIN_LOAD_SECONDS         start-up phases (standin/startup.py), compressed: weight loading (default 3),
+SGLANG_STANDIN_JIT_SECONDS          DeepGEMM JIT compilation (2), CUDA graph capture (2), all with the port
+SGLANG_STANDIN_GRAPH_SECONDS        closed, then the warm-up request with the port open and /health answering
+SGLANG_STANDIN_WARMUP_SECONDS       503 (1)
+SGLANG_STANDIN_FAULT                start-fail[:PHASE] | never-ready | crash-after:N | hang[:PHASE]; PHASE is one
+                                    of init, weights, jit, graphs, warmup (start-fail alone: right after parsing;
+                                    hang alone: at distributed init)
 SGLANG_STANDIN_TTFT_MS              server: time before the first generated token (default 20);
                                     bench_serving: reported TTFT instead of the measured one, when set
 SGLANG_STANDIN_DECODE_MS_PER_TOKEN  server: time per generated token after the first (default 5)
@@ -42,20 +47,29 @@ def number(name: str, default: float | None) -> float | None:
     return value
 
 
-def fault() -> tuple[str, float]:
-    """(name, argument) of SGLANG_STANDIN_FAULT; ("", 0) when none."""
+PHASES = ("init", "weights", "jit", "graphs", "warmup")
+
+
+def fault() -> tuple[str, float | str]:
+    """(name, argument) of SGLANG_STANDIN_FAULT; ("", 0) when none. The argument of start-fail and hang is the
+    phase ("" for the plain forms), of crash-after the seconds."""
     raw = os.environ.get("SGLANG_STANDIN_FAULT", "").strip()
     if not raw:
         return "", 0.0
     name, _sep, arg = raw.partition(":")
-    if name in ("start-fail", "never-ready", "hang") and not arg:
+    if name == "never-ready" and not arg:
         return name, 0.0
+    if name in ("start-fail", "hang") and (not arg or arg in PHASES):
+        return name, arg
     if name == "crash-after":
         try:
             return name, float(arg)
         except ValueError:
             pass
-    raise SettingError(f"SGLANG_STANDIN_FAULT={raw!r} is not one of start-fail, never-ready, crash-after:SECONDS, hang")
+    raise SettingError(
+        f"SGLANG_STANDIN_FAULT={raw!r} is not one of start-fail[:PHASE], never-ready, crash-after:SECONDS, "
+        f"hang[:PHASE] (PHASE: {', '.join(PHASES)})"
+    )
 
 
 def gpu_lock_path() -> str:
