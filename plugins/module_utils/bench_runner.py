@@ -721,14 +721,14 @@ def one_batch_with_server_stopped(runner, settings, ready_timeout=1800, stop_ser
         started = time.monotonic()
         try:
             server.start_existing(container)
-            ready, detail, _started_at = server.wait_ready(container, ready_timeout, 0)
+            outcome = server.wait_ready(container, ready_timeout, 0)
         except ServerError as exc:
             message = f"the server {spec['name']} did not come back after the single-batch benchmark: {exc}"
             if failure is not None:
                 message += f" (the benchmark itself failed first: {failure})"
             raise BenchRunError(message, **getattr(exc, "evidence", {})) from None
         state.update(
-            restarted=True, ready=ready, readiness=detail, seconds_to_ready=round(time.monotonic() - started, 1)
+            restarted=True, ready=outcome["ready"], readiness=outcome["detail"], seconds_to_ready=round(time.monotonic() - started, 1)
         )
     if failure is not None:
         raise failure

@@ -32,6 +32,7 @@ from ansible_collections.datacrunch.sglang.plugins.module_utils.secret_files imp
     write_private_file,
 )
 from ansible_collections.datacrunch.sglang.plugins.module_utils.sglang_http import probe_ready, smoke, wait_drained
+from ansible_collections.datacrunch.sglang.plugins.module_utils.startup_progress import startup_progress
 from ansible_collections.datacrunch.sglang.plugins.module_utils.tcp_listeners import listeners, process_ancestors
 
 try:
@@ -52,6 +53,8 @@ READY_SPEC_FILE = "spec.ready.json"
 PREVIOUS_SPEC_FILE = "spec.previous.json"
 READY_RECORD_FILE = "ready.json"
 LOG_TAIL = 40
+# Enough of the log to find the latest start-up step (tqdm bars redraw on one line).
+PROGRESS_LOG_TAIL = 200
 
 
 class ServerError(Exception):
@@ -336,8 +339,19 @@ class ServerContainer:
         # Some servers log all their arguments on one line: keep each line readable in a failure message.
         return "\n".join(line if len(line) <= 400 else line[:400] + " ..." for line in text.splitlines())
 
+    def progress(self, container):
+        """(phase, detail) of the server's start-up, from its log."""
+        try:
+            text = container.logs(tail=PROGRESS_LOG_TAIL).decode(errors="replace")
+        except (APIError, NotFound):
+            return "unknown", ""
+        phase, detail = startup_progress(redact(text, list(self.secrets.values())))
+        return phase, detail
+
     def wait_ready(self, container, timeout, round_seconds, poll=2.0):
-        """Wait until ready; (ready, detail). Raises ServerError when the container exits or restarts."""
+        """Wait until ready, or until this round ends; a dict with ready, detail (what the probe saw), phase and
+        progress (the start-up step the log shows), started_at. Raises ServerError when the container exits or
+        restarts, or is not ready within timeout seconds of its start."""
         call_started = time.time()
         container.reload()
         started_at = parse_docker_time(container.attrs["State"].get("StartedAt")) or call_started
@@ -366,15 +380,21 @@ class ServerContainer:
             ready, detail = probe_ready(self.spec["readiness"])
             now = time.time()
             if ready:
-                return True, detail, started_at
+                return {"ready": True, "detail": detail, "phase": "ready", "progress": "", "started_at": started_at}
             if now - started_at > timeout:
+                phase, progress = self.progress(container)
                 raise ServerError(
-                    "container %s is running but not ready %d s after it started (%s); the limit is "
-                    "sglang_server_ready_timeout=%d" % (self.spec["name"], now - started_at, detail, timeout),
+                    "container %s is running but not ready %d s after it started (%s; start-up step: %s%s); the "
+                    "limit is sglang_server_ready_timeout=%d"
+                    % (self.spec["name"], now - started_at, detail, phase, (", " + progress) if progress else "",
+                       timeout),
+                    phase=phase,
                     logs=self.logs_tail(container),
                 )
             if round_seconds and now - call_started >= round_seconds:
-                return False, detail, started_at
+                phase, progress = self.progress(container)
+                return {"ready": False, "detail": detail, "phase": phase, "progress": progress,
+                        "started_at": started_at, "seconds_since_start": round(now - started_at)}
             time.sleep(poll)
 
     def record_ready(self, container, started_at):

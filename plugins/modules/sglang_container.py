@@ -28,7 +28,9 @@ attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
-    details: Reports what would be pulled, created, started or removed, and does none of it; no readiness wait.
+    details: >-
+      Reports what would be pulled, created, started or removed, and does none of it. No readiness wait: an
+      unchanged, running server is probed once (read-only) and reported ready or not.
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
@@ -160,6 +162,20 @@ readiness:
   description: What the last readiness probe saw.
   returned: when waited
   type: str
+phase:
+  description: >-
+    The start-up step the server's log shows (distributed init, loading weights, compiling DeepGEMM kernels,
+    capturing CUDA graphs, warming up, ready).
+  returned: when waited
+  type: str
+progress:
+  description: What the log says of that step, for example C(loading safetensors 73/163 (45%)).
+  returned: when waited
+  type: str
+seconds_since_start:
+  description: Seconds since the container started, when a round ended before the server was ready.
+  returned: when a wait round ended before ready
+  type: int
 seconds_to_ready:
   description: Seconds from container start until ready.
   returned: when ready
@@ -199,6 +215,7 @@ from ansible_collections.datacrunch.sglang.plugins.module_utils.server_container
     ServerContainer,
     ServerError,
 )
+from ansible_collections.datacrunch.sglang.plugins.module_utils.sglang_http import probe_ready
 
 
 def _run(module):
@@ -268,7 +285,7 @@ def _run(module):
 
     if container is None:  # check mode: nothing was created
         return result
-    if not params["wait"] or module.check_mode:
+    if not params["wait"]:
         result.update(container_id=container.id, image_id=container.attrs.get("Image"))
         return result
     return _wait(module, server, container, result)
@@ -279,11 +296,19 @@ def _wait(module, server, container, result):
     spec = server.spec
     result.update(container_id=container.id, image_id=container.attrs.get("Image"))
     if module.check_mode:
+        # A read-only look: an unchanged, running server that answers is ready; nothing waits in check mode.
+        if not result["changed"] and container.status == "running":
+            ready, detail = probe_ready(spec["readiness"])
+            phase, progress = ("ready", "") if ready else server.progress(container)
+            result.update(ready=ready, readiness=detail, phase=phase, progress=progress)
         return result
-    ready, detail, started_at = server.wait_ready(container, params["wait_timeout"], params["wait_round"])
-    result.update(ready=ready, readiness=detail)
-    if ready:
-        result["seconds_to_ready"] = server.record_ready(container, started_at)
+    outcome = server.wait_ready(container, params["wait_timeout"], params["wait_round"])
+    result.update(ready=outcome["ready"], readiness=outcome["detail"], phase=outcome["phase"],
+                  progress=outcome["progress"])
+    if "seconds_since_start" in outcome:
+        result["seconds_since_start"] = outcome["seconds_since_start"]
+    if outcome["ready"]:
+        result["seconds_to_ready"] = server.record_ready(container, outcome["started_at"])
         if params["smoke"] and spec["readiness"]["kind"] == "http":
             outcome = server.smoke(params["api_key"])
             result["smoke"] = outcome
