@@ -27,6 +27,7 @@ from ansible_collections.datacrunch.sglang.plugins.module_utils.network_address 
     is_ip_address,
     is_private_address,
 )
+from ansible_collections.datacrunch.sglang.plugins.module_utils.role_inputs import address_error, docker_size_error
 from ansible_collections.datacrunch.sglang.plugins.module_utils.sglang_flags import (
     FlagError,
     FlagTable,
@@ -220,7 +221,29 @@ def _check_layout(request):
             )
 
 
+def _check_rendezvous_addresses(request, ranks):
+    """Every rank's rendezvous address must be an IP on a private network: the unit's torch.distributed, NCCL and
+    Gloo traffic flows between all ranks, not only towards rank 0."""
+    for node in sorted(request.nodes, key=lambda item: ranks[item.name]):
+        address = node.private_ip
+        if not address:
+            continue
+        if not is_ip_address(address):
+            raise LaunchSpecError(
+                "sglang_private_ip=%r on %s (rank %d of sglang_cluster=%r) is not an IP address; set it to the host's "
+                "address on the private network" % (address, node.name, ranks[node.name], request.cluster)
+            )
+        if not is_private_address(address) and not request.allow_public_rendezvous:
+            raise LaunchSpecError(
+                "sglang_private_ip=%s on %s (rank %d of sglang_cluster=%r) is a public address: the rendezvous and "
+                "NCCL traffic would cross the internet unencrypted. Use the hosts' private network (DataCrunch Instant "
+                "Clusters give workers private addresses), or set sglang_server_allow_public_rendezvous=true to "
+                "accept the risk" % (address, node.name, ranks[node.name], request.cluster)
+            )
+
+
 def _rank0_address(request, ranks):
+    _check_rendezvous_addresses(request, ranks)
     rank0 = next(node for node in request.nodes if ranks[node.name] == 0)
     address = rank0.private_ip
     if not address:
@@ -229,18 +252,6 @@ def _rank0_address(request, ranks):
         raise LaunchSpecError(
             "the private address of %s (rank 0 of sglang_cluster=%r) is unknown; set sglang_private_ip for it or "
             "run the gpu_host preflight, which discovers it" % (rank0.name, request.cluster)
-        )
-    if not is_ip_address(address):
-        raise LaunchSpecError(
-            "sglang_private_ip=%r on %s is not an IP address; set it to the host's address on the private network"
-            % (address, rank0.name)
-        )
-    if not is_private_address(address) and not request.allow_public_rendezvous:
-        raise LaunchSpecError(
-            "sglang_private_ip=%s on %s (rank 0 of sglang_cluster=%r) is a public address: the rendezvous and NCCL "
-            "traffic would cross the internet unencrypted. Use the hosts' private network (DataCrunch Instant "
-            "Clusters give workers private addresses), or set sglang_server_allow_public_rendezvous=true to accept "
-            "the risk" % (address, rank0.name, request.cluster)
         )
     return address
 
@@ -363,6 +374,13 @@ def build_launch_spec(request):
     for variable, path in (("sglang_hf_home", request.hf_home), ("sglang_cache_dir", request.cache_dir)):
         if not isinstance(path, str) or not path.startswith("/"):
             raise LaunchSpecError("%s=%r must be an absolute path on the host" % (variable, path))
+    for message in (
+        docker_size_error("sglang_server_shm_size", request.shm_size),
+        docker_size_error("sglang_server_log_max_size", request.log_max_size),
+        address_error("sglang_server_bind_host", request.bind_host),
+    ):
+        if message:
+            raise LaunchSpecError(message)
     if not re.match(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$", request.container_name or ""):
         raise LaunchSpecError(
             "sglang_server_container_name=%r is not a valid container name (letters, digits, _ . -)"

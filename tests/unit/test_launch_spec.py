@@ -389,3 +389,32 @@ def test_docker_run_command_round_trips():
     assert "--gpus" in words and words[words.index("--gpus") + 1] == "all"
     assert "/etc/datacrunch-sglang/sglang-server/secrets:/run/datacrunch-sglang:ro" in words
     json.dumps(spec)  # the spec is plain data
+
+
+@pytest.mark.parametrize("host", ["gpu-0", "gpu-1"])
+def test_a_public_rendezvous_address_on_any_rank_is_refused(host):
+    members = nodes(2)
+    members[1] = Node("gpu-1", private_ip="185.22.7.11", gpus=8, gpu_model="NVIDIA H200", interface="eth1")
+    with pytest.raises(LaunchSpecError, match=r"sglang_private_ip=185\.22\.7\.11 on gpu-1 \(rank 1 of "
+                                              r"sglang_cluster='unit-a'\) is a public address"):
+        build_launch_spec(request("deepseek-r1-tp16", nodes=members, host=host))
+    spec = build_launch_spec(request("deepseek-r1-tp16", nodes=members, host=host, allow_public_rendezvous=True))
+    assert flag_value(spec["command"], "--dist-init-addr") == "10.0.0.10:50000"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"shm_size": "abc"}, r"sglang_server_shm_size='abc' is not a size Docker understands"),
+        ({"log_max_size": "100 MB!"}, r"sglang_server_log_max_size='100 MB!' is not a size Docker understands"),
+        ({"bind_host": "999.1.1.1"}, r"sglang_server_bind_host='999.1.1.1' is not an IP address"),
+    ],
+)
+def test_values_docker_or_sglang_would_refuse_after_the_old_server_is_gone(overrides, message):
+    with pytest.raises(LaunchSpecError, match=message):
+        build_launch_spec(request(**overrides))
+
+
+@pytest.mark.parametrize("size", ["32g", "32gb", "32G", "512m", "1073741824", "1.5g"])
+def test_docker_sizes_pass(size):
+    assert build_launch_spec(request(shm_size=size))["shm_size"] == size

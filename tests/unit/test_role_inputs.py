@@ -1,0 +1,110 @@
+"""Every role's inputs, checked on the controller against the roles' own argument specs before any host changes."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ansible_collections.datacrunch.sglang.plugins.action.sglang_inputs import DEPLOY_ROLES, role_specs, unit_errors
+from ansible_collections.datacrunch.sglang.plugins.module_utils.role_inputs import api_key_error, check_role_inputs
+
+ROLES = Path(__file__).resolve().parents[2] / "roles"
+SPECS = role_specs(DEPLOY_ROLES)
+
+
+def errors(**values):
+    return check_role_inputs(SPECS, values)
+
+
+def test_the_deploy_roles_all_have_specs():
+    for role in DEPLOY_ROLES:
+        assert SPECS[role] == yaml.safe_load((ROLES / role / "meta/argument_specs.yml").read_text())
+
+
+def test_the_defaults_of_every_role_pass():
+    for role in DEPLOY_ROLES:
+        defaults = yaml.safe_load((ROLES / role / "defaults/main.yml").read_text()) or {}
+        plain = {name: value for name, value in defaults.items() if "{{" not in str(value)}
+        assert errors(**plain) == [], role
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"sglang_tls_enabled": "ture"}, "sglang_tls_enabled='ture' is not a boolean; set true or false"),
+        ({"sglang_firewall_enabled": "nope"}, "sglang_firewall_enabled='nope' is not a boolean"),
+        ({"sglang_server_smoke": 2}, "sglang_server_smoke=2 is not a boolean"),
+        ({"sglang_server_pull": "sometimes"}, "sglang_server_pull='sometimes' is refused by role sglang_server"),
+        ({"sglang_server_ready_timeout": "soon"}, "sglang_server_ready_timeout='soon' is refused by role "
+                                                  "sglang_server"),
+        ({"sglang_port": 70000}, "sglang_port=70000 must be a TCP port number (1-65535)"),
+        ({"sglang_server_dist_port": 0}, "sglang_server_dist_port=0 must be a TCP port number"),
+        ({"sglang_tls_port": "443x"}, "sglang_tls_port='443x' is refused by role sglang_tls"),
+        ({"sglang_server_shm_size": "abc"}, "sglang_server_shm_size='abc' is not a size Docker understands"),
+        ({"sglang_server_bind_host": "999.1.1.1"}, "sglang_server_bind_host='999.1.1.1' is not an IP address"),
+        ({"sglang_private_ip": "10.0.0"}, "sglang_private_ip='10.0.0' is not an IP address"),
+        ({"model_cache_mode": "torrent"}, "model_cache_mode='torrent' is refused by role model_cache"),
+    ],
+)
+def test_bad_values_name_the_variable_the_value_and_the_fix(values, message):
+    found = errors(**values)
+    assert len(found) == 1, found
+    assert message in found[0]
+
+
+@pytest.mark.parametrize("value", [True, False, "true", "false", "yes", "no", 0, 1])
+def test_booleans_ansible_reads_pass(value):
+    assert errors(sglang_tls_enabled=value) == []
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        (" ", "sglang_api_key is blank"),
+        ("   \t", "sglang_api_key is blank"),
+        ("abc def ghi jkl mno", "holds whitespace"),
+        ("-abcdefghijklmnopqrst", "starts with '-'"),
+        ("short-key", "has 9 characters (not shown), fewer than 16"),
+    ],
+)
+def test_api_keys_that_cannot_work_are_refused_without_showing_them(key, message):
+    found = errors(sglang_api_key=key)
+    assert len(found) == 1 and message in found[0]
+    if key.strip():
+        assert key not in found[0]
+    assert api_key_error(key) == found[0]
+
+
+def test_good_and_generated_api_keys_pass():
+    assert errors(sglang_api_key="") == []
+    assert errors(sglang_api_key="k3y-0f-32-characters-long-abcdef") == []
+
+
+def test_a_secret_of_the_wrong_type_is_not_shown():
+    found = errors(sglang_api_key=["canary-secret-value-0123456789"])
+    assert found == ["sglang_api_key must be a string; quote it"]
+
+
+def test_variables_no_role_declares_are_left_alone():
+    assert errors(my_own_variable="anything") == []
+
+
+GROUPS = {"all": ["a-1", "a-2", "solo"]}
+HOSTVARS = {"a-1": {"sglang_cluster": "a"}, "a-2": {"sglang_cluster": "a"}, "solo": {}}
+
+
+def test_a_play_that_leaves_out_part_of_a_unit_is_refused():
+    found = unit_errors(GROUPS, HOSTVARS, ["a-1"], forks=64)
+    assert found == [
+        "sglang_cluster='a' is deployed as one unit of 2 hosts, but this play leaves out a-2 (check --limit and the "
+        "play's hosts): a unit starts, is tested and restarts as a whole; include every host of the unit"
+    ]
+    assert unit_errors(GROUPS, HOSTVARS, ["a-1", "a-2"], forks=64) == []
+    assert unit_errors(GROUPS, HOSTVARS, ["solo"], forks=64) == []
+
+
+def test_a_unit_larger_than_forks_is_refused_with_the_setting():
+    found = unit_errors(GROUPS, HOSTVARS, ["a-1", "a-2", "solo"], forks=1)
+    assert len(found) == 1
+    assert "sglang_cluster='a' has 2 hosts, but Ansible runs each task on at most 1 hosts at once (forks=1)" in found[0]
+    assert "ansible.cfg [defaults] forks, ANSIBLE_FORKS, or -f" in found[0]
