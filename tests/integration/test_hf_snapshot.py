@@ -344,6 +344,8 @@ def test_gated_repo_needs_a_token_with_access(hub, tmp_path):
     no_access = hub.sh("token", "no-access").strip()
     denied = run_module(tmp_path, **base_args(hub, hf_home, repo_id=GATED, token=no_access))
     assert denied["_rc"] == 1 and "gated" in denied["msg"] and no_access not in denied["_stdout"]
+    assert "its account has not accepted the model's conditions" in denied["msg"], denied["msg"]
+    assert "with access to it" not in denied["msg"]
     assert all_files(hf_home) == []
 
     granted = hub.sh("token", "granted").strip()
