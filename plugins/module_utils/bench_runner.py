@@ -728,7 +728,10 @@ def one_batch_with_server_stopped(runner, settings, ready_timeout=1800, stop_ser
                 message += f" (the benchmark itself failed first: {failure})"
             raise BenchRunError(message, **getattr(exc, "evidence", {})) from None
         state.update(
-            restarted=True, ready=outcome["ready"], readiness=outcome["detail"], seconds_to_ready=round(time.monotonic() - started, 1)
+            restarted=True,
+            ready=outcome["ready"],
+            readiness=outcome["detail"],
+            seconds_to_ready=round(time.monotonic() - started, 1),
         )
     if failure is not None:
         raise failure

@@ -49,7 +49,7 @@ def _settings():
     try:
         return {
             "durations": {
-                "weights": number("SGLANG_STANDIN_LOAD_SECONDS", 3.0),
+                "weights": number("SGLANG_STANDIN_LOAD_SECONDS", 4.0),
                 "jit": number("SGLANG_STANDIN_JIT_SECONDS", 2.0),
                 "graphs": number("SGLANG_STANDIN_GRAPH_SECONDS", 2.0),
                 "warmup": number("SGLANG_STANDIN_WARMUP_SECONDS", 1.0),
