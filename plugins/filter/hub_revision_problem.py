@@ -10,9 +10,9 @@ version_added: 0.1.0
 author: datacrunch.sglang maintainers (@datacrunch-sglang)
 description:
   - A revision is a 40-character commit id, or a branch or tag name by git's ref-name rules
-    (C(git check-ref-format --allow-onelevel)) - no space, control character or any of C(~ ^ : ? * [ \), no C(..)
-    or C(@{), no C(//), not C(@), not starting or ending with C(/), no part starting with C(.) or ending in
-    C(.lock), not ending with C(.).
+    (C(git check-ref-format --allow-onelevel)) - no space or control character, none of the characters
+    tilde, caret, colon, question mark, asterisk, open bracket and backslash, no C(..) or C(@{), no C(//), not C(@),
+    not starting or ending with C(/), no part starting with C(.) or ending in C(.lock), not ending with C(.).
   - Returns a sentence naming the variable, the value and the rule; empty when the revision is fine.
   - C(datacrunch.sglang.hub_repo_id_problem) does the same for a model id.
 options:
