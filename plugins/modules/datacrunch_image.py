@@ -26,6 +26,7 @@ attributes:
     description: Reads only, in any mode.
   diff_mode:
     support: none
+    description: Changes nothing, so there is nothing to compare.
 options:
   instance_type:
     description: Instance type, such as C(8H200.141S.176V). One of O(instance_type) and O(cluster_type) is required.
