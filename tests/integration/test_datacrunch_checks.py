@@ -40,15 +40,10 @@ def test_a_model_id_and_revision_that_break_the_naming_rules_fail_before_any_hos
 
 def test_an_inventory_without_serving_hosts_fails_and_says_why(tmp_path, sshd):
     hosts = inventory(tmp_path, "gpu_boxes", sshd)
-    for playbook in ("deploy.yml", "playbooks/teardown.yml"):
-        run = ansible("ansible-playbook", "-i", hosts, playbook, timeout=120)
-        assert run.returncode != 0, run.output
-        assert f"No host matched sglang_servers in the inventory {hosts}: nothing" in run.output.replace("\n", " ")
-        assert "-e sglang_hosts=GROUP" in run.output
-    # Named, the group is found.
-    run = ansible("ansible-playbook", "-i", hosts, "playbooks/plan.yml", "-e", "sglang_hosts=gpu_boxes", "--check",
-                  "-e", f"plan_dir={tmp_path / 'plan'}", timeout=120)
-    assert "No host matched" not in run.output
+    run = ansible("ansible-playbook", "-i", hosts, "deploy.yml", timeout=120)
+    assert run.returncode != 0, run.output
+    assert f"No host matched sglang_servers in the inventory {hosts}: nothing" in " ".join(run.output.split())
+    assert "-e sglang_hosts=GROUP" in run.output
     assert sshd.connections == 0
 
 
