@@ -17,6 +17,7 @@ import io
 import json
 import logging
 import os
+import re
 import sys
 import types
 import warnings
@@ -267,7 +268,9 @@ ENTRY_MODULES = [
     "sglang.launch_server",
     "sglang.bench_one_batch",
     "sglang.bench_serving",
+    "sglang.bench_one_batch_server",
     "sglang.benchmark.one_batch",
+    "sglang.benchmark.one_batch_server",
     "sglang.benchmark.serving",
     "sglang.compile_deep_gemm",
 ]
@@ -285,6 +288,46 @@ def describe_bench(server_parser: argparse.ArgumentParser) -> dict:
         "serving": describe_actions(serving),
         "serving_description": serving.description,
     }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# env: the SGLANG_* environment variables a version reads
+#
+# sglang.srt.environ.Envs declares most of them (EnvField descriptors); some code still reads a name directly with
+# os.getenv / os.environ (SGLANG_HOST_IP in sglang/srt/utils/network.py, for one), so the package source is scanned
+# for those too. Names that SGLang itself calls deprecated or removed (its _DEPRECATED_ENVS registry, and notices such
+# as "SGLANG_ENABLE_SPEC_V2 has been removed" in 0.5.18's sglang/srt/arg_groups/speculative_hook.py) are kept apart
+# with SGLang's own words, so that the collection refuses them with that note.
+
+_DIRECT_READ = re.compile(
+    r"""os\.(?:getenv|environ\.get|environ\.setdefault|environ\[)\(?\s*["'](SGLANG_[A-Z0-9_]+)["']"""
+)
+_REMOVAL_NOTICE = re.compile(
+    r"""["'](?:Environment variable )?(SGLANG_[A-Z0-9_]+) ((?:was unused and )?has been removed|is deprecated)"""
+)
+
+
+def describe_env() -> dict:
+    with contextlib.redirect_stdout(io.StringIO()):
+        from sglang.srt import environ
+    declared = {name for name, value in vars(environ.Envs).items() if isinstance(value, environ.EnvField)}
+    read = set()
+    removed: dict[str, str] = {}
+    for path in sorted(active_source().rglob("*.py")):
+        text = path.read_text(errors="replace")
+        read.update(_DIRECT_READ.findall(text))
+        for name, verb in _REMOVAL_NOTICE.findall(text):
+            if name not in declared:
+                removed.setdefault(name, f"{name} {verb} (notice in {path.relative_to(active_source())}).")
+    for name, entry in sorted(getattr(environ, "_DEPRECATED_ENVS", {}).items()):
+        message = f"{name} is deprecated."
+        if entry.replacement:
+            message += f" Use {entry.replacement} instead."
+        if entry.note:
+            message += f" {entry.note}"
+        removed[name] = message
+    names = sorted(name for name in declared | read if name.startswith("SGLANG_") and name not in removed)
+    return {"names": names, "removed": dict(sorted(removed.items()))}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -339,6 +382,7 @@ def main(argv: list[str]) -> int:
         data["entry_modules"] = [
             name for name in ENTRY_MODULES if (active_source() / (name.replace(".", "/") + ".py")).is_file()
         ]
+        data["env"] = describe_env()
         data["version"] = real_version
         json.dump(data, sys.stdout)
     else:
