@@ -6,6 +6,9 @@ tools around it (generate_flags.py, check_argv.py) start `python real_parser.py 
 
     python real_parser.py dump VERSION      JSON description of every option of that version's parser
     python real_parser.py check VERSION     reads a JSON list of argvs on stdin, writes a JSON list of results
+    python real_parser.py model VERSION     reads a JSON list of {model, revision, trust_remote_code} on stdin, runs
+                                            SGLang's get_config and get_tokenizer on each (HF_HOME, HF_HUB_OFFLINE
+                                            from the environment), writes a JSON list of outcomes
 """
 
 from __future__ import annotations
@@ -359,13 +362,72 @@ def check(parser_factory, merger_cls, argv: list[str]) -> dict:
     return {"rc": 0, "message": "", "stderr": stderr.getvalue(), "args": _jsonable(namespace), "argv": argv}
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# model: how the server finds a model's config and tokenizer (what the SGLang stand-in must agree with)
+
+
+def _server_error(exc: BaseException) -> str:
+    """The error as the server would raise it.
+
+    0.5.23's get_config, on an OSError or ValueError from the config parser, imports sglang.srt.configs.model_config
+    to look for a LoRA pointer checkpoint (load_pointer_adapter) and re-raises the original error when there is
+    none. That import needs compressed_tensors, which the image has and this venv does not: a ModuleNotFoundError
+    raised while handling the original error stands for the original error here.
+    """
+    context = exc.__context__
+    if isinstance(exc, ModuleNotFoundError) and isinstance(context, (OSError, ValueError)):
+        exc = context
+    return f"{type(exc).__name__}: {exc}"
+
+
+def load_model_files(cases: list[dict]) -> list[dict]:
+    """Run SGLang's own get_config and get_tokenizer for each {model, revision, trust_remote_code}.
+
+    The caller sets HF_HOME / HF_HUB_OFFLINE for the process (huggingface_hub reads them at import). SGLang calls
+    both at start-up with --model-path, --revision and --trust-remote-code (0.5.18 and 0.5.23:
+    sglang/srt/utils/hf_transformers/config.py get_config, .../tokenizer.py get_tokenizer, called from ModelConfig
+    and TokenizerManager). Each result: {"config": {"model_type", "max_position_embeddings"} | None,
+    "config_error": "ExceptionClass: message" | None, "tokenizer": class name | None, "tokenizer_error": ...}.
+    """
+    with contextlib.redirect_stdout(io.StringIO()):
+        from sglang.srt.utils.hf_transformers.config import get_config
+        from sglang.srt.utils.hf_transformers.tokenizer import get_tokenizer
+    results = []
+    for case in cases:
+        result: dict = {"config": None, "config_error": None, "tokenizer": None, "tokenizer_error": None}
+        kwargs = {"trust_remote_code": bool(case.get("trust_remote_code")), "revision": case.get("revision")}
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            try:
+                config = get_config(case["model"], **kwargs)
+                result["config"] = {
+                    "model_type": config.model_type,
+                    "max_position_embeddings": getattr(config, "max_position_embeddings", None),
+                }
+            except Exception as exc:  # noqa: BLE001 - the outcome is the datum
+                result["config_error"] = _server_error(exc)
+            try:
+                result["tokenizer"] = type(get_tokenizer(case["model"], **kwargs)).__name__
+            except Exception as exc:  # noqa: BLE001 - the outcome is the datum
+                result["tokenizer_error"] = _server_error(exc)
+        results.append(result)
+    return results
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 2 or argv[0] not in ("dump", "check"):
+    if len(argv) != 2 or argv[0] not in ("dump", "check", "model"):
         print(__doc__, file=sys.stderr)
         return 2
     command, version = argv
     activate(version)
     os.environ.setdefault("SGLANG_DISABLE_REQUEST_LOGGING", "1")
+    if command == "model":
+        # The parser is not needed: only the model-loading helpers are imported.
+        from sglang.version import __version__
+
+        if __version__ != version:
+            raise SystemExit(f"unpacked sglang is {__version__}, expected {version}: run setup.sh --force")
+        json.dump(load_model_files(json.load(sys.stdin)), sys.stdout)
+        return 0
     server_args, merger_cls, real_version = _quiet_import()
     if real_version != version:
         raise SystemExit(f"unpacked sglang is {real_version}, expected {version}: run setup.sh --force")
