@@ -29,8 +29,8 @@ HUB_SH = REPO_ROOT / "tests" / "lab" / "hub" / "hub.sh"
 MODULE = REPO_ROOT / "plugins" / "modules" / "hf_snapshot.py"
 REPO = "datacrunch-lab/tiny-deepseek-r1"
 GATED = "datacrunch-lab/tiny-deepseek-r1-gated"
-MAIN = "f0461961e56a8d23695ddb73096b552533c1e451"
-V1 = "3d8afb688ba8f583a70d12a08ac59d7c6b6845cf"
+MAIN = "3708d8ea286d0c3779da69819147dd2b2c171273"
+V1 = "d4b2603dbe40f660f91af0dc0f7e9316efeb55c7"
 FOLDER = "models--datacrunch-lab--tiny-deepseek-r1"
 
 

@@ -112,7 +112,9 @@ def main(argv: list[str]) -> None:
         )
 
     try:
-        found = model.resolve(args.model_path, args.revision)
+        found = model.resolve(args.model_path, args.revision, bool(getattr(args, "trust_remote_code", False)))
+    except model.ModelFilesInvalid as exc:
+        fatal(exc.error_class, str(exc), "transformers/models/auto/configuration_auto.py")
     except model.ModelNotFound as exc:
         if model.offline():
             fatal("OSError", f"{model.OFFLINE_ERROR} ({exc})", "transformers/utils/hub.py")
