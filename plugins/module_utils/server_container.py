@@ -385,6 +385,8 @@ class ServerContainer:
         progress (the start-up step the log shows), started_at. Raises ServerError when the container exits or
         restarts, or is not ready within timeout seconds of its start."""
         call_started = time.time()
+        if round_seconds:
+            poll = min(poll, max(round_seconds / 2.0, 0.5))
         container.reload()
         started_at = parse_docker_time(container.attrs["State"].get("StartedAt")) or call_started
         restarts = container.attrs.get("RestartCount", 0)

@@ -175,7 +175,7 @@ def test_bad_input_fails_clearly_and_the_server_stays_up(extra_vars, message, ap
     assert result.returncode != 0, output[-2000:]
     for expected in message if isinstance(message, list) else [message]:
         assert expected in " ".join(output.split()), output[-3000:]
-    assert recap_changed(result.stdout) == {HOST_NAME: 0}, "the failed play changed the host:\n" + output[-3000:]
+    assert recap_changed(result.stdout).get(HOST_NAME) == 0, "the failed play changed the host:\n" + output[-3000:]
     if extra_vars.get("sglang_port") == 22:
         assert "set sglang_port to a port nothing on the host listens on" in " ".join(output.split())
         assert "kill" not in output, "the fix suggests killing a process the collection does not own"
@@ -190,7 +190,7 @@ def test_check_mode_on_the_unchanged_server_changes_nothing_and_succeeds():
     result = run_playbook("deploy.yml", "--check", "--diff")
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
-    assert recap_changed(result.stdout) == {HOST_NAME: 0}, output[-3000:]
+    assert recap_changed(result.stdout).get(HOST_NAME) == 0, output[-3000:]
     assert server()["Id"] == before
 
 
