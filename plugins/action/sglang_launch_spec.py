@@ -45,6 +45,8 @@ ARGUMENT_SPEC = {
     "allow_deprecated_flags": {"type": "bool", "default": False},
     "nccl_ib_hca": {"type": "str", "default": ""},
     "nccl_ib_gid_index": {"type": "str", "default": ""},
+    # Unset: the play's sglang_server_nccl_ib_pkey, when it has one.
+    "nccl_ib_pkey": {"type": "str"},
     "nccl_socket_ifname": {"type": "str", "default": ""},
     "cluster": {"type": "str", "default": ""},
     "node_rank": {"type": "int", "default": -1},
@@ -86,6 +88,13 @@ def _node_from_vars(name, host_vars, explicit=None):
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _requires_connection = False
+
+    def _nccl_ib_pkey(self, args, task_vars):
+        if args["nccl_ib_pkey"] is not None:
+            return args["nccl_ib_pkey"]
+        value = task_vars.get("sglang_server_nccl_ib_pkey", "")
+        value = self._templar.template(value) if isinstance(value, str) else value
+        return "" if value is None else str(value).strip()
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
@@ -144,6 +153,7 @@ class ActionModule(ActionBase):
             allow_deprecated_flags=args["allow_deprecated_flags"],
             nccl_ib_hca=args["nccl_ib_hca"],
             nccl_ib_gid_index=args["nccl_ib_gid_index"],
+            nccl_ib_pkey=self._nccl_ib_pkey(args, task_vars),
             nccl_socket_ifname=args["nccl_socket_ifname"],
             collection_version=args["collection_version"],
             plan=args["plan"],

@@ -17,6 +17,7 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
+from ansible_collections.datacrunch.sglang.plugins.module_utils import nccl_ib
 from ansible_collections.datacrunch.sglang.plugins.module_utils.image_ref import (
     DEFAULT_SGLANG_IMAGE,
     ImageRefError,
@@ -120,6 +121,7 @@ class LaunchRequest:
     allow_deprecated_flags: bool = False
     nccl_ib_hca: str = ""
     nccl_ib_gid_index: str = ""
+    nccl_ib_pkey: str = ""
     nccl_socket_ifname: str = ""
     collection_version: str = ""
     # Plan mode: values only a host can tell become explicit placeholders instead of errors.
@@ -448,15 +450,18 @@ def build_launch_spec(request):
         env["GLOO_SOCKET_IFNAME"] = ifname
         env["NCCL_SOCKET_IFNAME"] = ifname
         env["SGLANG_HOST_IP"] = me.private_ip or PLACEHOLDER % ("sglang_private_ip", me.name)
-        ib_names = [dev["name"] if isinstance(dev, dict) else str(dev) for dev in me.ib_devices or []]
-        roce = any(isinstance(dev, dict) and str(dev.get("link_layer", "")).lower() == "ethernet"
-                   for dev in me.ib_devices or [])
-        if request.nccl_ib_hca or ib_names:
-            env["NCCL_IB_HCA"] = request.nccl_ib_hca or ",".join(sorted(ib_names))
+        mismatch = nccl_ib.partition_mismatch({node.name: node.ib_devices for node in request.nodes}, request.cluster)
+        if mismatch:
+            raise LaunchSpecError("%s; %s" % (mismatch, nccl_ib.PARTITION_FIX))
+        ib = nccl_ib.settings(me.ib_devices, request.nccl_ib_hca, request.nccl_ib_gid_index, request.nccl_ib_pkey)
+        if ib["hca"]:
+            env["NCCL_IB_HCA"] = ib["hca"]
             devices.append("/dev/infiniband")
             cap_add.append("IPC_LOCK")
-        if request.nccl_ib_gid_index != "" or roce:
-            env["NCCL_IB_GID_INDEX"] = str(request.nccl_ib_gid_index if request.nccl_ib_gid_index != "" else 3)
+        if ib["gid_index"]:
+            env["NCCL_IB_GID_INDEX"] = ib["gid_index"]
+        if ib["pkey"]:
+            env["NCCL_IB_PKEY"] = ib["pkey"]
     for key_name, value in sorted((profile.get("env") or {}).items()):
         env[str(key_name)] = str(value)
     for key_name, value in sorted((request.user_env or {}).items()):

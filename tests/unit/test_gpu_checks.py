@@ -372,7 +372,9 @@ def test_sglang_gpu_fact(healthy):
     assert fact["memory_mib"] == 143771
     assert len(fact["uuids"]) == 8
     assert fact["nvlink_all_pairs"] is True
-    assert fact["ib_devices"] == [{"name": "mlx5_0", "link_layer": "InfiniBand", "rate": "400", "netdevs": ["ibp1"]}]
+    assert fact["ib_devices"] == [
+        {"name": "mlx5_0", "link_layer": "InfiniBand", "rate": "400", "netdevs": ["ibp1"], "pkeys": []}
+    ]
     assert fact["private_ip"] == "10.0.0.4"
     assert fact["private_interface"] == "ens7"
     assert gpu_checks.sglang_gpu(healthy, "127.0.0.1")["private_interface"] == "lo"

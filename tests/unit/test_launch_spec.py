@@ -361,8 +361,9 @@ def test_infiniband_devices_set_nccl_and_pass_the_devices():
     for node in members:
         node.ib_devices = [{"name": "mlx5_0", "link_layer": "Ethernet"}, {"name": "mlx5_1", "link_layer": "Ethernet"}]
     spec = build_launch_spec(request("deepseek-r1-tp16", nodes=members))
-    assert spec["env"]["NCCL_IB_HCA"] == "mlx5_0,mlx5_1"
+    assert spec["env"]["NCCL_IB_HCA"] == "=mlx5_0,mlx5_1"
     assert spec["env"]["NCCL_IB_GID_INDEX"] == "3"
+    assert "NCCL_IB_PKEY" not in spec["env"]
     assert spec["devices"] == ["/dev/infiniband"]
     assert spec["cap_add"] == ["IPC_LOCK"]
     overridden = build_launch_spec(request("deepseek-r1-tp16", nodes=members, nccl_ib_hca="mlx5_0",
