@@ -312,6 +312,41 @@ def _dp_attention_args(request, table):
     )
 
 
+PREFETCH_FLAG = "--weight-loader-prefetch-checkpoints"
+LOADER_CONFIG_FLAG = "--model-loader-extra-config"
+
+
+def _shared_storage_args(request, table, extra, origins):
+    """Weights on a shared filesystem (model_cache's shared mode): each rank prefetches a share of the checkpoint into
+    the page cache, so the filesystem is read once rather than once per rank. SGLang (0.5.18, 0.5.23) then turns
+    multithreaded loading off unless enable_multithread_load is set in --model-loader-extra-config: keep it explicit.
+    """
+    if (request.snapshot or {}).get("storage") == "shared" and table.knows(PREFETCH_FLAG):
+        prefetch = table.canonical(PREFETCH_FLAG)
+        if prefetch not in extra:
+            extra[prefetch] = True
+            origins[prefetch] = "sglang_model_snapshot (weights on shared storage)"
+    prefetch_on = any(value is True and table.dest(flag) == "weight_loader_prefetch_checkpoints"
+                      for flag, value in extra.items())
+    if not prefetch_on or not table.knows(LOADER_CONFIG_FLAG):
+        return
+    option = table.canonical(LOADER_CONFIG_FLAG)
+    config = extra.get(option) or {}
+    if isinstance(config, str):
+        try:
+            config = json.loads(config)
+        except ValueError:
+            raise LaunchSpecError(
+                "%s=%r is not JSON; give a mapping, e.g. {\"enable_multithread_load\": true, \"num_threads\": 8}"
+                % (origins.get(option, option), config)
+            ) from None
+    if not isinstance(config, dict):
+        raise LaunchSpecError("%s=%r must be a JSON mapping" % (origins.get(option, option), config))
+    if "enable_multithread_load" not in config:
+        extra[option] = dict(config, enable_multithread_load=True)
+        origins.setdefault(option, "weights on shared storage")
+
+
 def _slug(text):
     return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-").lower() or "unknown"
 
@@ -383,6 +418,7 @@ def build_launch_spec(request):
 
     try:
         extra, _origins = _collect_args(request, table)
+        _shared_storage_args(request, table, extra, _origins)
         argv = ["python3", "-m", "sglang.launch_server"]
         argv += table.render("--model-path", model, "model")
         if revision:

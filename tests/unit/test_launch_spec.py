@@ -390,3 +390,26 @@ def test_docker_run_command_round_trips():
     assert "--gpus" in words and words[words.index("--gpus") + 1] == "all"
     assert "/etc/datacrunch-sglang/sglang-server/secrets:/run/datacrunch-sglang:ro" in words
     json.dumps(spec)  # the spec is plain data
+
+
+def test_weights_on_shared_storage_are_prefetched_with_multithreaded_loading_kept():
+    shared = {"complete": True, "commit": "c" * 40, "repo": "deepseek-ai/DeepSeek-R1", "storage": "shared"}
+    for image in ("lmsysorg/sglang:v0.5.18", "lmsysorg/sglang:v0.5.23"):
+        argv = build_launch_spec(request("deepseek-r1-tp16", count=2, image=image, snapshot=shared))["command"]
+        assert "--weight-loader-prefetch-checkpoints" in argv
+        assert json.loads(flag_value(argv, "--model-loader-extra-config")) == {"enable_multithread_load": True}
+        local = build_launch_spec(request("deepseek-r1-tp16", count=2, image=image,
+                                          snapshot=dict(shared, storage="local")))["command"]
+        assert "--weight-loader-prefetch-checkpoints" not in local
+        assert "--model-loader-extra-config" not in local
+    # The user's loader settings are kept; the key is added only where the user left it out.
+    argv = build_launch_spec(request("deepseek-r1-tp16", count=2, snapshot=shared,
+                                     user_args={"model-loader-extra-config": '{"num_threads": 16}'}))["command"]
+    assert json.loads(flag_value(argv, "--model-loader-extra-config")) == {
+        "enable_multithread_load": True, "num_threads": 16}
+    argv = build_launch_spec(request("deepseek-r1-tp16", count=2, snapshot=shared,
+                                     user_args={"model-loader-extra-config": {"enable_multithread_load": False}}))
+    assert json.loads(flag_value(argv["command"], "--model-loader-extra-config")) == {"enable_multithread_load": False}
+    with pytest.raises(LaunchSpecError, match="is not JSON"):
+        build_launch_spec(request("deepseek-r1-tp16", count=2, snapshot=shared,
+                                  user_args={"model-loader-extra-config": "{num_threads: 16"}))
