@@ -17,6 +17,8 @@ require_persistence           persistence mode must be on
 docker_required               the Docker engine, the toolkit and the container probe are checked
 container_probe               the probe container was asked for
 disk                          [{name, path, need_bytes, present_path?}]: space that must be free per path
+announced_mounts              mounts the inventory announces (datacrunch_local_disk, datacrunch_shared_mount): a disk
+                              path under one of them must lie on it
 image_bytes                   space the image needs in Docker's root dir when it is not there yet
 image_pull                    sglang_server_pull: never makes a missing image a failure (and needs no space)
 shm_min_bytes                 smallest /dev/shm (the server runs with --ipc=host)
@@ -453,6 +455,10 @@ def _storage_checks(facts, req):
         entry["items"].append((name, path, max(0, int(need))))
 
     for item in req.get("disk") or []:
+        off_mount = _announced_mount_check(item["name"], item["path"], disk.get(item["path"]),
+                                           req.get("announced_mounts"))
+        if off_mount:
+            checks.append(off_mount)
         present = 0
         if item.get("present_path"):
             present = (sizes.get(item["present_path"]) or {}).get("bytes", 0)
@@ -505,6 +511,24 @@ def _storage_checks(facts, req):
                 )
             )
     return checks
+
+
+def _announced_mount_check(name, path, state, announced):
+    """A path under a mount the inventory announces (datacrunch_local_disk, datacrunch_shared_mount) must lie on that
+    mount: when the drive is not mounted, the files would silently fill the filesystem below it (the OS disk)."""
+    candidates = [str(mount).rstrip("/") for mount in announced or [] if str(mount).startswith("/")]
+    expected = max((mount for mount in candidates if path == mount or path.startswith(mount + "/")), key=len,
+                   default="")
+    if not expected or not state or state.get("error") or state.get("mount") == expected:
+        return None
+    return _check(
+        f"disk {name}",
+        FAIL,
+        f"{path} would be on {state.get('mount') or '?'}, not on {expected}, the volume the inventory announces "
+        f"(datacrunch_local_disk / datacrunch_shared_mount): {expected} is not mounted",
+        f"mount the volume at {expected} (see `findmnt {expected}`), or set sglang_hf_home / sglang_cache_dir to a "
+        "path on a mounted volume",
+    )
 
 
 def _port_check(facts, port, label, fix_var):
