@@ -310,9 +310,7 @@ def test_cluster_workers_publish_their_storage_and_group_vars_still_win(fleet, t
                                           "cache_dir": "/mnt/local_disk/datacrunch-sglang/cache"}
     assert paths["sglang-r1-a"] == {"hf_home": "/root/.cache/huggingface",
                                     "cache_dir": "/var/cache/datacrunch-sglang"}
-    shared = resolved("datacrunch", "-e", "sglang_model_storage=shared")
-    assert shared["tp16-fin01-node-2"]["hf_home"] == "/mnt/tp16-fin01-sfs/datacrunch-sglang/huggingface"
-    assert shared["sglang-r1-a"]["hf_home"] == "/root/.cache/huggingface"
+    # sglang_model_storage=shared (the shared mount's path) is deployed in molecule/multinode.
 
     inventory = custom_config(tmp_path, "")
     group_vars = Path(inventory) / "group_vars"
