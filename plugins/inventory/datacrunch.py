@@ -129,7 +129,10 @@ notes:
     C(datacrunch_status), C(datacrunch_instance_type), C(datacrunch_gpu_model), C(datacrunch_gpu_count),
     C(datacrunch_location), C(datacrunch_image), C(datacrunch_os_name), C(datacrunch_price_per_hour),
     C(datacrunch_tags), C(datacrunch_volume_ids) and more; on cluster workers also C(datacrunch_cluster_id),
-    C(datacrunch_cluster_hostname), C(datacrunch_jump_host), C(sglang_cluster), C(sglang_private_ip).
+    C(datacrunch_cluster_hostname), C(datacrunch_jump_host), C(sglang_cluster), C(sglang_private_ip), and the
+    worker's storage as Verda documents it - C(datacrunch_local_disk) (C(/mnt/local_disk), its NVMe) and
+    C(datacrunch_shared_mount) (the cluster's shared volume mount point, else C(/home)), which the defaults of
+    C(sglang_hf_home) and C(sglang_cache_dir) read.
   - Requests are retried on rate limits (as Retry-After asks) and on server errors; turn O(cache) on to spare the
     API on repeated runs. A failed request never writes the cache.
   - A failed request fails the inventory source. For it to fail the run, set C(any_unparsed_is_failed = True) in the

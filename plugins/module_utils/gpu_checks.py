@@ -17,11 +17,14 @@ require_persistence           persistence mode must be on
 docker_required               the Docker engine, the toolkit and the container probe are checked
 container_probe               the probe container was asked for
 disk                          [{name, path, need_bytes, present_path?}]: space that must be free per path
+announced_mounts              mounts the inventory announces (datacrunch_local_disk, datacrunch_shared_mount): a disk
+                              path under one of them must lie on it
 image_bytes                   space the image needs in Docker's root dir when it is not there yet
 image_pull                    sglang_server_pull: never makes a missing image a failure (and needs no space)
 shm_min_bytes                 smallest /dev/shm (the server runs with --ipc=host)
 port                          the serving port: free, or held by this collection's container
 multi_node, rank, peers       cluster layout; the rendezvous result is judged on every node
+cluster, unit_ib_devices      sglang_cluster and {host: ib_devices as gathered} of every host of the unit
 rendezvous_port               rank 0's rendezvous port
 private_ip                    sglang_private_ip when set (must be on the host)
 fabric                        {busbw_gbps, min_busbw_gbps, size_bytes, ...} from the all-reduce test, or None
@@ -30,7 +33,7 @@ fabric                        {busbw_gbps, min_busbw_gbps, size_bytes, ...} from
 
 from __future__ import annotations
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils import cuda_compat
+from ansible_collections.datacrunch.sglang.plugins.module_utils import cuda_compat, nccl_ib
 from ansible_collections.datacrunch.sglang.plugins.module_utils.network_address import is_private_address
 
 PASS, FAIL, WARN, SKIP, DEGRADED = "pass", "fail", "warn", "skip", "degraded"
@@ -453,6 +456,10 @@ def _storage_checks(facts, req):
         entry["items"].append((name, path, max(0, int(need))))
 
     for item in req.get("disk") or []:
+        off_mount = _announced_mount_check(item["name"], item["path"], disk.get(item["path"]),
+                                           req.get("announced_mounts"))
+        if off_mount:
+            checks.append(off_mount)
         present = 0
         if item.get("present_path"):
             present = (sizes.get(item["present_path"]) or {}).get("bytes", 0)
@@ -505,6 +512,24 @@ def _storage_checks(facts, req):
                 )
             )
     return checks
+
+
+def _announced_mount_check(name, path, state, announced):
+    """A path under a mount the inventory announces (datacrunch_local_disk, datacrunch_shared_mount) must lie on that
+    mount: when the drive is not mounted, the files would silently fill the filesystem below it (the OS disk)."""
+    candidates = [str(mount).rstrip("/") for mount in announced or [] if str(mount).startswith("/")]
+    expected = max((mount for mount in candidates if path == mount or path.startswith(mount + "/")), key=len,
+                   default="")
+    if not expected or not state or state.get("error") or state.get("mount") == expected:
+        return None
+    return _check(
+        f"disk {name}",
+        FAIL,
+        f"{path} would be on {state.get('mount') or '?'}, not on {expected}, the volume the inventory announces "
+        f"(datacrunch_local_disk / datacrunch_shared_mount): {expected} is not mounted",
+        f"mount the volume at {expected} (see `findmnt {expected}`), or set sglang_hf_home / sglang_cache_dir to a "
+        "path on a mounted volume",
+    )
 
 
 def _port_check(facts, port, label, fix_var):
@@ -608,8 +633,51 @@ def _network_checks(facts, req):
             )
         )
     else:
-        checks.append(_check("infiniband", PASS, ", ".join(device["name"] for device in active_ib)))
+        nccl = nccl_ib.settings(_published_ib_devices(facts))
+        summary = ", ".join(device["name"] for device in active_ib)
+        rendered = [
+            "%s=%s" % (name, value)
+            for name, value in (("NCCL_IB_HCA", nccl["hca"]), ("NCCL_IB_GID_INDEX", nccl["gid_index"]),
+                                ("NCCL_IB_PKEY", nccl["pkey"]))
+            if value
+        ]
+        summary += " (%s): %s" % (nccl["link_layer"] or "unknown link layer", " ".join(rendered) or "no NCCL_IB_*")
+        if nccl["pkey_value"]:
+            summary += " (partition %s)" % nccl["pkey_value"]
+        if nccl["notes"]:
+            checks.append(_check("infiniband", WARN, summary, "; ".join(nccl["notes"])))
+        else:
+            checks.append(_check("infiniband", PASS, summary))
+    unit = {host: _published_ib_devices({"ib_devices": devices})
+            for host, devices in (req.get("unit_ib_devices") or {}).items()}
+    if len(unit) > 1:
+        mismatch = nccl_ib.partition_mismatch(unit, req.get("cluster") or "")
+        if mismatch:
+            checks.append(_check("infiniband partition", FAIL, mismatch, nccl_ib.PARTITION_FIX))
+        elif nccl_ib.infiniband_devices(_published_ib_devices(facts)):
+            held = nccl_ib.partitions(_published_ib_devices(facts))
+            checks.append(
+                _check("infiniband partition", PASS, "every host of the unit holds %s" % ("/".join(held) or "none"))
+            )
     return checks
+
+
+def _published_ib_devices(facts):
+    """Active RDMA devices as sglang_gpu publishes them (what the launch reads)."""
+    devices = []
+    for device in facts.get("ib_devices") or []:
+        active = _active_ports(device)
+        if active:
+            devices.append(
+                {
+                    "name": device["name"],
+                    "link_layer": active[0].get("link_layer", ""),
+                    "rate": active[0].get("rate", ""),
+                    "netdevs": device.get("netdevs") or [],
+                    "pkeys": active[0].get("pkeys") or [],
+                }
+            )
+    return devices
 
 
 def _active_ports(device):
@@ -668,18 +736,7 @@ def sglang_gpu(facts, preferred_ip=""):
     names = [device.get("name", "") for device in gpus]
     model = max(set(names), key=names.count) if names else ""
     address = private_address(facts, preferred_ip)
-    ib_devices = []
-    for device in facts.get("ib_devices") or []:
-        active = _active_ports(device)
-        if active:
-            ib_devices.append(
-                {
-                    "name": device["name"],
-                    "link_layer": active[0].get("link_layer", ""),
-                    "rate": active[0].get("rate", ""),
-                    "netdevs": device.get("netdevs") or [],
-                }
-            )
+    ib_devices = _published_ib_devices(facts)
     return {
         "count": len(gpus),
         "model": model,
@@ -690,6 +747,7 @@ def sglang_gpu(facts, preferred_ip=""):
         "bus_ids": [device.get("bus_id", "") for device in gpus],
         "nvlink_all_pairs": bool((gpu.get("nvlink") or {}).get("all_pairs_joined")) if len(gpus) > 1 else True,
         "ib_devices": ib_devices,
+        "nccl_ib": nccl_ib.settings(ib_devices),
         "interfaces": (facts.get("network") or {}).get("interfaces") or {},
         "private_ip": address["address"],
         "private_interface": address["interface"],

@@ -399,8 +399,27 @@ def private_addresses(interfaces, default_interface=""):
     return candidates
 
 
+def _pkey_table(directory, read):
+    """The non-empty entries of a port's P_Key table: one file per index holding e.g. ``0x8001`` (the kernel's
+    documented sysfs ABI, Documentation/ABI/stable/sysfs-class-infiniband)."""
+    entries = []
+    try:
+        indexes = sorted(int(item) for item in os.listdir(directory) if item.isdigit())
+    except OSError:
+        return entries
+    for index in indexes:
+        text = read(os.path.join(directory, str(index)))
+        try:
+            value = int(text, 16)
+        except ValueError:
+            continue
+        if value & 0x7FFF:
+            entries.append({"index": index, "value": "0x%04x" % value})
+    return entries
+
+
 def ib_state(root="/sys/class/infiniband"):
-    """InfiniBand / RoCE devices with their ports' state, link layer, rate and network interfaces."""
+    """InfiniBand / RoCE devices with their ports' state, link layer, rate, P_Key table and network interfaces."""
     devices = []
     try:
         names = sorted(os.listdir(root))
@@ -429,6 +448,7 @@ def ib_state(root="/sys/class/infiniband"):
                     "phys_state": read(os.path.join(base, "phys_state")).split(":")[-1].strip(),
                     "link_layer": read(os.path.join(base, "link_layer")),
                     "rate": read(os.path.join(base, "rate")),
+                    "pkeys": _pkey_table(os.path.join(base, "pkeys"), read),
                 }
             )
         try:

@@ -17,6 +17,7 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
+from ansible_collections.datacrunch.sglang.plugins.module_utils import nccl_ib
 from ansible_collections.datacrunch.sglang.plugins.module_utils.env_names import EnvNameError, check_env_name
 from ansible_collections.datacrunch.sglang.plugins.module_utils.image_ref import (
     DEFAULT_SGLANG_IMAGE,
@@ -124,6 +125,7 @@ class LaunchRequest:
     allow_deprecated_flags: bool = False
     nccl_ib_hca: str = ""
     nccl_ib_gid_index: str = ""
+    nccl_ib_pkey: str = ""
     nccl_socket_ifname: str = ""
     collection_version: str = ""
     # Plan mode: values only a host can tell become explicit placeholders instead of errors.
@@ -324,6 +326,41 @@ def _dp_attention_args(request, table):
     )
 
 
+PREFETCH_FLAG = "--weight-loader-prefetch-checkpoints"
+LOADER_CONFIG_FLAG = "--model-loader-extra-config"
+
+
+def _shared_storage_args(request, table, extra, origins):
+    """Weights on a shared filesystem (model_cache's shared mode): each rank prefetches a share of the checkpoint into
+    the page cache, so the filesystem is read once rather than once per rank. SGLang (0.5.18, 0.5.23) then turns
+    multithreaded loading off unless enable_multithread_load is set in --model-loader-extra-config: keep it explicit.
+    """
+    if (request.snapshot or {}).get("storage") == "shared" and table.knows(PREFETCH_FLAG):
+        prefetch = table.canonical(PREFETCH_FLAG)
+        if prefetch not in extra:
+            extra[prefetch] = True
+            origins[prefetch] = "sglang_model_snapshot (weights on shared storage)"
+    prefetch_on = any(value is True and table.dest(flag) == "weight_loader_prefetch_checkpoints"
+                      for flag, value in extra.items())
+    if not prefetch_on or not table.knows(LOADER_CONFIG_FLAG):
+        return
+    option = table.canonical(LOADER_CONFIG_FLAG)
+    config = extra.get(option) or {}
+    if isinstance(config, str):
+        try:
+            config = json.loads(config)
+        except ValueError:
+            raise LaunchSpecError(
+                "%s=%r is not JSON; give a mapping, e.g. {\"enable_multithread_load\": true, \"num_threads\": 8}"
+                % (origins.get(option, option), config)
+            ) from None
+    if not isinstance(config, dict):
+        raise LaunchSpecError("%s=%r must be a JSON mapping" % (origins.get(option, option), config))
+    if "enable_multithread_load" not in config:
+        extra[option] = dict(config, enable_multithread_load=True)
+        origins.setdefault(option, "weights on shared storage")
+
+
 def _slug(text):
     return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-").lower() or "unknown"
 
@@ -402,6 +439,7 @@ def build_launch_spec(request):
 
     try:
         extra, _origins = _collect_args(request, table)
+        _shared_storage_args(request, table, extra, _origins)
         argv = ["python3", "-m", "sglang.launch_server"]
         argv += table.render("--model-path", model, "model")
         if revision:
@@ -480,15 +518,18 @@ def build_launch_spec(request):
         env["GLOO_SOCKET_IFNAME"] = ifname
         env["NCCL_SOCKET_IFNAME"] = ifname
         env["SGLANG_HOST_IP"] = me.private_ip or PLACEHOLDER % ("sglang_private_ip", me.name)
-        ib_names = [dev["name"] if isinstance(dev, dict) else str(dev) for dev in me.ib_devices or []]
-        roce = any(isinstance(dev, dict) and str(dev.get("link_layer", "")).lower() == "ethernet"
-                   for dev in me.ib_devices or [])
-        if request.nccl_ib_hca or ib_names:
-            env["NCCL_IB_HCA"] = request.nccl_ib_hca or ",".join(sorted(ib_names))
+        mismatch = nccl_ib.partition_mismatch({node.name: node.ib_devices for node in request.nodes}, request.cluster)
+        if mismatch:
+            raise LaunchSpecError("%s; %s" % (mismatch, nccl_ib.PARTITION_FIX))
+        ib = nccl_ib.settings(me.ib_devices, request.nccl_ib_hca, request.nccl_ib_gid_index, request.nccl_ib_pkey)
+        if ib["hca"]:
+            env["NCCL_IB_HCA"] = ib["hca"]
             devices.append("/dev/infiniband")
             cap_add.append("IPC_LOCK")
-        if request.nccl_ib_gid_index != "" or roce:
-            env["NCCL_IB_GID_INDEX"] = str(request.nccl_ib_gid_index if request.nccl_ib_gid_index != "" else 3)
+        if ib["gid_index"]:
+            env["NCCL_IB_GID_INDEX"] = ib["gid_index"]
+        if ib["pkey"]:
+            env["NCCL_IB_PKEY"] = ib["pkey"]
     for origin, mapping in (
         ("profile %s env" % profile.get("name", "?"), profile.get("env") or {}),
         ("sglang_server_env", request.user_env or {}),

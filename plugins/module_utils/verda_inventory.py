@@ -18,6 +18,8 @@ import unicodedata
 SSH_USER = "root"
 DEFAULT_STATUSES = ("running",)
 DEFAULT_SERVING_GPU_MODELS = ("H200",)
+CLUSTER_LOCAL_DISK = "/mnt/local_disk"
+CLUSTER_SHARED_MOUNT = "/home"
 # <count><GPU model>.<...>: 8H200.141S.176V, 1V100.6V, 8A100.176V; cluster types: 16H200.
 _TYPE_PATTERN = re.compile(r"^(\d+)([A-Za-z][A-Za-z0-9]*?)(?:\.|$)")
 _GROUP_UNSAFE = re.compile(r"[^A-Za-z0-9_]")
@@ -217,6 +219,13 @@ def instance_host(instance, options):
     return Host(host_name(instance.get("hostname"), instance.get("id")), variables, groups)
 
 
+def _shared_mount(cluster):
+    for volume in cluster.get("shared_volumes") or []:
+        if isinstance(volume, dict) and str(volume.get("mount_point") or "").startswith("/"):
+            return volume["mount_point"]
+    return CLUSTER_SHARED_MOUNT
+
+
 def cluster_hosts(cluster, options):
     """The hosts of an Instant Cluster's workers, reached through the cluster's jump host."""
     cluster_type = cluster.get("cluster_type") or ""
@@ -239,6 +248,12 @@ def cluster_hosts(cluster, options):
             if isinstance(volume, dict)
         ],
         "datacrunch_jump_host": jump,
+        # Storage of a worker, as Verda documents it (docs.verda.com/clusters/instant-clusters/good-to-know): local
+        # NVMe at /mnt/local_disk, a shared filesystem at /home (or the shared volume rented with the cluster).
+        # Published as facts that the roles' defaults read, never as sglang_* host variables that would beat
+        # group_vars.
+        "datacrunch_local_disk": CLUSTER_LOCAL_DISK,
+        "datacrunch_shared_mount": _shared_mount(cluster),
         "datacrunch_gpu_model": gpu_model,
         "datacrunch_gpu_count": gpus_per_worker,
         "datacrunch_location": cluster.get("location"),

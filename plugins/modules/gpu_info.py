@@ -196,7 +196,9 @@ network:
   returned: when gathered
   type: dict
 ib_devices:
-  description: InfiniBand/RoCE devices with port state, link layer, rate, network interfaces.
+  description:
+    - InfiniBand/RoCE devices with port state, link layer, rate, network interfaces, and each port's P_Key table
+      (C(pkeys), the non-empty entries as C(index) and C(value) such as C(0x8001), read from sysfs).
   returned: when gathered
   type: list
   elements: dict

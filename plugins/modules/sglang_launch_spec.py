@@ -145,11 +145,21 @@ options:
     type: bool
     default: false
   nccl_ib_hca:
-    description: NCCL_IB_HCA override (default from the host's InfiniBand devices).
+    description:
+      - NCCL_IB_HCA override. Default from the host's active RDMA devices as the preflight published them in
+        C(sglang_gpu) - its InfiniBand devices only, matched exactly (C(=mlx5_0,mlx5_1)), or its RoCE devices on a
+        RoCE-only host.
     type: str
     default: ""
   nccl_ib_gid_index:
-    description: NCCL_IB_GID_INDEX override (default 3 on RoCE).
+    description: NCCL_IB_GID_INDEX override (default 3 when every RDMA device of the host is RoCE, else unset).
+    type: str
+    default: ""
+  nccl_ib_pkey:
+    description:
+      - NCCL_IB_PKEY override (an index into the P_Key table). Default on InfiniBand hosts - the one index whose
+        entry is a full member of a non-default partition, else 1 as Verda documents for Instant Clusters; unset on
+        RoCE-only hosts.
     type: str
     default: ""
   nccl_socket_ifname:

@@ -307,3 +307,36 @@ def test_the_static_example_has_the_shape_the_plugin_gives():
         assert worker["sglang_profile"] == "deepseek-r1-tp16"
         assert worker["sglang_private_ip"] == worker["ansible_host"]
         assert worker["ansible_ssh_common_args"] == "-o ProxyJump=root@198.51.100.20"
+
+
+def test_cluster_workers_publish_their_storage_and_group_vars_still_win(fleet, tmp_path):
+    run = ansible("ansible-inventory", "-i", "datacrunch", "--list", control=fleet)
+    assert run.returncode == 0, run.output
+    hostvars = plain(json.loads(run.stdout)["_meta"]["hostvars"])
+    worker = hostvars["tp16-fin01-node-1"]
+    assert worker["datacrunch_local_disk"] == "/mnt/local_disk"
+    assert worker["datacrunch_shared_mount"] == "/mnt/tp16-fin01-sfs"  # the cluster's shared volume
+    # Facts only: a host variable sglang_hf_home would beat the user's group_vars.
+    assert "sglang_hf_home" not in worker and "sglang_cache_dir" not in worker
+    assert "datacrunch_local_disk" not in hostvars["sglang-r1-a"]
+
+    def resolved(inventory, *extra):
+        out = tmp_path / "storage.json"
+        done = ansible("ansible-playbook", "-i", inventory, "tests/lab/verda-api/playbooks/write-storage.yml",
+                       "-e", f"out={out}", *extra, control=fleet)
+        assert done.returncode == 0, done.output
+        return json.loads(out.read_text())
+
+    paths = resolved("datacrunch")
+    assert paths["tp16-fin01-node-1"] == {"hf_home": "/mnt/local_disk/huggingface",
+                                          "cache_dir": "/mnt/local_disk/datacrunch-sglang/cache"}
+    assert paths["sglang-r1-a"] == {"hf_home": "/root/.cache/huggingface",
+                                    "cache_dir": "/var/cache/datacrunch-sglang"}
+    # sglang_model_storage=shared (the shared mount's path) is deployed in molecule/multinode.
+
+    inventory = custom_config(tmp_path, "")
+    group_vars = Path(inventory) / "group_vars"
+    group_vars.mkdir()
+    (group_vars / "all.yml").write_text("sglang_hf_home: /data/hf\nsglang_cache_dir: /data/jit\n")
+    overridden = resolved(inventory)
+    assert overridden["tp16-fin01-node-1"] == {"hf_home": "/data/hf", "cache_dir": "/data/jit"}

@@ -14,7 +14,8 @@
 #   lab.sh services start|stop|status
 #
 # Environment: LAB_NAME (default dcsg-lab), LAB_INVENTORY_DIR (default inventories/lab), LAB_SHARED_DIR (absolute
-# path: one shared volume mounted there in every host), LAB_WHEEL_PORT (default 18091), LAB_NVIDIA_APT_PORT (default
+# path: one shared volume mounted there in every host), LAB_LOCAL_DISK_DIR (absolute path: each host's own volume
+# mounted there, a stand-in of an Instant Cluster worker's local NVMe at /mnt/local_disk), LAB_WHEEL_PORT (default 18091), LAB_NVIDIA_APT_PORT (default
 # 18092: the stand-in of NVIDIA's toolkit apt repository), LAB_IMAGE_NAMESPACE (default datacrunch-sglang-lab: the
 # lab images' repository prefix).
 
@@ -29,6 +30,7 @@ STATE_DIR=$LAB_DIR/.state
 LAB_NAME=${LAB_NAME:-dcsg-lab}
 LAB_INVENTORY_DIR=${LAB_INVENTORY_DIR:-$REPO_ROOT/inventories/lab}
 LAB_SHARED_DIR=${LAB_SHARED_DIR:-}
+LAB_LOCAL_DISK_DIR=${LAB_LOCAL_DISK_DIR:-}
 LAB_WHEEL_PORT=${LAB_WHEEL_PORT:-18091}
 LAB_NVIDIA_APT_PORT=${LAB_NVIDIA_APT_PORT:-18092}
 LAB_HUB_DEFAULT_PORT=18090
@@ -191,6 +193,10 @@ validate_settings() {
     if [[ -n $LAB_SHARED_DIR && $LAB_SHARED_DIR != /* ]]; then
         die "LAB_SHARED_DIR='$LAB_SHARED_DIR' must be an absolute path in the hosts, e.g. LAB_SHARED_DIR=/mnt/shared"
     fi
+    if [[ -n $LAB_LOCAL_DISK_DIR && $LAB_LOCAL_DISK_DIR != /* ]]; then
+        die "LAB_LOCAL_DISK_DIR='$LAB_LOCAL_DISK_DIR' must be an absolute path in the hosts, e.g." \
+            "LAB_LOCAL_DISK_DIR=/mnt/local_disk"
+    fi
     [[ $LAB_WHEEL_PORT =~ ^[0-9]+$ ]] || die "LAB_WHEEL_PORT='$LAB_WHEEL_PORT' must be a TCP port number, e.g. 18091"
     [[ $LAB_NVIDIA_APT_PORT =~ ^[0-9]+$ ]] ||
         die "LAB_NVIDIA_APT_PORT='$LAB_NVIDIA_APT_PORT' must be a TCP port number, e.g. 18092"
@@ -271,6 +277,11 @@ create_host() {
     done
     if [[ -n $LAB_SHARED_DIR ]]; then
         args+=(--volume "$LAB_NAME-shared:$LAB_SHARED_DIR")
+    fi
+    if [[ -n $LAB_LOCAL_DISK_DIR ]]; then
+        # The host's own filesystem at that path, as a worker's NVMe is (removed with the host's other volumes).
+        docker volume create --label "$LABEL_LAB=$LAB_NAME" "$name-local-disk" >/dev/null
+        args+=(--volume "$name-local-disk:$LAB_LOCAL_DISK_DIR")
     fi
     docker volume create --label "$LABEL_LAB=$LAB_NAME" "$name-docker" >/dev/null
     log "creating host $name ($address)"

@@ -376,7 +376,9 @@ def test_sglang_gpu_fact(healthy):
     assert fact["memory_mib"] == 143771
     assert len(fact["uuids"]) == 8
     assert fact["nvlink_all_pairs"] is True
-    assert fact["ib_devices"] == [{"name": "mlx5_0", "link_layer": "InfiniBand", "rate": "400", "netdevs": ["ibp1"]}]
+    assert fact["ib_devices"] == [
+        {"name": "mlx5_0", "link_layer": "InfiniBand", "rate": "400", "netdevs": ["ibp1"], "pkeys": []}
+    ]
     assert fact["private_ip"] == "10.0.0.4"
     assert fact["private_interface"] == "ens7"
     assert gpu_checks.sglang_gpu(healthy, "127.0.0.1")["private_interface"] == "lo"
@@ -398,3 +400,16 @@ def test_role_default_image_is_the_launch_default():
 
     role_vars = Path(__file__).resolve().parents[2] / "roles" / "gpu_host" / "vars" / "main.yml"
     assert yaml.safe_load(role_vars.read_text())["gpu_host_default_image"] == DEFAULT_SGLANG_IMAGE
+
+
+def test_a_path_under_an_announced_mount_must_lie_on_it(healthy, req):
+    local = "/mnt/local_disk/huggingface"
+    req["disk"] = [{"name": "model", "path": local, "need_bytes": GIB}]
+    req["announced_mounts"] = ["/mnt/local_disk", "/home"]
+    healthy["disk"][local] = {"free": 2000 * GIB, "total": 3000 * GIB, "mount": "/", "error": ""}
+    check = failing(gpu_checks.evaluate(healthy, req))["disk model"]
+    assert "/mnt/local_disk/huggingface would be on /, not on /mnt/local_disk" in check["summary"]
+    assert "findmnt /mnt/local_disk" in check["fix"]
+    healthy["disk"][local]["mount"] = "/mnt/local_disk"
+    assert "disk model" not in failing(gpu_checks.evaluate(healthy, req))
+    assert by_name(gpu_checks.evaluate(healthy, req))["disk /mnt/local_disk"]["status"] == "pass"

@@ -124,6 +124,7 @@ def test_ib_state_from_a_sysfs_tree(tmp_path):
                     "phys_state": "LinkUp",
                     "link_layer": "InfiniBand",
                     "rate": "400 Gb/sec (4X NDR)",
+                    "pkeys": [],
                 }
             ],
             "netdevs": ["ibp1s0"],

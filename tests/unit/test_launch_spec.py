@@ -459,8 +459,9 @@ def test_infiniband_devices_set_nccl_and_pass_the_devices():
     for node in members:
         node.ib_devices = [{"name": "mlx5_0", "link_layer": "Ethernet"}, {"name": "mlx5_1", "link_layer": "Ethernet"}]
     spec = build_launch_spec(request("deepseek-r1-tp16", nodes=members))
-    assert spec["env"]["NCCL_IB_HCA"] == "mlx5_0,mlx5_1"
+    assert spec["env"]["NCCL_IB_HCA"] == "=mlx5_0,mlx5_1"
     assert spec["env"]["NCCL_IB_GID_INDEX"] == "3"
+    assert "NCCL_IB_PKEY" not in spec["env"]
     assert spec["devices"] == ["/dev/infiniband"]
     assert spec["cap_add"] == ["IPC_LOCK"]
     overridden = build_launch_spec(request("deepseek-r1-tp16", nodes=members, nccl_ib_hca="mlx5_0",
@@ -516,3 +517,26 @@ def test_values_docker_or_sglang_would_refuse_after_the_old_server_is_gone(overr
 @pytest.mark.parametrize("size", ["32g", "32gb", "32G", "512m", "1073741824", "1.5g"])
 def test_docker_sizes_pass(size):
     assert build_launch_spec(request(shm_size=size))["shm_size"] == size
+
+
+def test_weights_on_shared_storage_are_prefetched_with_multithreaded_loading_kept():
+    shared = {"complete": True, "commit": "c" * 40, "repo": "deepseek-ai/DeepSeek-R1", "storage": "shared"}
+    for image in ("lmsysorg/sglang:v0.5.18", "lmsysorg/sglang:v0.5.23"):
+        argv = build_launch_spec(request("deepseek-r1-tp16", count=2, image=image, snapshot=shared))["command"]
+        assert "--weight-loader-prefetch-checkpoints" in argv
+        assert json.loads(flag_value(argv, "--model-loader-extra-config")) == {"enable_multithread_load": True}
+        local = build_launch_spec(request("deepseek-r1-tp16", count=2, image=image,
+                                          snapshot=dict(shared, storage="local")))["command"]
+        assert "--weight-loader-prefetch-checkpoints" not in local
+        assert "--model-loader-extra-config" not in local
+    # The user's loader settings are kept; the key is added only where the user left it out.
+    argv = build_launch_spec(request("deepseek-r1-tp16", count=2, snapshot=shared,
+                                     user_args={"model-loader-extra-config": '{"num_threads": 16}'}))["command"]
+    assert json.loads(flag_value(argv, "--model-loader-extra-config")) == {
+        "enable_multithread_load": True, "num_threads": 16}
+    argv = build_launch_spec(request("deepseek-r1-tp16", count=2, snapshot=shared,
+                                     user_args={"model-loader-extra-config": {"enable_multithread_load": False}}))
+    assert json.loads(flag_value(argv["command"], "--model-loader-extra-config")) == {"enable_multithread_load": False}
+    with pytest.raises(LaunchSpecError, match="is not JSON"):
+        build_launch_spec(request("deepseek-r1-tp16", count=2, snapshot=shared,
+                                  user_args={"model-loader-extra-config": "{num_threads: 16"}))

@@ -5,6 +5,7 @@ sglang.srt.server_args parser of each supported version, with the --config file 
 """
 
 import copy
+import json
 import sys
 from pathlib import Path
 
@@ -54,6 +55,13 @@ def _specs():
             request = LaunchRequest(profile=profile, host=nodes[-1].name, nodes=nodes,
                                     cluster="unit" if count > 1 else "", image=image)
             cases.append(("%s/%d-nodes" % (version, count), version, build_launch_spec(request)))
+        # Weights on a shared filesystem: checkpoint prefetch with multithreaded loading kept explicit.
+        profile = resolve_profile("deepseek-r1-tp16", SHIPPED)
+        nodes = [Node("node-%d" % i, private_ip="10.0.0.%d" % (i + 1), gpus=8, interface="eth1") for i in range(2)]
+        snapshot = {"complete": True, "commit": "c" * 40, "repo": profile["model"], "storage": "shared"}
+        request = LaunchRequest(profile=profile, host="node-1", nodes=nodes, cluster="unit", image=image,
+                                snapshot=snapshot)
+        cases.append(("%s/shared-storage" % version, version, build_launch_spec(request)))
     return cases
 
 
@@ -90,3 +98,13 @@ def test_dp_attention_parses_in_each_versions_syntax(parsed):
     assert seed_old["enable_dp_attention"] is True and seed_old["dp_size"] == 8
     seed_new = parsed["0.5.23/deepseek-r1/node-0"]["args"]
     assert seed_new["attn_dp_size"] == 8
+
+
+@pytest.mark.parametrize("version", supported_versions())
+def test_shared_storage_prefetches_and_keeps_multithreaded_loading(version, parsed):
+    args = parsed["%s/shared-storage" % version]["args"]
+    assert args["weight_loader_prefetch_checkpoints"] is True
+    # SGLang's loader keeps multithreading on under prefetch only when the key is present in this mapping.
+    assert json.loads(args["model_loader_extra_config"]) == {"enable_multithread_load": True}
+    local = parsed["%s/deepseek-r1-tp16/node-1" % version]["args"]
+    assert local["weight_loader_prefetch_checkpoints"] is False

@@ -93,6 +93,37 @@ def test_the_single_node_server_lives_beside_the_unit(api_key):
     assert http(endpoint(SOLO) + "/v1/models", api_key)[0] == 200
 
 
+MODEL_DIR = "hub/models--datacrunch-lab--tiny-deepseek-r1"
+LOCAL_HF_HOME = "/mnt/local_disk/huggingface"
+SHARED_HF_HOME = "/mnt/shared/datacrunch-sglang/huggingface"
+
+
+def hf_home_mount(container):
+    return {mount["Destination"]: mount["Source"] for mount in container["Mounts"]}
+
+
+def weight_files(host, hf_home):
+    out = lab_exec(host, "sh", "-c", "find %s/%s/snapshots -name '*.safetensors' | sort" % (hf_home, MODEL_DIR),
+                   check=False)
+    return out.split()
+
+
+def test_the_unit_loads_weights_from_each_workers_local_disk():
+    for host in (RANK0, RANK1):
+        container = server(host)
+        assert hf_home_mount(container)[LOCAL_HF_HOME] == LOCAL_HF_HOME
+        assert weight_files(host, LOCAL_HF_HOME), "no weights on %s's local disk" % host
+        # The local disk is the host's own filesystem (the stand-in of its NVMe), not the shared one.
+        assert lab_exec(host, "stat", "-f", "-c", "%i", "/mnt/local_disk") != lab_exec(
+            host, "stat", "-f", "-c", "%i", "/mnt/shared")
+        assert "--weight-loader-prefetch-checkpoints" not in container["Args"]
+    # Nothing went to the shared volume or to the OS disk's default path on the unit.
+    assert not weight_files(RANK0, "/mnt/shared/datacrunch-sglang/huggingface")
+    assert not weight_files(RANK0, "/root/.cache/huggingface")
+    # A host outside any Instant Cluster keeps the default path.
+    assert hf_home_mount(server(SOLO))["/root/.cache/huggingface"] == "/root/.cache/huggingface"
+
+
 def test_a_killed_rank_makes_the_unit_unready_and_a_rerun_restarts_it_whole(api_key):
     before = {host: server(host)["Id"] for host in (RANK0, RANK1, SOLO)}
     lab_exec(RANK1, "docker", "kill", CONTAINER)
@@ -179,3 +210,21 @@ def test_different_gpu_counts_fail_before_any_change():
         assert "4 x NVIDIA H200" in output or "has 4 GPUs" in output
     finally:
         subprocess.run([*lab, "heal", RANK1], check=True, env={**os.environ, **env})
+
+
+def test_weights_move_to_the_shared_volume_when_chosen_and_a_second_run_changes_nothing(api_key):
+    unit = "%s,%s" % (RANK0, RANK1)
+    result = run_playbook("deploy.yml", "--limit", unit, "--extra-vars", "sglang_model_storage=shared")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    for host in (RANK0, RANK1):
+        container = server(host)
+        assert hf_home_mount(container)[SHARED_HF_HOME] == SHARED_HF_HOME
+        assert "--weight-loader-prefetch-checkpoints" in container["Args"]
+        assert json.loads(arg(container, "--model-loader-extra-config")) == {"enable_multithread_load": True}
+    # One download into the shared volume, seen by both workers.
+    assert weight_files(RANK0, SHARED_HF_HOME) == weight_files(RANK1, SHARED_HF_HOME) != []
+    assert http(endpoint(RANK0) + "/health_generate")[0] == 200
+    again = run_playbook("deploy.yml", "--limit", unit, "--extra-vars", "sglang_model_storage=shared")
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    assert set(recap_changed(again.stdout).values()) == {0}
+
