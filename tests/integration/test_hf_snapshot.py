@@ -204,42 +204,149 @@ def test_check_mode_reports_what_would_be_fetched_and_writes_nothing(hub, tmp_pa
     assert resolve_gets(hub.stats()) == {}
 
 
-def test_interrupted_download_resumes_with_only_the_missing_bytes(hub, tmp_path):
+def partial_maps(blobs: Path) -> dict[str, dict]:
+    """etag -> {size, ranges} of every partial file map that downloads left in blobs/."""
+    maps = {}
+    for p in blobs.glob("*.dcsg-ranges") if blobs.exists() else []:
+        data = json.loads(p.read_text())
+        maps[data["etag"]] = data
+    return maps
+
+
+def partial_bytes(blobs: Path) -> int:
+    """Bytes that partial files in blobs/ hold: ranges listed in the maps, or a contiguous .incomplete prefix."""
+    if not blobs.exists():
+        return 0
+    listed = sum(e - s for m in partial_maps(blobs).values() for s, e in m["ranges"])
+    return listed + sum(p.stat().st_size for p in blobs.glob("*.incomplete"))
+
+
+def merged(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[list[int]] = []
+    for s, e in sorted(intervals):
+        if out and s <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], e)
+        else:
+            out.append([s, e])
+    return [(s, e) for s, e in out]
+
+
+def gaps(size: int, ranges: list) -> list[tuple[int, int]]:
+    result, pos = [], 0
+    for s, e in merged([tuple(r) for r in ranges]):
+        if s > pos:
+            result.append((pos, s))
+        pos = max(pos, e)
+    if pos < size:
+        result.append((pos, size))
+    return result
+
+
+def asked_ranges(entry: dict, size: int) -> list[tuple[int, int]]:
+    """The byte ranges a client asked for in the server's request log (a GET without Range: the whole file)."""
+    asked = []
+    for r in entry["ranges"]:
+        m = re.match(r"^bytes=(\d+)-(\d*)$", r)
+        asked.append((int(m.group(1)), int(m.group(2)) + 1 if m.group(2) else size))
+    whole = entry["by_method"].get("GET", 0) - len(entry["ranges"])
+    asked.extend([(0, size)] * whole)
+    return asked
+
+
+def tree_etags(hub: Hub) -> dict[str, tuple[str, int]]:
+    """path -> (etag, size) as the Hub lists the files (the sha256 for LFS files, the git blob id otherwise)."""
+    with urllib.request.urlopen(f"{hub.url}/api/models/{REPO}/tree/{MAIN}?recursive=true", timeout=10) as resp:
+        entries = json.loads(resp.read())
+    return {e["path"]: ((e.get("lfs") or {}).get("oid") or e["oid"], e["size"]) for e in entries if e["type"] == "file"}
+
+
+def wait_for_partial_bytes(blobs: Path, proc: subprocess.Popen, seconds: float = 60) -> int:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and proc.poll() is None:
+        kept = partial_bytes(blobs)
+        if kept > 0:
+            return kept
+        time.sleep(0.05)
+    return 0
+
+
+def test_interrupted_download_resumes_asking_only_for_the_missing_ranges(hub, tmp_path):
     hf_home = tmp_path / "hf"
     blobs = hf_home / "hub" / FOLDER / "blobs"
-    hub.control("faults", {"throttle_bps": 400_000})
-    cmd, env = module_cmd(tmp_path, base_args(hub, hf_home, parallelism=2))
+    # Pieces of 64 KiB over 4 connections per file: the shards (about 400 KB) are fetched as ranges.
+    args = base_args(hub, hf_home, parallelism=2, connections_per_file=4, split_size=65536)
+    hub.control("faults", {"throttle_bps": 200_000})
+    cmd, env = module_cmd(tmp_path, args)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
-    partial = None
-    while time.monotonic() < deadline and partial is None:
-        for p in blobs.glob("*.incomplete") if blobs.exists() else []:
-            if p.stat().st_size > 0:
-                partial = p
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(len(m["ranges"]) and gaps(m["size"], m["ranges"]) for m in partial_maps(blobs).values()):
+            time.sleep(0.3)  # a few pieces under way
+            break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert partial is not None, "the download never got mid-file"
-    hub.control("faults", {"throttle_bps": 0})
-    kept = partial.stat().st_size
-    done_before = {p.name: p.stat().st_size for p in blobs.iterdir() if not p.name.endswith(".incomplete")}
+    kept = partial_maps(blobs)
+    kept_bytes = sum(e - s for m in kept.values() for s, e in m["ranges"])
+    assert kept_bytes > 0, "the download never got mid-file"
+    # Nothing half-written looks complete: no blob of a partial file, no .incomplete file with holes.
+    assert not any((blobs / etag).exists() for etag in kept)
+    assert not list(blobs.glob("*.incomplete"))
+    done_before = {p.name: p.stat().st_size for p in blobs.iterdir() if "." not in p.name}
 
-    # A killed run leaves nothing that looks complete: the partial file is not in the snapshot.
-    check = run_module(tmp_path, **base_args(hub, hf_home, _ansible_check_mode=True))
-    assert check["complete"] is False and check["bytes_resumed"] >= kept
+    check = run_module(tmp_path, **dict(args, _ansible_check_mode=True))
+    assert check["complete"] is False and check["bytes_resumed"] >= max(
+        sum(e - s for s, e in m["ranges"]) for m in kept.values()
+    )
 
     hub.control("reset", {})
-    r = run_module(tmp_path, **base_args(hub, hf_home))
+    r = run_module(tmp_path, **args)
     assert r["_rc"] == 0, r.get("msg")
-    all_bytes = r["bytes"]
-    assert r["bytes_resumed"] >= kept
-    assert r["bytes_downloaded"] == all_bytes - sum(done_before.values()) - r["bytes_resumed"]
+    assert r["bytes_resumed"] == kept_bytes
+    assert r["bytes_downloaded"] == r["bytes"] - sum(done_before.values()) - kept_bytes
+    assert r["files_ranged"] >= 1
+    # The server's request log: for each file, the ranges asked for are exactly what the killed run had not
+    # recorded, each byte asked once.
+    etags = tree_etags(hub)
     served = resolve_gets(hub.stats())
     assert sum(s["bytes"] for s in served.values()) == r["bytes_downloaded"]
-    ranges = [rng for s in served.values() for rng in s["ranges"]]
-    assert f"bytes={kept}-" in ranges, f"the partial file was not resumed where it stopped: {ranges}"
+    for path, entry in served.items():
+        name = path.split(f"/resolve/{MAIN}/", 1)[1]
+        etag, size = etags[name]
+        asked = asked_ranges(entry, size)
+        missing = gaps(size, kept[etag]["ranges"]) if etag in kept else [(0, size)]
+        assert merged(asked) == missing, f"{name}: asked {sorted(asked)}, missing {missing}"
+        assert sum(e - s for s, e in asked) == sum(e - s for s, e in missing), f"{name}: a byte asked twice"
     assert snapshot_sha256(hf_home) == hub.lfs_objects()
-    assert not list(blobs.glob("*.incomplete"))
+    assert not [p.name for p in blobs.iterdir() if "." in p.name], "partial files left behind"
+
+
+def test_server_that_ignores_range_sends_whole_files_and_the_result_says_so(hub, tmp_path):
+    hf_home = tmp_path / "hf"
+    blobs = hf_home / "hub" / FOLDER / "blobs"
+    hub.control("faults", {"throttle_bps": 200_000})
+    cmd, env = module_cmd(tmp_path, base_args(hub, hf_home, parallelism=2))
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_partial_bytes(blobs, proc)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    kept = partial_bytes(blobs)
+    assert kept > 0, "the download never got mid-file"
+
+    hub.control("reset", {})
+    hub.control("faults", {"ignore_range": True})  # as olah answers: 200 and the whole file
+    progress_file = tmp_path / "progress.json"
+    r = run_module(tmp_path, **base_args(hub, hf_home, progress_file=str(progress_file)))
+    assert r["_rc"] == 0, r.get("msg")
+    assert r["bytes_resumed"] == 0, f"{r['bytes_resumed']} bytes reported as resumed, but the server sent whole files"
+    assert r["bytes_discarded"] == kept and r["files_range_ignored"] >= 1
+    progress = json.loads(progress_file.read_text())
+    assert progress["state"] == "done"
+    assert progress["bytes_fetched"] == progress["bytes_to_fetch"] == r["bytes_downloaded"]
+    assert progress["percent"] == 100.0
+    assert snapshot_sha256(hf_home) == hub.lfs_objects()
+    assert not [p.name for p in blobs.iterdir() if "." in p.name], "partial files left behind"
 
 
 def test_hub_outage_mid_download_fails_clearly_and_a_new_run_completes(hub, tmp_path):
