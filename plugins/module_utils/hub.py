@@ -565,10 +565,58 @@ def resolve_revision(hf, req: SnapshotRequest) -> Dict[str, Any]:
     try:
         info = api.model_info(req.repo_id, revision=req.revision, timeout=req.request_timeout)
     except Exception as exc:
+        from huggingface_hub import errors
+
+        if isinstance(exc, (errors.RevisionNotFoundError, errors.RepositoryNotFoundError)) and not isinstance(
+            exc, errors.GatedRepoError
+        ):
+            raise revision_not_found(api, req, exc) from exc
         raise explain(exc, req, f"resolving revision {req.revision!r}") from exc
     if not info.sha or not COMMIT_RE.match(info.sha):
         raise HubError(f"{req.endpoint_url} gave no commit id for {req.repo_id}@{req.revision}: is it a Hub endpoint?")
     return {"commit": info.sha, "gated": bool(getattr(info, "gated", False))}
+
+
+def revision_not_found(api, req: SnapshotRequest, exc: BaseException) -> HubError:
+    """The revision or the repository is unknown: tell which, with the branches and tags that exist.
+
+    The Hub says which in ``X-Error-Code`` (RevisionNotFound or RepoNotFound); a mirror may not (olah answers an unknown
+    branch of a repository it has as ``RepoNotFound``), so the refs listing decides where the server has one.
+    """
+    from huggingface_hub import errors
+
+    code = exc.response.headers.get("X-Error-Code") if getattr(exc, "response", None) is not None else None
+    endpoint = req.endpoint_url
+    refs = None
+    try:
+        refs = api.list_repo_refs(req.repo_id)
+    except errors.RepositoryNotFoundError as refs_exc:
+        # The refs listing, too, says the repository is unknown: it is.
+        return explain(refs_exc, req, f"resolving revision {req.revision!r}")
+    except Exception:  # noqa: BLE001 - no listing: decided below from the error code alone
+        refs = None
+    if refs is not None:
+        branches = sorted(b.name for b in refs.branches)
+        tags = sorted(t.name for t in refs.tags)
+        listed = f"branches: {', '.join(branches) or 'none'}; tags: {', '.join(tags) or 'none'}"
+        return HubError(
+            f"{option('revision')}={req.revision!r} was not found in {req.repo_id} at {endpoint} ({listed}): use "
+            "one of those or a 40-character commit id of that repo",
+            error_code=code,
+        )
+    if isinstance(exc, errors.RevisionNotFoundError):
+        return HubError(
+            f"{option('revision')}={req.revision!r} does not exist in {req.repo_id} at {endpoint} (the server lists "
+            "no branches and tags): use a branch (main), a tag or a 40-character commit id of that repo",
+            error_code=code,
+        )
+    return HubError(
+        f"{endpoint} did not find {option('repo_id')}={req.repo_id!r} at {option('revision')}={req.revision!r} "
+        f"(error code {code or 'none'}) and gives no refs listing to tell which of the two is wrong (a mirror?): "
+        "check the repo's spelling (organisation/name) and that the branch, tag or commit exists; for a private "
+        f"repo, set {option('token')} to a token with read access",
+        error_code=code,
+    )
 
 
 def list_remote_files(hf, req: SnapshotRequest, commit: str) -> List[RemoteFile]:

@@ -473,7 +473,26 @@ def test_unknown_repo(hub, tmp_path):
 def test_unknown_revision(hub, tmp_path):
     r = run_module(tmp_path, **base_args(hub, tmp_path / "hf", revision="no-such-branch"))
     assert r["_rc"] == 1
-    assert "revision (sglang_model_revision or the profile's revision)='no-such-branch' does not exist" in r["msg"]
+    assert "revision (sglang_model_revision or the profile's revision)='no-such-branch' was not found in " \
+           f"{REPO} at {hub.url} (branches: main; tags: v1)" in r["msg"]
+    assert all_files(tmp_path / "hf") == []
+
+
+def test_unknown_branch_at_a_mirror_that_answers_repo_not_found_is_still_an_unknown_revision(hub, tmp_path):
+    hub.control("faults", {"mirror_errors": True})  # olah's own answer: 401 RepoNotFound for an unknown branch
+    r = run_module(tmp_path, **base_args(hub, tmp_path / "hf", revision="no-such-branch"))
+    assert r["_rc"] == 1
+    assert "repo_id (sglang_model or the profile's model)=" not in r["msg"], r["msg"]
+    assert "revision (sglang_model_revision or the profile's revision)='no-such-branch' was not found in " \
+           f"{REPO} at {hub.url} (branches: main; tags: v1)" in r["msg"]
+    # An unknown repository: olah lists no refs for it either (404 EntryNotFound), so which input is wrong is unknown,
+    # and the message says so instead of guessing.
+    r = run_module(tmp_path, **base_args(hub, tmp_path / "hf", repo_id="datacrunch-lab/no-such-model",
+                                         revision="no-such-branch"))
+    assert r["_rc"] == 1
+    assert f"{hub.url} did not find repo_id (sglang_model or the profile's model)='datacrunch-lab/no-such-model' at " \
+           "revision (sglang_model_revision or the profile's revision)='no-such-branch' (error code RepoNotFound) " \
+           "and gives no refs listing to tell which of the two is wrong" in r["msg"]
     assert all_files(tmp_path / "hf") == []
 
 

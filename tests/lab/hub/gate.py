@@ -9,7 +9,8 @@ an unknown repository. This front passes every request through to olah and adds 
 - gated repos: their metadata says ``"gated": "manual"``; a file download without a token gets ``401`` with
   ``X-Error-Code: GatedRepo``, with a valid token that was not granted access ``403 GatedRepo`` (as the Hub does);
 - ``Range`` on ``/resolve/`` downloads: ``206 Partial Content`` with ``Content-Range``;
-- an unknown revision of a known repo: ``404`` with ``X-Error-Code: RevisionNotFound``;
+- an unknown revision of a known repo: ``404`` with ``X-Error-Code: RevisionNotFound``; the refs of an unknown repo:
+  ``404`` with ``X-Error-Code: RepoNotFound``;
 - lab controls under ``/_lab/``: ``GET /_lab/stats`` (requests and body bytes served per path and client),
   ``POST /_lab/reset``, ``POST /_lab/faults`` with JSON ``{"throttle_bps": N}`` (0: no limit) to slow file bodies
   down so that a test can interrupt a download mid-file, ``{"ignore_range": true}`` to answer every file download
@@ -31,7 +32,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-API_RE = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)/(?P<kind>revision|tree|paths-info)(?:/(?P<rest>.*))?$")
+API_RE = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)/(?P<kind>revision|tree|paths-info|refs)(?:/(?P<rest>.*))?$")
 RESOLVE_RE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
 RANGE_RE = re.compile(r"^bytes=(\d+)-(\d*)$")
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "server", "date"}
@@ -180,6 +181,9 @@ def make_handler(gate: Gate):
                         "GatedRepo",
                     )
 
+            if api and api.group("kind") == "refs" and not gate.repo_exists(repo) and not gate.mirror_errors:
+                # olah says EntryNotFound ("refs are not cached"); the Hub says the repository is unknown.
+                return self._error(404, "Repository not found", "RepoNotFound")
             if api and api.group("kind") == "revision":
                 return self._revision(repo, api.group("rest") or "")
             if resolve and self.command == "GET":
