@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -347,6 +348,84 @@ def test_server_that_ignores_range_sends_whole_files_and_the_result_says_so(hub,
     assert progress["percent"] == 100.0
     assert snapshot_sha256(hf_home) == hub.lfs_objects()
     assert not [p.name for p in blobs.iterdir() if "." in p.name], "partial files left behind"
+
+
+# A filesystem whose file locks do nothing (some network filesystems): every flock succeeds at once.
+NO_LOCKS = "import fcntl\n\nfcntl.flock = lambda fd, op: None\n"
+
+
+def shared_cmd(tmp_path: Path, args: dict, locks: bool) -> tuple[list[str], dict]:
+    cmd, env = module_cmd(tmp_path, args)
+    if not locks:
+        site = tmp_path / "no-locks"
+        site.mkdir(exist_ok=True)
+        (site / "sitecustomize.py").write_text(NO_LOCKS)
+        env["PYTHONPATH"] = f"{site}{os.pathsep}{env['PYTHONPATH']}"
+    return cmd, env
+
+
+@pytest.mark.parametrize("locks", [True, False], ids=["flock", "locks-do-nothing"])
+def test_two_hosts_sharing_one_cache_volume_killed_at_seeded_points_end_with_correct_blobs(hub, tmp_path, locks):
+    seed = int(os.environ.get("SHARED_CACHE_SEED") or random.randrange(1 << 32))
+    rng = random.Random(seed)
+    shared = tmp_path / "shared-volume"
+    blobs = shared / "hub" / FOLDER / "blobs"
+    args = base_args(hub, shared, parallelism=4, connections_per_file=3, split_size=65536, verify="sha256")
+    hub.control("faults", {"throttle_bps": 400_000})
+
+    def start(name: str) -> subprocess.Popen:
+        cmd, env = shared_cmd(tmp_path, args, locks)
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    # Both hosts start together and each is killed at a seeded point (seconds after its start, after the interpreter
+    # and huggingface_hub are loaded, so that the kill lands mid-download).
+    for rnd in (1,):
+        kills = {name: round(rng.uniform(1.2, 2.4), 2) for name in ("host-a", "host-b")}
+        print(f"seed {seed} (rerun with SHARED_CACHE_SEED={seed}), locks={'flock' if locks else 'none'}, "
+              f"round {rnd}: kill after {kills} s")
+        procs = {name: start(name) for name in kills}
+        began = time.monotonic()
+        for name, at in sorted(kills.items(), key=lambda kv: kv[1]):
+            time.sleep(max(0.0, began + at - time.monotonic()))
+            procs[name].send_signal(signal.SIGKILL)
+        for proc in procs.values():
+            proc.communicate(timeout=60)
+    hub.control("faults", {"throttle_bps": 0})
+    # Both again, to the end, at the same time.
+    procs = {name: start(name) for name in ("host-a", "host-b")}
+    results = {}
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=120)
+        results[name] = json.loads(out)
+        assert not results[name].get("failed"), f"{name}: {results[name].get('msg')}\n{err[-2000:]}"
+    assert all(r["complete"] for r in results.values())
+    assert snapshot_sha256(shared) == hub.lfs_objects()
+    # Every blob is what its name says (the sha256 for LFS files), and nothing partial is left.
+    etags = {etag for etag, _size in tree_etags(hub).values()}
+    names = sorted(p.name for p in blobs.iterdir())
+    assert names == sorted(etags), f"left in blobs/: {sorted(set(names) - etags)}"
+    for p in blobs.iterdir():
+        if len(p.name) == 64:
+            assert hashlib.sha256(p.read_bytes()).hexdigest() == p.name
+
+
+def test_a_run_that_only_waited_for_another_hosts_download_reports_nothing_resumed(hub, tmp_path):
+    shared = tmp_path / "shared-volume"
+    blobs = shared / "hub" / FOLDER / "blobs"
+    args = base_args(hub, shared, parallelism=16)
+    hub.control("faults", {"throttle_bps": 100_000})  # a shard takes about 4 s: the second host starts meanwhile
+    cmd, env = module_cmd(tmp_path, args)
+    first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert wait_for_partial_bytes(blobs, first) > 0, "the first host never got mid-file"
+    # The second host starts while the first holds every file's lock with part of it on disk: it waits.
+    second = run_module(tmp_path, **args)
+    out, err = first.communicate(timeout=120)
+    assert json.loads(out).get("complete") is True, f"{out}\n{err[-2000:]}"
+    assert second["_rc"] == 0, second.get("msg")
+    assert second["bytes_resumed"] == 0, f"{second['bytes_resumed']} bytes reported as resumed by a run that waited"
+    assert second["bytes_downloaded"] == 0
+    assert second["files_completed_elsewhere"] == second["files_to_fetch"] > 0
+    assert snapshot_sha256(shared) == hub.lfs_objects()
 
 
 def test_hub_outage_mid_download_fails_clearly_and_a_new_run_completes(hub, tmp_path):
