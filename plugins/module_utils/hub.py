@@ -27,6 +27,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -36,6 +37,7 @@ from typing import Any, Callable, Dict, List, Optional
 from urllib.parse import urlsplit
 
 from ansible_collections.datacrunch.sglang.plugins.module_utils.hub_ranged import (
+    STALE_SECONDS,
     HTTPRanges,
     PartFile,
     RangedDownload,
@@ -338,9 +340,16 @@ def check_disk(req: SnapshotRequest, bytes_needed: int, free: Optional[int] = No
 def link_pointer(layout: CacheLayout, commit: str, f: RemoteFile) -> None:
     pointer = layout.pointer(commit, f.path)
     os.makedirs(os.path.dirname(pointer), exist_ok=True)
-    if os.path.islink(pointer) or os.path.exists(pointer):
-        os.unlink(pointer)
-    os.symlink(os.path.relpath(layout.blob(f.etag), os.path.dirname(pointer)), pointer)
+    target = os.path.relpath(layout.blob(f.etag), os.path.dirname(pointer))
+    if os.path.islink(pointer) and os.readlink(pointer) == target:
+        return
+    # A new link under a name of this process's own, renamed over the old one: another host sharing the volume never
+    # sees the entry missing in between.
+    tmp = f"{pointer}.{socket.gethostname()}.{os.getpid()}.{threading.get_ident()}.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    os.symlink(target, tmp)
+    os.replace(tmp, pointer)
 
 
 def discard(layout: CacheLayout, commit: str, state: FileState) -> None:
@@ -785,12 +794,16 @@ class Downloader:
         )
 
     def _drop_foreign_partials(self, f: RemoteFile) -> None:
-        # huggingface_hub's own per-process temporary files of this blob are never reused by anyone: reclaim them.
+        # huggingface_hub's own per-process temporary files of this blob are never reused by anyone: reclaim those
+        # left behind. One still being written (its writer's lock may do nothing on a network filesystem) is recent.
         blobs = os.path.dirname(self.layout.blob(f.etag))
+        now = time.time()
         for name in os.listdir(blobs):
             if name.startswith(f.etag + ".") and name.endswith(".incomplete") and name != f"{f.etag}.incomplete":
                 with contextlib.suppress(OSError):
-                    os.unlink(os.path.join(blobs, name))
+                    path = os.path.join(blobs, name)
+                    if now - os.stat(path).st_mtime > STALE_SECONDS:
+                        os.unlink(path)
 
 
 # --------------------------------------------------------------------------------------------------------------------
