@@ -35,6 +35,7 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 from urllib.parse import urljoin, urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 PART_SUFFIX = ".dcsg-part"
 RANGES_SUFFIX = ".dcsg-ranges"
@@ -298,11 +299,17 @@ class HTTPRanges:
             conns = self.local.conns = {}
         conn = conns.get(key)
         if conn is None:
+            # The proxy settings of the environment (HTTPS_PROXY, HTTP_PROXY, NO_PROXY), as huggingface_hub uses them.
+            proxy = None if proxy_bypass(parts.hostname or "") else getproxies().get(parts.scheme)
+            via = urlsplit(proxy).netloc if proxy else None
             if parts.scheme == "https":
-                conn = http.client.HTTPSConnection(parts.netloc, timeout=self.timeout,
+                conn = http.client.HTTPSConnection(via or parts.netloc, timeout=self.timeout,
                                                    context=ssl.create_default_context())
+                if via:
+                    conn.set_tunnel(parts.hostname, parts.port or 443)
             else:
-                conn = http.client.HTTPConnection(parts.netloc, timeout=self.timeout)
+                conn = http.client.HTTPConnection(via or parts.netloc, timeout=self.timeout)
+                conn.via_proxy = bool(via)
             conns[key] = conn
         return conn
 
@@ -319,6 +326,8 @@ class HTTPRanges:
             parts = urlsplit(url)
             conn = self._connection(url)
             target = parts.path + (f"?{parts.query}" if parts.query else "")
+            if getattr(conn, "via_proxy", False):
+                target = url  # a plain-HTTP proxy is asked for the absolute URL
             conn.request("GET", target, headers=headers)
             resp = conn.getresponse()
             if resp.status in (301, 302, 303, 307, 308) and resp.getheader("Location"):

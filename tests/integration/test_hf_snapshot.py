@@ -276,7 +276,8 @@ def test_interrupted_download_resumes_asking_only_for_the_missing_ranges(hub, tm
     blobs = hf_home / "hub" / FOLDER / "blobs"
     # Pieces of 64 KiB over 4 connections per file: the shards (about 400 KB) are fetched as ranges.
     args = base_args(hub, hf_home, parallelism=2, connections_per_file=4, split_size=65536)
-    hub.control("faults", {"throttle_bps": 200_000})
+    # A piece takes over a second: the first ranges file (written a second into a file) lists some pieces, not all.
+    hub.control("faults", {"throttle_bps": 50_000})
     cmd, env = module_cmd(tmp_path, args)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
@@ -437,7 +438,7 @@ def test_hub_outage_mid_download_fails_clearly_and_a_new_run_completes(hub, tmp_
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (blobs.exists() and any(blobs.glob("*.incomplete"))):
+        while time.monotonic() < deadline and not (blobs.exists() and any(blobs.glob("*.dcsg-part"))):
             time.sleep(0.05)
         hub.sh("stop")
         out, _err = proc.communicate(timeout=120)
