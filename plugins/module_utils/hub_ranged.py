@@ -194,6 +194,9 @@ class PartFile:
                 ranges = self._load(ranges_path)
                 candidates.append((ranges.covered() if ranges else -1, ranges_path, part_path))
         candidates.sort(reverse=True)
+        for _covered, ranges_path, _part_path in candidates:
+            with contextlib.suppress(OSError):
+                os.unlink(f"{ranges_path}.tmp")  # a save that a kill cut short
         for covered, ranges_path, part_path in candidates:
             if covered > 0 and self.fd is None:
                 try:
