@@ -6,14 +6,14 @@ The snapshot lands where huggingface_hub (and so SGLang) looks for it: ``<hf_hom
 ``blobs/<etag>`` (the sha256 for LFS files, the git blob id otherwise), ``snapshots/<commit>/<path>`` symlinks to
 the blobs and ``refs/<branch or tag>``.
 
-The Hub is spoken to through huggingface_hub's API only: ``HfApi.model_info`` resolves the revision,
-``HfApi.list_repo_tree`` lists files with sizes and sha256, ``get_hf_file_metadata`` and ``http_get`` move the bytes.
-Files are fetched with ``http_get`` into a stable ``blobs/<etag>.incomplete`` rather than through ``hf_hub_download``,
-because ``hf_hub_download`` (huggingface_hub >= 1.x) writes to a per-process temporary file that it deletes on
-failure: an interrupted 4 GB shard would start from zero again. Here a killed run leaves the partial file, and the
-next run asks only for the missing range. The same HTTP code path (auth headers, retries, ``Range``, the consistency
-check) is used; the blob names, lock files and symlinks follow huggingface_hub's cache layout, so either can read
-what the other wrote.
+The Hub's API is spoken to through huggingface_hub: ``HfApi.model_info`` resolves the revision,
+``HfApi.list_repo_tree`` lists files with sizes and sha256, ``get_hf_file_metadata`` gives each file's ETag and
+location (a CDN after a redirect), ``build_hf_headers`` the headers. The bytes move in ``hub_ranged``: large files as
+ranges over several connections, small ones as one stream, always into partial files of this process's own, never
+into ``blobs/<etag>.incomplete`` (which older huggingface_hub versions resume by its size); huggingface_hub >= 1.x's
+``hf_hub_download`` writes to a per-process temporary file that it deletes on failure, so an interrupted 4 GB shard
+would start from zero again. The blob names, lock files and symlinks follow huggingface_hub's cache layout, so either
+can read what the other wrote.
 
 Everything that only looks at the filesystem (the cache layout, the quick and sha256 checks, the plan, the disk
 check, progress) is plain Python and unit-tested without a server.
@@ -493,28 +493,7 @@ def load_hf(req: SnapshotRequest):
     from huggingface_hub import constants
 
     constants.HF_HUB_DOWNLOAD_TIMEOUT = req.request_timeout
-    # http_get writes what each socket read returns (1 MiB, see below) instead of gathering 10 MiB chunks first:
-    # one copy less per byte, and a killed run loses at most 1 MiB per file.
-    constants.DOWNLOAD_CHUNK_SIZE = None
-    _tune_socket_reads()
     return huggingface_hub
-
-
-def _tune_socket_reads() -> None:
-    """Read the socket in 1 MiB pieces instead of 64 KiB.
-
-    huggingface_hub's HTTP client (httpx2 over httpcore2) reads 64 KiB at a time and then copies the pieces together
-    into the chunks http_get writes; on a fast link that copying, not the network, limits a download (measured on
-    loopback: 512 MiB in 2.2 s with the defaults, 0.6 s with 1 MiB reads, curl 0.4-1.0 s). Only this process is
-    affected; another client library version without the attribute is left as it is.
-    """
-    try:
-        from httpcore2._sync import http11
-    except ImportError:
-        return
-    connection = getattr(http11, "HTTP11Connection", None)
-    if connection is not None and getattr(connection, "READ_NUM_BYTES", 0) < READ_CHUNK // 8:
-        connection.READ_NUM_BYTES = READ_CHUNK // 8
 
 
 def explain(exc: BaseException, req: SnapshotRequest, what: str) -> HubError:
@@ -657,8 +636,8 @@ class FetchOutcome:
 
 
 class Downloader:
-    """Fetch files into the cache: large ones as ranges over several connections (hub_ranged), the others with
-    huggingface_hub's http_get as one stream; partial files are resumed."""
+    """Fetch files into the cache: large ones as ranges over several connections, the others as one stream (both in
+    hub_ranged); partial files are resumed."""
 
     def __init__(
         self,

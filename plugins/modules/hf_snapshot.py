@@ -22,8 +22,8 @@ description:
     O(disk_reserve_gb) to spare. Nothing is written before these checks pass.
   - Downloads O(parallelism) files at a time over plain HTTP (Xet is not used). A file of at least twice
     O(split_size) is fetched as pieces of O(split_size) over up to O(connections_per_file) connections (C(Range)
-    requests), because mirrors and CDNs cap what one connection carries; smaller files come as one stream through
-    huggingface_hub's C(http_get). The pieces wait in C(blobs/<etag>.<host>.<pid>.dcsg-part) with a map of the ranges
+    requests), because mirrors and CDNs cap what one connection carries; smaller files come as one stream. The
+    pieces wait in C(blobs/<etag>.<host>.<pid>.dcsg-part) with a map of the ranges
     in it (C(.dcsg-ranges)); C(blobs/<etag>) appears only when every range is there (and, with O(verify=sha256), the
     sha256 matches). C(blobs/<etag>.incomplete) is only ever a contiguous prefix, as older huggingface_hub versions
     expect when they resume it.
@@ -209,7 +209,7 @@ bytes_to_fetch:
   type: int
 bytes_resumed:
   description: Bytes of partial files that a previous, interrupted run left and that this run kept and used (in check
-    mode: that it would keep). A file that another process completed while this one waited counts 0.
+    mode, that it would keep). A file that another process completed while this one waited counts 0.
   returned: always
   type: int
 bytes_discarded:
