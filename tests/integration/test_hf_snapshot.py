@@ -8,6 +8,7 @@ that is in use.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -209,7 +210,10 @@ def partial_maps(blobs: Path) -> dict[str, dict]:
     """etag -> {size, ranges} of every partial file map that downloads left in blobs/."""
     maps = {}
     for p in blobs.glob("*.dcsg-ranges") if blobs.exists() else []:
-        data = json.loads(p.read_text())
+        try:
+            data = json.loads(p.read_text())
+        except FileNotFoundError:
+            continue  # completed (or adopted) meanwhile
         maps[data["etag"]] = data
     return maps
 
@@ -219,7 +223,11 @@ def partial_bytes(blobs: Path) -> int:
     if not blobs.exists():
         return 0
     listed = sum(e - s for m in partial_maps(blobs).values() for s, e in m["ranges"])
-    return listed + sum(p.stat().st_size for p in blobs.glob("*.incomplete"))
+    prefixes = 0
+    for p in blobs.glob("*.incomplete"):
+        with contextlib.suppress(FileNotFoundError):
+            prefixes += p.stat().st_size
+    return listed + prefixes
 
 
 def merged(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:
