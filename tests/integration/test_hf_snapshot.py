@@ -48,6 +48,7 @@ class Hub:
         self.env = dict(os.environ, HUB_PORT=str(self.port), HUB_OLAH_PORT=str(free_port()), HUB_STATE_DIR=str(state))
         self.state = state
         self.url = f"http://127.0.0.1:{self.port}"
+        self._lfs: dict[tuple[str, str], dict[str, str]] = {}
 
     def sh(self, *args: str) -> str:
         return subprocess.run([str(HUB_SH), *args], env=self.env, check=True, capture_output=True, text=True).stdout
@@ -63,6 +64,12 @@ class Hub:
 
     def lfs_objects(self, repo: str = REPO, rev: str = "main") -> dict[str, str]:
         """path -> sha256 of every LFS file of the repo at rev, read from the git repository the server serves."""
+        # Read once per repo and revision (a git process per file): the repositories do not change during the tests.
+        if (repo, rev) not in self._lfs:
+            self._lfs[(repo, rev)] = self._read_lfs_objects(repo, rev)
+        return dict(self._lfs[(repo, rev)])
+
+    def _read_lfs_objects(self, repo: str, rev: str) -> dict[str, str]:
         git = self.state / "mirrors" / "models" / repo
         out = subprocess.run(["git", "-C", str(git), "ls-tree", "-r", "--name-only", rev],
                              check=True, capture_output=True, text=True).stdout.split()
