@@ -48,7 +48,7 @@ STALE_SECONDS = 30.0
 SAVE_SECONDS = 1.0
 SYNC_SECONDS = 10.0
 BUFFER = 1 << 20
-RETRIES = 5
+RETRIES = 4
 
 
 class RangeIgnored(Exception):
@@ -461,7 +461,7 @@ class RangedDownload:
                 attempt += 1
                 if attempt > RETRIES or self.abort.is_set():
                     raise OSError(f"range {pos}-{end - 1}: {exc}") from exc
-                time.sleep(min(2 ** attempt * 0.25, 2))  # 7.5 s in all: an outage fails soon, a blip is ridden out
+                time.sleep(min(2 ** attempt * 0.25, 2))  # 5.5 s in all: an outage fails soon, a blip is ridden out
         return got
 
 

@@ -380,8 +380,11 @@ def shared_cmd(tmp_path: Path, args: dict, locks: bool) -> tuple[list[str], dict
     return cmd, env
 
 
-@pytest.mark.parametrize("locks", [True, False], ids=["flock", "locks-do-nothing"])
-def test_two_hosts_sharing_one_cache_volume_killed_at_seeded_points_end_with_correct_blobs(hub, tmp_path, locks):
+# With working file locks the hosts only wait for each other (the next test); with locks that do nothing (some network
+# filesystems) they download the same files at once, which is the case that must still end right. SHARED_CACHE_LOCKS=1
+# runs it with working locks.
+def test_two_hosts_sharing_one_cache_volume_killed_at_seeded_points_end_with_correct_blobs(hub, tmp_path):
+    locks = os.environ.get("SHARED_CACHE_LOCKS") == "1"
     seed = int(os.environ.get("SHARED_CACHE_SEED") or random.randrange(1 << 32))
     rng = random.Random(seed)
     shared = tmp_path / "shared-volume"
