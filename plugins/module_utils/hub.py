@@ -6,14 +6,14 @@ The snapshot lands where huggingface_hub (and so SGLang) looks for it: ``<hf_hom
 ``blobs/<etag>`` (the sha256 for LFS files, the git blob id otherwise), ``snapshots/<commit>/<path>`` symlinks to
 the blobs and ``refs/<branch or tag>``.
 
-The Hub is spoken to through huggingface_hub's API only: ``HfApi.model_info`` resolves the revision,
-``HfApi.list_repo_tree`` lists files with sizes and sha256, ``get_hf_file_metadata`` and ``http_get`` move the bytes.
-Files are fetched with ``http_get`` into a stable ``blobs/<etag>.incomplete`` rather than through ``hf_hub_download``,
-because ``hf_hub_download`` (huggingface_hub >= 1.x) writes to a per-process temporary file that it deletes on
-failure: an interrupted 4 GB shard would start from zero again. Here a killed run leaves the partial file, and the
-next run asks only for the missing range. The same HTTP code path (auth headers, retries, ``Range``, the consistency
-check) is used; the blob names, lock files and symlinks follow huggingface_hub's cache layout, so either can read
-what the other wrote.
+The Hub's API is spoken to through huggingface_hub: ``HfApi.model_info`` resolves the revision,
+``HfApi.list_repo_tree`` lists files with sizes and sha256, ``get_hf_file_metadata`` gives each file's ETag and
+location (a CDN after a redirect), ``build_hf_headers`` the headers. The bytes move in ``hub_ranged``: large files as
+ranges over several connections, small ones as one stream, always into partial files of this process's own, never
+into ``blobs/<etag>.incomplete`` (which older huggingface_hub versions resume by its size); huggingface_hub >= 1.x's
+``hf_hub_download`` writes to a per-process temporary file that it deletes on failure, so an interrupted 4 GB shard
+would start from zero again. The blob names, lock files and symlinks follow huggingface_hub's cache layout, so either
+can read what the other wrote.
 
 Everything that only looks at the filesystem (the cache layout, the quick and sha256 checks, the plan, the disk
 check, progress) is plain Python and unit-tested without a server.
@@ -27,6 +27,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -35,12 +36,22 @@ from fnmatch import fnmatch
 from typing import Any, Callable, Dict, List, Optional
 from urllib.parse import urlsplit
 
+from ansible_collections.datacrunch.sglang.plugins.module_utils.hub_ranged import (
+    STALE_SECONDS,
+    HTTPRanges,
+    PartFile,
+    RangedDownload,
+    RangeIgnored,
+    kept_bytes,
+)
+
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 DEFAULT_ENDPOINT = "https://huggingface.co"
 READ_CHUNK = 8 * 1024 * 1024
 GIB = 1024**3
+MIN_SPLIT_SIZE = 64 * 1024
 
 # The role's shared inputs behind the module's options, named in error messages so that users know what to change.
 ROLE_INPUTS = {
@@ -89,6 +100,8 @@ class SnapshotRequest:
     token: Optional[str] = None
     endpoint: str = ""
     parallelism: int = 8
+    connections_per_file: int = 8
+    split_size: int = 64 * 1024 * 1024
     request_timeout: float = 30.0
     verify: str = "quick"
     disk_reserve_gb: float = 10.0
@@ -131,6 +144,12 @@ def validate_request(req: SnapshotRequest) -> None:
         raise HubError(f"verify={req.verify!r}: use 'quick' (presence and sizes) or 'sha256' (every byte)")
     if req.parallelism < 1 or req.parallelism > 64:
         raise HubError(f"parallelism={req.parallelism}: use 1 to 64 parallel downloads")
+    if req.connections_per_file < 1 or req.connections_per_file > 64:
+        raise HubError(f"connections_per_file={req.connections_per_file}: use 1 (one stream per file) to 64")
+    if req.split_size < MIN_SPLIT_SIZE:
+        raise HubError(
+            f"split_size={req.split_size}: use at least {MIN_SPLIT_SIZE} bytes (e.g. 67108864 for 64 MiB pieces)"
+        )
     if req.request_timeout <= 0:
         raise HubError(f"request_timeout={req.request_timeout}: use a positive number of seconds")
     if req.disk_reserve_gb < 0:
@@ -219,11 +238,14 @@ def sha256_file(path: str) -> str:
     return h.hexdigest()
 
 
+def content_digest(path: str, f: RemoteFile) -> str:
+    """sha256 for LFS files, the git blob id for the others: what the Hub lists for the file."""
+    return sha256_file(path) if f.sha256 else git_blob_id(path, f.size)
+
+
 def content_matches(path: str, f: RemoteFile) -> bool:
     """Every byte checked: sha256 for LFS files, the git blob id for the others."""
-    if f.sha256:
-        return sha256_file(path) == f.sha256
-    return git_blob_id(path, f.size) == f.blob_id
+    return content_digest(path, f) == (f.sha256 or f.blob_id)
 
 
 @dataclass
@@ -252,6 +274,7 @@ def inspect_file(layout: CacheLayout, commit: str, f: RemoteFile, verify: str) -
         partial_bytes = os.path.getsize(partial)
         if partial_bytes > f.size:
             partial_bytes = 0  # not a prefix of this file: it will be started again
+    partial_bytes = max(partial_bytes, kept_bytes(os.path.dirname(blob), f.etag, f.size))
 
     if os.path.islink(pointer) or os.path.exists(pointer):
         target = os.path.realpath(pointer)
@@ -317,9 +340,16 @@ def check_disk(req: SnapshotRequest, bytes_needed: int, free: Optional[int] = No
 def link_pointer(layout: CacheLayout, commit: str, f: RemoteFile) -> None:
     pointer = layout.pointer(commit, f.path)
     os.makedirs(os.path.dirname(pointer), exist_ok=True)
-    if os.path.islink(pointer) or os.path.exists(pointer):
-        os.unlink(pointer)
-    os.symlink(os.path.relpath(layout.blob(f.etag), os.path.dirname(pointer)), pointer)
+    target = os.path.relpath(layout.blob(f.etag), os.path.dirname(pointer))
+    if os.path.islink(pointer) and os.readlink(pointer) == target:
+        return
+    # A new link under a name of this process's own, renamed over the old one: another host sharing the volume never
+    # sees the entry missing in between.
+    tmp = f"{pointer}.{socket.gethostname()}.{os.getpid()}.{threading.get_ident()}.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    os.symlink(target, tmp)
+    os.replace(tmp, pointer)
 
 
 def discard(layout: CacheLayout, commit: str, state: FileState) -> None:
@@ -379,6 +409,12 @@ class Progress:
         with self.lock:
             self.files_done += 1
 
+    def expect(self, delta: int) -> None:
+        """The bytes still to fetch changed from what the check predicted: a kept partial copy thrown away (a server
+        that ignores Range), or a file another process completed meanwhile."""
+        with self.lock:
+            self.base["bytes_to_fetch"] = max(self.base.get("bytes_to_fetch", 0) + delta, 0)
+
     def snapshot(self, state: str, **extra: Any) -> Dict[str, Any]:
         now = time.monotonic()
         with self.lock:
@@ -390,7 +426,8 @@ class Progress:
             t0, b0 = self.samples[0]
         elapsed = now - self.started
         rate = (fetched - b0) / (now - t0) if now > t0 else 0.0
-        to_fetch = self.base.get("bytes_to_fetch", 0)
+        with self.lock:
+            to_fetch = self.base.get("bytes_to_fetch", 0)
         left = max(to_fetch - fetched, 0)
         data = dict(self.base)
         data.update(
@@ -435,71 +472,6 @@ class Progress:
             self._thread.join()
 
 
-class HashingWriter:
-    """File object for http_get: writes, counts bytes for the progress and, with hashing, hashes on the way in
-    (verify=sha256 checks new files without reading them again)."""
-
-    def __init__(self, fh, f: RemoteFile, progress: Progress, hashing: bool = True) -> None:
-        self.fh = fh
-        self.file = f
-        self.progress = progress
-        self.hashing = hashing
-        self.written_now = 0
-        self.hasher = None
-        self._rehash(fh.tell())
-
-    def _new_hasher(self):
-        if self.file.sha256:
-            return hashlib.sha256()
-        h = hashlib.sha1(f"blob {self.file.size}\0".encode(), usedforsecurity=False)
-        return h
-
-    def _rehash(self, upto: int) -> None:
-        if not self.hashing:
-            return
-        self.hasher = self._new_hasher()
-        if upto:
-            self.fh.flush()
-            with open(self.fh.name, "rb") as src:
-                left = upto
-                while left > 0 and (chunk := src.read(min(READ_CHUNK, left))):
-                    self.hasher.update(chunk)
-                    left -= len(chunk)
-
-    def write(self, data: bytes) -> int:
-        self.fh.write(data)
-        if self.hasher is not None:
-            self.hasher.update(data)
-        self.written_now += len(data)
-        self.progress.add(len(data))
-        return len(data)
-
-    def tell(self) -> int:
-        return self.fh.tell()
-
-    def seek(self, pos: int, whence: int = 0) -> int:
-        # http_get rewinds when a server ignores Range and sends the whole file: start the hash again there.
-        result = self.fh.seek(pos, whence)
-        self._rehash(self.fh.tell())
-        return result
-
-    def truncate(self, size: Optional[int] = None) -> int:
-        before = os.fstat(self.fh.fileno()).st_size
-        result = self.fh.truncate(size)
-        after = self.fh.tell() if size is None else size
-        dropped = max(before - after, 0)
-        # Bytes written in this run and then thrown away are not progress.
-        self.progress.add(-min(dropped, self.written_now))
-        self.written_now -= min(dropped, self.written_now)
-        return result
-
-    def flush(self) -> None:
-        self.fh.flush()
-
-    def hexdigest(self) -> Optional[str]:
-        return self.hasher.hexdigest() if self.hasher is not None else None
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # huggingface_hub: imported late, after the environment it reads at import time is set
 # --------------------------------------------------------------------------------------------------------------------
@@ -521,28 +493,7 @@ def load_hf(req: SnapshotRequest):
     from huggingface_hub import constants
 
     constants.HF_HUB_DOWNLOAD_TIMEOUT = req.request_timeout
-    # http_get writes what each socket read returns (1 MiB, see below) instead of gathering 10 MiB chunks first:
-    # one copy less per byte, and a killed run loses at most 1 MiB per file.
-    constants.DOWNLOAD_CHUNK_SIZE = None
-    _tune_socket_reads()
     return huggingface_hub
-
-
-def _tune_socket_reads() -> None:
-    """Read the socket in 1 MiB pieces instead of 64 KiB.
-
-    huggingface_hub's HTTP client (httpx2 over httpcore2) reads 64 KiB at a time and then copies the pieces together
-    into the chunks http_get writes; on a fast link that copying, not the network, limits a download (measured on
-    loopback: 512 MiB in 2.2 s with the defaults, 0.6 s with 1 MiB reads, curl 0.4-1.0 s). Only this process is
-    affected; another client library version without the attribute is left as it is.
-    """
-    try:
-        from httpcore2._sync import http11
-    except ImportError:
-        return
-    connection = getattr(http11, "HTTP11Connection", None)
-    if connection is not None and getattr(connection, "READ_NUM_BYTES", 0) < READ_CHUNK // 8:
-        connection.READ_NUM_BYTES = READ_CHUNK // 8
 
 
 def explain(exc: BaseException, req: SnapshotRequest, what: str) -> HubError:
@@ -610,10 +561,58 @@ def resolve_revision(hf, req: SnapshotRequest) -> Dict[str, Any]:
     try:
         info = api.model_info(req.repo_id, revision=req.revision, timeout=req.request_timeout)
     except Exception as exc:
+        from huggingface_hub import errors
+
+        if isinstance(exc, (errors.RevisionNotFoundError, errors.RepositoryNotFoundError)) and not isinstance(
+            exc, errors.GatedRepoError
+        ):
+            raise revision_not_found(api, req, exc) from exc
         raise explain(exc, req, f"resolving revision {req.revision!r}") from exc
     if not info.sha or not COMMIT_RE.match(info.sha):
         raise HubError(f"{req.endpoint_url} gave no commit id for {req.repo_id}@{req.revision}: is it a Hub endpoint?")
     return {"commit": info.sha, "gated": bool(getattr(info, "gated", False))}
+
+
+def revision_not_found(api, req: SnapshotRequest, exc: BaseException) -> HubError:
+    """The revision or the repository is unknown: tell which, with the branches and tags that exist.
+
+    The Hub says which in ``X-Error-Code`` (RevisionNotFound or RepoNotFound); a mirror may not (olah answers an unknown
+    branch of a repository it has as ``RepoNotFound``), so the refs listing decides where the server has one.
+    """
+    from huggingface_hub import errors
+
+    code = exc.response.headers.get("X-Error-Code") if getattr(exc, "response", None) is not None else None
+    endpoint = req.endpoint_url
+    refs = None
+    try:
+        refs = api.list_repo_refs(req.repo_id)
+    except errors.RepositoryNotFoundError as refs_exc:
+        # The refs listing, too, says the repository is unknown: it is.
+        return explain(refs_exc, req, f"resolving revision {req.revision!r}")
+    except Exception:  # noqa: BLE001 - no listing: decided below from the error code alone
+        refs = None
+    if refs is not None:
+        branches = sorted(b.name for b in refs.branches)
+        tags = sorted(t.name for t in refs.tags)
+        listed = f"branches: {', '.join(branches) or 'none'}; tags: {', '.join(tags) or 'none'}"
+        return HubError(
+            f"{option('revision')}={req.revision!r} was not found in {req.repo_id} at {endpoint} ({listed}): use "
+            "one of those or a 40-character commit id of that repo",
+            error_code=code,
+        )
+    if isinstance(exc, errors.RevisionNotFoundError):
+        return HubError(
+            f"{option('revision')}={req.revision!r} does not exist in {req.repo_id} at {endpoint} (the server lists "
+            "no branches and tags): use a branch (main), a tag or a 40-character commit id of that repo",
+            error_code=code,
+        )
+    return HubError(
+        f"{endpoint} did not find {option('repo_id')}={req.repo_id!r} at {option('revision')}={req.revision!r} "
+        f"(error code {code or 'none'}) and gives no refs listing to tell which of the two is wrong (a mirror?): "
+        "check the repo's spelling (organisation/name) and that the branch, tag or commit exists; for a private "
+        f"repo, set {option('token')} to a token with read access",
+        error_code=code,
+    )
 
 
 def list_remote_files(hf, req: SnapshotRequest, commit: str) -> List[RemoteFile]:
@@ -631,19 +630,41 @@ def list_remote_files(hf, req: SnapshotRequest, commit: str) -> List[RemoteFile]
     return sorted(files, key=lambda f: f.path)
 
 
-class Downloader:
-    """Fetch files into the cache with huggingface_hub's HTTP functions, resuming partial files."""
+@dataclass
+class FetchOutcome:
+    """What fetching one file did: bytes moved now, bytes kept from an earlier run, bytes of an earlier run thrown
+    away (the server ignored Range), whether ranges were used, or whether another process completed it meanwhile."""
 
-    def __init__(self, hf, req: SnapshotRequest, layout: CacheLayout, commit: str, progress: Progress) -> None:
+    bytes: int = 0
+    resumed: int = 0
+    discarded: int = 0
+    ranged: bool = False
+    range_ignored: bool = False
+    waited: bool = False
+
+
+class Downloader:
+    """Fetch files into the cache: large ones as ranges over several connections, the others as one stream (both in
+    hub_ranged); partial files are resumed."""
+
+    def __init__(
+        self,
+        hf,
+        req: SnapshotRequest,
+        layout: CacheLayout,
+        commit: str,
+        progress: Progress,
+        predicted: Optional[Dict[str, int]] = None,
+    ) -> None:
         self.hf = hf
         self.req = req
         self.layout = layout
         self.commit = commit
         self.progress = progress
-        from huggingface_hub.file_download import http_get
+        # Bytes of each blob (by etag) that the check found kept by an earlier run: the progress counted on them.
+        self.predicted = predicted or {}
         from huggingface_hub.utils import WeakFileLock, build_hf_headers
 
-        self.http_get = http_get
         self.lock_cls = WeakFileLock
         self.build_headers = build_hf_headers
         # Set on the first failure: files not started yet are left for the next run, so that an outage fails the
@@ -665,19 +686,21 @@ class Downloader:
         except Exception as exc:
             raise explain(exc, self.req, f"asking for {f.path}") from exc
 
-    def fetch(self, f: RemoteFile) -> int:
-        """Download one file (or its missing tail) into blobs/ and link it. Returns the bytes fetched now."""
+    def fetch(self, f: RemoteFile) -> Optional[FetchOutcome]:
+        """Download one file (or what is missing of it) into blobs/ and link it. None when not started (abort)."""
         if self.abort.is_set():
-            return -1
+            return None
         blob = self.layout.blob(f.etag)
-        partial = self.layout.partial(f.etag)
         lock_path = self.layout.lock(f.etag)
         os.makedirs(os.path.dirname(lock_path), exist_ok=True)
         os.makedirs(os.path.dirname(blob), exist_ok=True)
         with self.lock_cls(lock_path):
             if os.path.isfile(blob) and os.path.getsize(blob) == f.size:
-                link_pointer(self.layout, self.commit, f)  # completed meanwhile by another process
-                return 0
+                # Completed meanwhile by another process (whose lock this one waited for): nothing kept, nothing
+                # fetched here.
+                link_pointer(self.layout, self.commit, f)
+                self.progress.expect(-(f.size - self.predicted.get(f.etag, 0)))
+                return FetchOutcome(waited=True)
             self._drop_foreign_partials(f)
             meta = self.metadata(f)
             etag = (meta.etag or "").strip('"')
@@ -690,51 +713,84 @@ class Downloader:
             location = meta.location or self.url(f)
             if urlsplit(location).netloc != urlsplit(self.url(f)).netloc:
                 headers.pop("authorization", None)  # signed CDN URL: the token stays with the Hub
-            if os.path.isfile(partial) and os.path.getsize(partial) > f.size:
-                os.unlink(partial)
-            with open(partial, "ab") as fh:
-                resume = fh.tell()
-                writer = HashingWriter(fh, f, self.progress, hashing=self.req.verify == "sha256")
-                try:
-                    self.http_get(
-                        location,
-                        writer,
-                        resume_size=resume,
-                        headers=headers,
-                        expected_size=f.size,
-                        displayed_filename=f.path,
-                    )
-                except HubError:
-                    raise
-                except Exception as exc:
-                    raise explain(exc, self.req, f"downloading {f.path}") from exc
-                # No fsync: a blob cut short by a crash is caught by the size check of the next run, other damage
-                # by verify=sha256, and the rename keeps a partial file from ever looking complete.
-                fh.flush()
-            size = os.path.getsize(partial)
-            if size != f.size:
-                raise HubError(f"{f.path}: got {size} bytes, the Hub lists {f.size}; run again to resume")
-            expected = f.sha256 or f.blob_id
-            if writer.hashing and writer.hexdigest() != expected:
-                os.unlink(partial)
-                raise HubError(
-                    f"{f.path} of {self.req.repo_id}@{self.commit} arrived with a different "
-                    f"{'sha256' if f.sha256 else 'git blob id'} ({writer.hexdigest()}) than the Hub lists "
-                    f"({expected}): discarded; run again"
-                )
-            os.chmod(partial, 0o644)
-            os.replace(partial, blob)
-            link_pointer(self.layout, self.commit, f)
-            self.progress.file_done()
-            return writer.written_now
+            outcome = FetchOutcome()
+            try:
+                return self._fetch_parts(f, location, headers, outcome)
+            except RangeIgnored:
+                # The kept bytes cannot be used with this server: the whole file again, as one stream, and say so.
+                outcome.range_ignored = True
+            return self._fetch_parts(f, location, headers, outcome)
+
+    def _fetch_parts(self, f: RemoteFile, location: str, headers: Dict[str, str], outcome: FetchOutcome):
+        """Fetch what is missing of f into a partial file of this process's own, then make it the blob."""
+        blob = self.layout.blob(f.etag)
+        part = PartFile(os.path.dirname(blob), f.etag, f.size)
+        kept = part.open(legacy_prefix=self.layout.partial(f.etag))
+        self.progress.expect((0 if outcome.range_ignored else self.predicted.get(f.etag, 0)) - kept)
+        ranged = (
+            not outcome.range_ignored and self.req.connections_per_file > 1 and f.size >= 2 * self.req.split_size
+        )
+        fetched = [0]
+
+        def count(n: int) -> None:
+            fetched[0] += n
+            self.progress.add(n)
+
+        try:
+            RangedDownload(
+                part,
+                HTTPRanges(location, headers, self.req.request_timeout),
+                self.req.connections_per_file if ranged else 1,
+                self.req.split_size if ranged else max(f.size, 1),
+                count,
+                self.abort,
+            ).run()
+        except RangeIgnored:
+            self.progress.add(-fetched[0])
+            self.progress.expect(kept)
+            outcome.discarded += kept
+            part.discard()
+            raise
+        except Exception as exc:
+            part.close()
+            raise explain(exc, self.req, f"downloading {f.path}") from exc
+        if not part.complete():
+            part.close()
+            missing = f.size - part.ranges.covered()
+            raise HubError(f"{f.path}: {missing} bytes still missing after the download; run again to resume")
+        part.close()
+        if self.req.verify == "sha256":
+            # Hashed once, here, from the page cache: pieces arrive out of order, so not on the way in.
+            got = content_digest(part.path, f)
+            if got != (f.sha256 or f.blob_id):
+                part.discard()
+                raise self._mismatch(f, got)
+        part.finish(blob)
+        link_pointer(self.layout, self.commit, f)
+        self.progress.file_done()
+        outcome.bytes += fetched[0]
+        outcome.resumed = kept
+        outcome.ranged = outcome.ranged or ranged
+        return outcome
+
+    def _mismatch(self, f: RemoteFile, got: Optional[str]) -> HubError:
+        return HubError(
+            f"{f.path} of {self.req.repo_id}@{self.commit} arrived with a different "
+            f"{'sha256' if f.sha256 else 'git blob id'} ({got}) than the Hub lists "
+            f"({f.sha256 or f.blob_id}): discarded; run again"
+        )
 
     def _drop_foreign_partials(self, f: RemoteFile) -> None:
-        # huggingface_hub's own per-process temporary files of this blob are never reused by anyone: reclaim them.
+        # huggingface_hub's own per-process temporary files of this blob are never reused by anyone: reclaim those
+        # left behind. One still being written (its writer's lock may do nothing on a network filesystem) is recent.
         blobs = os.path.dirname(self.layout.blob(f.etag))
+        now = time.time()
         for name in os.listdir(blobs):
             if name.startswith(f.etag + ".") and name.endswith(".incomplete") and name != f"{f.etag}.incomplete":
                 with contextlib.suppress(OSError):
-                    os.unlink(os.path.join(blobs, name))
+                    path = os.path.join(blobs, name)
+                    if now - os.stat(path).st_mtime > STALE_SECONDS:
+                        os.unlink(path)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -808,6 +864,10 @@ def _ensure_snapshot(req, hf, progress: Progress, clock, files_out) -> Dict[str,
         "repaired": [{"path": s.file.path, "status": s.status, "detail": s.detail} for s in bad],
         "files_downloaded": 0,
         "bytes_downloaded": 0,
+        "bytes_discarded": 0,
+        "files_ranged": 0,
+        "files_range_ignored": 0,
+        "files_completed_elsewhere": 0,
     }
 
     if to_fetch:
@@ -834,22 +894,31 @@ def _ensure_snapshot(req, hf, progress: Progress, clock, files_out) -> Dict[str,
     for s in to_relink:
         link_pointer(layout, commit, s.file)
     if to_fetch:
-        downloader = Downloader(hf, req, layout, commit, progress)
+        predicted = {s.file.etag: s.partial_bytes for s in to_fetch}
+        downloader = Downloader(hf, req, layout, commit, progress, predicted)
         errors = []
         fetched = skipped = 0
+        outcomes: List[FetchOutcome] = []
         with ThreadPoolExecutor(max_workers=min(req.parallelism, len(to_fetch))) as pool:
             futures = [pool.submit(downloader.fetch, s.file) for s in to_fetch]
             for fut in as_completed(futures):
                 try:
-                    nbytes = fut.result()
+                    outcome = fut.result()
                 except Exception as exc:  # noqa: BLE001 - gathered, the first one is reported
                     downloader.abort.set()
                     errors.append(explain(exc, req, "downloading"))
                     continue
-                if nbytes < 0:
+                if outcome is None:
                     skipped += 1
                 else:
-                    fetched += nbytes
+                    outcomes.append(outcome)
+                    fetched += outcome.bytes
+        # What this run really kept, threw away and waited for, not what the check predicted.
+        result["bytes_resumed"] = sum(o.resumed for o in outcomes)
+        result["bytes_discarded"] = sum(o.discarded for o in outcomes)
+        result["files_range_ignored"] = sum(o.range_ignored for o in outcomes)
+        result["files_ranged"] = sum(o.ranged for o in outcomes)
+        result["files_completed_elsewhere"] = sum(o.waited for o in outcomes)
         if errors:
             raise HubError(
                 f"{len(errors)} of {len(to_fetch)} files of {req.repo_id}@{commit} failed"
@@ -858,7 +927,7 @@ def _ensure_snapshot(req, hf, progress: Progress, clock, files_out) -> Dict[str,
                 failed_files=len(errors),
                 bytes_downloaded=fetched,
             )
-        result["files_downloaded"] = len(to_fetch)
+        result["files_downloaded"] = len(to_fetch) - result["files_completed_elsewhere"]
         result["bytes_downloaded"] = fetched
     write_ref(layout, req.revision, commit, check_mode=False)
     final = inspect_cache(layout, commit, files, "quick", 1)

@@ -20,10 +20,19 @@ description:
   - Before downloading, asks the server for one file (a missing or rejected token or a gated repo fails here), and
     compares the bytes still missing with the free disk space, failing with the figures when they do not fit with
     O(disk_reserve_gb) to spare. Nothing is written before these checks pass.
-  - Downloads in parallel with huggingface_hub's HTTP functions over plain HTTP (Xet is not used). A download that
-    was interrupted (a killed process, a lost host) resumes where it stopped on the next run, fetching only the
-    missing bytes. Every file that arrives is checked against the Hub's size; with O(verify=sha256) it is also hashed
-    on the way in and checked against the Hub's sha256, without reading it again.
+  - Downloads O(parallelism) files at a time over plain HTTP (Xet is not used). A file of at least twice
+    O(split_size) is fetched as pieces of O(split_size) over up to O(connections_per_file) connections (C(Range)
+    requests), because mirrors and CDNs cap what one connection carries; smaller files come as one stream. The
+    pieces wait in C(blobs/<etag>.<host>.<pid>.dcsg-part) with a map of the ranges
+    in it (C(.dcsg-ranges)); C(blobs/<etag>) appears only when every range is there (and, with O(verify=sha256), the
+    sha256 matches). C(blobs/<etag>.incomplete) is only ever a contiguous prefix, as older huggingface_hub versions
+    expect when they resume it.
+  - A download that was interrupted (a killed process, a lost host) resumes on the next run, asking only for the
+    ranges that are missing. A server that ignores C(Range) gets the file asked for as one stream from byte 0, and
+    the result says so (RV(files_range_ignored), RV(bytes_discarded)). Hosts that share one cache volume each write
+    only partial files of their own, also where file locks do nothing (some network filesystems).
+  - Every file that arrives is checked against the Hub's size; with O(verify=sha256) it is also hashed once (on the
+    way in for one stream, after the last range for pieces) and checked against the Hub's sha256.
   - Writes a progress file (bytes done and to do, rate, ETA) while it downloads, for a caller that runs it with
     C(async) and prints the progress while waiting (the role C(datacrunch.sglang.model_cache) does).
   - With O(serve), afterwards serves the verified snapshot to other hosts over HTTP in the Hub's protocol until a
@@ -68,6 +77,18 @@ options:
     description: Files downloaded (and hashed) at the same time.
     type: int
     default: 8
+  connections_per_file:
+    description:
+      - Connections that fetch pieces of one large file at the same time (1 to 64; 1 fetches every file as one
+        stream). With O(parallelism) files, up to O(parallelism) x O(connections_per_file) connections are open.
+      - The default of 8 (64 connections with 8 files) fills a host's network where a mirror or CDN caps each
+        connection, and costs little where none does.
+    type: int
+    default: 8
+  split_size:
+    description: Bytes of one piece of a large file (at least 65536). Files smaller than twice this come as one stream.
+    type: int
+    default: 67108864
   request_timeout:
     description: Seconds to wait for the server on each request before retrying (and, after retries, failing).
     type: float
@@ -187,7 +208,25 @@ bytes_to_fetch:
   returned: always
   type: int
 bytes_resumed:
-  description: Bytes of partial files that a previous, interrupted run left and that were kept.
+  description: Bytes of partial files that a previous, interrupted run left and that this run kept and used (in check
+    mode, that it would keep). A file that another process completed while this one waited counts 0.
+  returned: always
+  type: int
+bytes_discarded:
+  description: Bytes of partial files that could not be used after all (the server ignored C(Range) and sent the
+    whole file) and were fetched again.
+  returned: always
+  type: int
+files_ranged:
+  description: Files fetched as pieces over several connections.
+  returned: always
+  type: int
+files_range_ignored:
+  description: Files whose server ignored C(Range), fetched again as one stream from byte 0.
+  returned: always
+  type: int
+files_completed_elsewhere:
+  description: Files that another process (a host sharing the cache volume) completed while this run waited for it.
   returned: always
   type: int
 bytes_downloaded:
@@ -244,6 +283,8 @@ def main():
             "token": {"type": "str", "no_log": True},
             "endpoint": {"type": "str", "default": ""},
             "parallelism": {"type": "int", "default": 8},
+            "connections_per_file": {"type": "int", "default": 8},
+            "split_size": {"type": "int", "default": 64 * 1024 * 1024},
             "request_timeout": {"type": "float", "default": 30},
             "verify": {"type": "str", "default": "quick", "choices": ["quick", "sha256"]},
             "disk_reserve_gb": {"type": "float", "default": 10},
@@ -271,6 +312,8 @@ def main():
         token=p["token"] or None,
         endpoint=p["endpoint"] or "",
         parallelism=p["parallelism"],
+        connections_per_file=p["connections_per_file"],
+        split_size=p["split_size"],
         request_timeout=p["request_timeout"],
         verify=p["verify"],
         disk_reserve_gb=p["disk_reserve_gb"],

@@ -8,9 +8,11 @@ that is in use.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -46,6 +48,7 @@ class Hub:
         self.env = dict(os.environ, HUB_PORT=str(self.port), HUB_OLAH_PORT=str(free_port()), HUB_STATE_DIR=str(state))
         self.state = state
         self.url = f"http://127.0.0.1:{self.port}"
+        self._lfs: dict[tuple[str, str], dict[str, str]] = {}
 
     def sh(self, *args: str) -> str:
         return subprocess.run([str(HUB_SH), *args], env=self.env, check=True, capture_output=True, text=True).stdout
@@ -61,6 +64,12 @@ class Hub:
 
     def lfs_objects(self, repo: str = REPO, rev: str = "main") -> dict[str, str]:
         """path -> sha256 of every LFS file of the repo at rev, read from the git repository the server serves."""
+        # Read once per repo and revision (a git process per file): the repositories do not change during the tests.
+        if (repo, rev) not in self._lfs:
+            self._lfs[(repo, rev)] = self._read_lfs_objects(repo, rev)
+        return dict(self._lfs[(repo, rev)])
+
+    def _read_lfs_objects(self, repo: str, rev: str) -> dict[str, str]:
         git = self.state / "mirrors" / "models" / repo
         out = subprocess.run(["git", "-C", str(git), "ls-tree", "-r", "--name-only", rev],
                              check=True, capture_output=True, text=True).stdout.split()
@@ -204,42 +213,238 @@ def test_check_mode_reports_what_would_be_fetched_and_writes_nothing(hub, tmp_pa
     assert resolve_gets(hub.stats()) == {}
 
 
-def test_interrupted_download_resumes_with_only_the_missing_bytes(hub, tmp_path):
+def partial_maps(blobs: Path) -> dict[str, dict]:
+    """etag -> {size, ranges} of every partial file map that downloads left in blobs/."""
+    maps = {}
+    for p in blobs.glob("*.dcsg-ranges") if blobs.exists() else []:
+        try:
+            data = json.loads(p.read_text())
+        except FileNotFoundError:
+            continue  # completed (or adopted) meanwhile
+        maps[data["etag"]] = data
+    return maps
+
+
+def partial_bytes(blobs: Path) -> int:
+    """Bytes that partial files in blobs/ hold: ranges listed in the maps, or a contiguous .incomplete prefix."""
+    if not blobs.exists():
+        return 0
+    listed = sum(e - s for m in partial_maps(blobs).values() for s, e in m["ranges"])
+    prefixes = 0
+    for p in blobs.glob("*.incomplete"):
+        with contextlib.suppress(FileNotFoundError):
+            prefixes += p.stat().st_size
+    return listed + prefixes
+
+
+def merged(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[list[int]] = []
+    for s, e in sorted(intervals):
+        if out and s <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], e)
+        else:
+            out.append([s, e])
+    return [(s, e) for s, e in out]
+
+
+def gaps(size: int, ranges: list) -> list[tuple[int, int]]:
+    result, pos = [], 0
+    for s, e in merged([tuple(r) for r in ranges]):
+        if s > pos:
+            result.append((pos, s))
+        pos = max(pos, e)
+    if pos < size:
+        result.append((pos, size))
+    return result
+
+
+def asked_ranges(entry: dict, size: int) -> list[tuple[int, int]]:
+    """The byte ranges a client asked for in the server's request log (a GET without Range: the whole file)."""
+    asked = []
+    for r in entry["ranges"]:
+        m = re.match(r"^bytes=(\d+)-(\d*)$", r)
+        asked.append((int(m.group(1)), int(m.group(2)) + 1 if m.group(2) else size))
+    whole = entry["by_method"].get("GET", 0) - len(entry["ranges"])
+    asked.extend([(0, size)] * whole)
+    return asked
+
+
+def tree_etags(hub: Hub) -> dict[str, tuple[str, int]]:
+    """path -> (etag, size) as the Hub lists the files (the sha256 for LFS files, the git blob id otherwise)."""
+    with urllib.request.urlopen(f"{hub.url}/api/models/{REPO}/tree/{MAIN}?recursive=true", timeout=10) as resp:
+        entries = json.loads(resp.read())
+    return {e["path"]: ((e.get("lfs") or {}).get("oid") or e["oid"], e["size"]) for e in entries if e["type"] == "file"}
+
+
+def wait_for_partial_bytes(blobs: Path, proc: subprocess.Popen, seconds: float = 60) -> int:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and proc.poll() is None:
+        kept = partial_bytes(blobs)
+        if kept > 0:
+            return kept
+        time.sleep(0.05)
+    return 0
+
+
+def test_interrupted_download_resumes_asking_only_for_the_missing_ranges(hub, tmp_path):
     hf_home = tmp_path / "hf"
     blobs = hf_home / "hub" / FOLDER / "blobs"
-    hub.control("faults", {"throttle_bps": 400_000})
-    cmd, env = module_cmd(tmp_path, base_args(hub, hf_home, parallelism=2))
+    # Pieces of 64 KiB over 4 connections per file: the shards (about 400 KB) are fetched as ranges.
+    args = base_args(hub, hf_home, parallelism=2, connections_per_file=4, split_size=65536)
+    # A piece takes over a second: the first ranges file (written a second into a file) lists some pieces, not all.
+    hub.control("faults", {"throttle_bps": 50_000})
+    cmd, env = module_cmd(tmp_path, args)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
-    partial = None
-    while time.monotonic() < deadline and partial is None:
-        for p in blobs.glob("*.incomplete") if blobs.exists() else []:
-            if p.stat().st_size > 0:
-                partial = p
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(len(m["ranges"]) and gaps(m["size"], m["ranges"]) for m in partial_maps(blobs).values()):
+            time.sleep(0.3)  # a few pieces under way
+            break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert partial is not None, "the download never got mid-file"
-    hub.control("faults", {"throttle_bps": 0})
-    kept = partial.stat().st_size
-    done_before = {p.name: p.stat().st_size for p in blobs.iterdir() if not p.name.endswith(".incomplete")}
+    kept = partial_maps(blobs)
+    kept_bytes = sum(e - s for m in kept.values() for s, e in m["ranges"])
+    assert kept_bytes > 0, "the download never got mid-file"
+    # Nothing half-written looks complete: no blob of a partial file, no .incomplete file with holes.
+    assert not any((blobs / etag).exists() for etag in kept)
+    assert not list(blobs.glob("*.incomplete"))
+    done_before = {p.name: p.stat().st_size for p in blobs.iterdir() if "." not in p.name}
 
-    # A killed run leaves nothing that looks complete: the partial file is not in the snapshot.
-    check = run_module(tmp_path, **base_args(hub, hf_home, _ansible_check_mode=True))
-    assert check["complete"] is False and check["bytes_resumed"] >= kept
+    check = run_module(tmp_path, **dict(args, _ansible_check_mode=True))
+    assert check["complete"] is False and check["bytes_resumed"] >= max(
+        sum(e - s for s, e in m["ranges"]) for m in kept.values()
+    )
 
     hub.control("reset", {})
-    r = run_module(tmp_path, **base_args(hub, hf_home))
+    r = run_module(tmp_path, **args)
     assert r["_rc"] == 0, r.get("msg")
-    all_bytes = r["bytes"]
-    assert r["bytes_resumed"] >= kept
-    assert r["bytes_downloaded"] == all_bytes - sum(done_before.values()) - r["bytes_resumed"]
+    assert r["bytes_resumed"] == kept_bytes
+    assert r["bytes_downloaded"] == r["bytes"] - sum(done_before.values()) - kept_bytes
+    assert r["files_ranged"] >= 1
+    # The server's request log: for each file, the ranges asked for are exactly what the killed run had not
+    # recorded, each byte asked once.
+    etags = tree_etags(hub)
     served = resolve_gets(hub.stats())
     assert sum(s["bytes"] for s in served.values()) == r["bytes_downloaded"]
-    ranges = [rng for s in served.values() for rng in s["ranges"]]
-    assert f"bytes={kept}-" in ranges, f"the partial file was not resumed where it stopped: {ranges}"
+    for path, entry in served.items():
+        name = path.split(f"/resolve/{MAIN}/", 1)[1]
+        etag, size = etags[name]
+        asked = asked_ranges(entry, size)
+        missing = gaps(size, kept[etag]["ranges"]) if etag in kept else [(0, size)]
+        assert merged(asked) == missing, f"{name}: asked {sorted(asked)}, missing {missing}"
+        assert sum(e - s for s, e in asked) == sum(e - s for s, e in missing), f"{name}: a byte asked twice"
     assert snapshot_sha256(hf_home) == hub.lfs_objects()
-    assert not list(blobs.glob("*.incomplete"))
+    assert not [p.name for p in blobs.iterdir() if "." in p.name], "partial files left behind"
+
+
+def test_server_that_ignores_range_sends_whole_files_and_the_result_says_so(hub, tmp_path):
+    hf_home = tmp_path / "hf"
+    blobs = hf_home / "hub" / FOLDER / "blobs"
+    hub.control("faults", {"throttle_bps": 200_000})
+    cmd, env = module_cmd(tmp_path, base_args(hub, hf_home, parallelism=2))
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_partial_bytes(blobs, proc)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    kept = partial_bytes(blobs)
+    assert kept > 0, "the download never got mid-file"
+
+    hub.control("reset", {})
+    hub.control("faults", {"ignore_range": True})  # as olah answers: 200 and the whole file
+    progress_file = tmp_path / "progress.json"
+    r = run_module(tmp_path, **base_args(hub, hf_home, progress_file=str(progress_file)))
+    assert r["_rc"] == 0, r.get("msg")
+    assert r["bytes_resumed"] == 0, f"{r['bytes_resumed']} bytes reported as resumed, but the server sent whole files"
+    assert r["bytes_discarded"] == kept and r["files_range_ignored"] >= 1
+    progress = json.loads(progress_file.read_text())
+    assert progress["state"] == "done"
+    assert progress["bytes_fetched"] == progress["bytes_to_fetch"] == r["bytes_downloaded"]
+    assert progress["percent"] == 100.0
+    assert snapshot_sha256(hf_home) == hub.lfs_objects()
+    assert not [p.name for p in blobs.iterdir() if "." in p.name], "partial files left behind"
+
+
+# A filesystem whose file locks do nothing (some network filesystems): every flock succeeds at once.
+NO_LOCKS = "import fcntl\n\nfcntl.flock = lambda fd, op: None\n"
+
+
+def shared_cmd(tmp_path: Path, args: dict, locks: bool) -> tuple[list[str], dict]:
+    cmd, env = module_cmd(tmp_path, args)
+    if not locks:
+        site = tmp_path / "no-locks"
+        site.mkdir(exist_ok=True)
+        (site / "sitecustomize.py").write_text(NO_LOCKS)
+        env["PYTHONPATH"] = f"{site}{os.pathsep}{env['PYTHONPATH']}"
+    return cmd, env
+
+
+# With working file locks the hosts only wait for each other (the next test); with locks that do nothing (some network
+# filesystems) they download the same files at once, which is the case that must still end right. SHARED_CACHE_LOCKS=1
+# runs it with working locks.
+def test_two_hosts_sharing_one_cache_volume_killed_at_seeded_points_end_with_correct_blobs(hub, tmp_path):
+    locks = os.environ.get("SHARED_CACHE_LOCKS") == "1"
+    seed = int(os.environ.get("SHARED_CACHE_SEED") or random.randrange(1 << 32))
+    rng = random.Random(seed)
+    shared = tmp_path / "shared-volume"
+    blobs = shared / "hub" / FOLDER / "blobs"
+    args = base_args(hub, shared, parallelism=4, connections_per_file=3, split_size=65536, verify="sha256")
+    hub.control("faults", {"throttle_bps": 400_000})
+
+    def start(name: str) -> subprocess.Popen:
+        cmd, env = shared_cmd(tmp_path, args, locks)
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    # Both hosts start together and each is killed at a seeded point (seconds after its start, after the interpreter
+    # and huggingface_hub are loaded, so that the kill lands mid-download).
+    for rnd in (1,):
+        kills = {name: round(rng.uniform(1.2, 2.4), 2) for name in ("host-a", "host-b")}
+        print(f"seed {seed} (rerun with SHARED_CACHE_SEED={seed}), locks={'flock' if locks else 'none'}, "
+              f"round {rnd}: kill after {kills} s")
+        procs = {name: start(name) for name in kills}
+        began = time.monotonic()
+        for name, at in sorted(kills.items(), key=lambda kv: kv[1]):
+            time.sleep(max(0.0, began + at - time.monotonic()))
+            procs[name].send_signal(signal.SIGKILL)
+        for proc in procs.values():
+            proc.communicate(timeout=60)
+    hub.control("faults", {"throttle_bps": 0})
+    # Both again, to the end, at the same time.
+    procs = {name: start(name) for name in ("host-a", "host-b")}
+    results = {}
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=120)
+        results[name] = json.loads(out)
+        assert not results[name].get("failed"), f"{name}: {results[name].get('msg')}\n{err[-2000:]}"
+    assert all(r["complete"] for r in results.values())
+    assert snapshot_sha256(shared) == hub.lfs_objects()
+    # Every blob is what its name says (the sha256 for LFS files), and nothing partial is left.
+    etags = {etag for etag, _size in tree_etags(hub).values()}
+    names = sorted(p.name for p in blobs.iterdir())
+    assert names == sorted(etags), f"left in blobs/: {sorted(set(names) - etags)}"
+    for p in blobs.iterdir():
+        if len(p.name) == 64:
+            assert hashlib.sha256(p.read_bytes()).hexdigest() == p.name
+
+
+def test_a_run_that_only_waited_for_another_hosts_download_reports_nothing_resumed(hub, tmp_path):
+    shared = tmp_path / "shared-volume"
+    blobs = shared / "hub" / FOLDER / "blobs"
+    args = base_args(hub, shared, parallelism=16)
+    hub.control("faults", {"throttle_bps": 100_000})  # a shard takes about 4 s: the second host starts meanwhile
+    cmd, env = module_cmd(tmp_path, args)
+    first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert wait_for_partial_bytes(blobs, first) > 0, "the first host never got mid-file"
+    # The second host starts while the first holds every file's lock with part of it on disk: it waits.
+    second = run_module(tmp_path, **args)
+    out, err = first.communicate(timeout=120)
+    assert json.loads(out).get("complete") is True, f"{out}\n{err[-2000:]}"
+    assert second["_rc"] == 0, second.get("msg")
+    assert second["bytes_resumed"] == 0, f"{second['bytes_resumed']} bytes reported as resumed by a run that waited"
+    assert second["bytes_downloaded"] == 0
+    assert second["files_completed_elsewhere"] == second["files_to_fetch"] > 0
+    assert snapshot_sha256(shared) == hub.lfs_objects()
 
 
 def test_hub_outage_mid_download_fails_clearly_and_a_new_run_completes(hub, tmp_path):
@@ -251,7 +456,7 @@ def test_hub_outage_mid_download_fails_clearly_and_a_new_run_completes(hub, tmp_
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (blobs.exists() and any(blobs.glob("*.incomplete"))):
+        while time.monotonic() < deadline and not (blobs.exists() and any(blobs.glob("*.dcsg-part"))):
             time.sleep(0.05)
         hub.sh("stop")
         out, _err = proc.communicate(timeout=120)
@@ -368,7 +573,26 @@ def test_unknown_repo(hub, tmp_path):
 def test_unknown_revision(hub, tmp_path):
     r = run_module(tmp_path, **base_args(hub, tmp_path / "hf", revision="no-such-branch"))
     assert r["_rc"] == 1
-    assert "revision (sglang_model_revision or the profile's revision)='no-such-branch' does not exist" in r["msg"]
+    assert "revision (sglang_model_revision or the profile's revision)='no-such-branch' was not found in " \
+           f"{REPO} at {hub.url} (branches: main; tags: v1)" in r["msg"]
+    assert all_files(tmp_path / "hf") == []
+
+
+def test_unknown_branch_at_a_mirror_that_answers_repo_not_found_is_still_an_unknown_revision(hub, tmp_path):
+    hub.control("faults", {"mirror_errors": True})  # olah's own answer: 401 RepoNotFound for an unknown branch
+    r = run_module(tmp_path, **base_args(hub, tmp_path / "hf", revision="no-such-branch"))
+    assert r["_rc"] == 1
+    assert "repo_id (sglang_model or the profile's model)=" not in r["msg"], r["msg"]
+    assert "revision (sglang_model_revision or the profile's revision)='no-such-branch' was not found in " \
+           f"{REPO} at {hub.url} (branches: main; tags: v1)" in r["msg"]
+    # An unknown repository: olah lists no refs for it either (404 EntryNotFound), so which input is wrong is unknown,
+    # and the message says so instead of guessing.
+    r = run_module(tmp_path, **base_args(hub, tmp_path / "hf", repo_id="datacrunch-lab/no-such-model",
+                                         revision="no-such-branch"))
+    assert r["_rc"] == 1
+    assert f"{hub.url} did not find repo_id (sglang_model or the profile's model)='datacrunch-lab/no-such-model' at " \
+           "revision (sglang_model_revision or the profile's revision)='no-such-branch' (error code RepoNotFound) " \
+           "and gives no refs listing to tell which of the two is wrong" in r["msg"]
     assert all_files(tmp_path / "hf") == []
 
 

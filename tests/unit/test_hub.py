@@ -205,36 +205,6 @@ def test_free_bytes_of_a_path_that_does_not_exist_yet(tmp_path):
 # --- the writer that hashes on the way in -----------------------------------------------------------------------
 
 
-def test_hashing_writer_resumes_a_partial_file_and_hashes_all_of_it(tmp_path):
-    data = os.urandom(5000)
-    f = remote("w", data)
-    path = tmp_path / "w.incomplete"
-    path.write_bytes(data[:1234])
-    progress = hub.Progress(None, {"bytes_to_fetch": len(data) - 1234})
-    with open(path, "ab") as fh:
-        w = hub.HashingWriter(fh, f, progress)
-        w.write(data[1234:3000])
-        w.write(data[3000:])
-    assert w.hexdigest() == f.sha256
-    assert w.written_now == progress.bytes_fetched == len(data) - 1234
-
-
-def test_hashing_writer_starts_over_when_the_server_ignores_range(tmp_path):
-    data = os.urandom(3000)
-    f = remote("w", data, lfs=False)
-    path = tmp_path / "w.incomplete"
-    path.write_bytes(b"stale prefix")
-    progress = hub.Progress(None, {})
-    with open(path, "ab") as fh:
-        w = hub.HashingWriter(fh, f, progress)
-        # What huggingface_hub's http_get does on a 200 answer to a Range request.
-        w.seek(max(w.tell() - len(b"stale prefix"), 0))
-        w.truncate()
-        w.write(data)
-    assert path.read_bytes() == data
-    assert w.hexdigest() == f.blob_id
-
-
 def test_progress_file_reports_rate_eta_and_state(tmp_path):
     path = tmp_path / "p" / "progress.json"
     progress = hub.Progress(str(path), {"repo": "o/m", "bytes_to_fetch": 1000, "files_to_fetch": 2})

@@ -9,10 +9,13 @@ an unknown repository. This front passes every request through to olah and adds 
 - gated repos: their metadata says ``"gated": "manual"``; a file download without a token gets ``401`` with
   ``X-Error-Code: GatedRepo``, with a valid token that was not granted access ``403 GatedRepo`` (as the Hub does);
 - ``Range`` on ``/resolve/`` downloads: ``206 Partial Content`` with ``Content-Range``;
-- an unknown revision of a known repo: ``404`` with ``X-Error-Code: RevisionNotFound``;
+- an unknown revision of a known repo: ``404`` with ``X-Error-Code: RevisionNotFound``; the refs of an unknown repo:
+  ``404`` with ``X-Error-Code: RepoNotFound``;
 - lab controls under ``/_lab/``: ``GET /_lab/stats`` (requests and body bytes served per path and client),
   ``POST /_lab/reset``, ``POST /_lab/faults`` with JSON ``{"throttle_bps": N}`` (0: no limit) to slow file bodies
-  down so that a test can interrupt a download mid-file.
+  down so that a test can interrupt a download mid-file, ``{"ignore_range": true}`` to answer every file download
+  with the whole file (``200``) as olah itself does, ``{"mirror_errors": true}`` to pass olah's own answer to an
+  unknown revision through (``401 RepoNotFound``, as a client talking to olah directly gets it).
 
 Usage: gate.py --listen 0.0.0.0:18090 --upstream 127.0.0.1:19090 --mirrors DIR --config lab-tokens.json
 """
@@ -29,7 +32,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-API_RE = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)/(?P<kind>revision|tree|paths-info)(?:/(?P<rest>.*))?$")
+API_RE = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)/(?P<kind>revision|tree|paths-info|refs)(?:/(?P<rest>.*))?$")
 RESOLVE_RE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
 RANGE_RE = re.compile(r"^bytes=(\d+)-(\d*)$")
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "server", "date"}
@@ -46,6 +49,8 @@ class Gate:
         self.lock = threading.Lock()
         self.stats: dict[str, dict] = {}
         self.throttle_bps = 0
+        self.ignore_range = False
+        self.mirror_errors = False
 
     def record(
         self, method: str, path: str, status: int, nbytes: int, byte_range: str | None, client: str = ""
@@ -122,7 +127,8 @@ def make_handler(gate: Gate):
             path = self._path()
             if path == "/_lab/stats" and self.command == "GET":
                 with gate.lock:
-                    body = json.dumps({"stats": gate.stats, "throttle_bps": gate.throttle_bps}).encode()
+                    body = json.dumps({"stats": gate.stats, "throttle_bps": gate.throttle_bps,
+                                   "ignore_range": gate.ignore_range, "mirror_errors": gate.mirror_errors}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -133,12 +139,16 @@ def make_handler(gate: Gate):
                 with gate.lock:
                     gate.stats.clear()
                     gate.throttle_bps = 0
+                    gate.ignore_range = False
+                    gate.mirror_errors = False
                 return self._send(200, b"{}")
             if path == "/_lab/faults" and self.command == "POST":
                 length = int(self.headers.get("Content-Length") or 0)
                 data = json.loads(self.rfile.read(length) or b"{}")
                 with gate.lock:
                     gate.throttle_bps = int(data.get("throttle_bps", 0))
+                    gate.ignore_range = bool(data.get("ignore_range", False))
+                    gate.mirror_errors = bool(data.get("mirror_errors", False))
                 return self._send(200, b"{}")
             self._error(404, f"unknown lab control {path}")
 
@@ -171,6 +181,9 @@ def make_handler(gate: Gate):
                         "GatedRepo",
                     )
 
+            if api and api.group("kind") == "refs" and not gate.repo_exists(repo) and not gate.mirror_errors:
+                # olah says EntryNotFound ("refs are not cached"); the Hub says the repository is unknown.
+                return self._error(404, "Repository not found", "RepoNotFound")
             if api and api.group("kind") == "revision":
                 return self._revision(repo, api.group("rest") or "")
             if resolve and self.command == "GET":
@@ -180,7 +193,7 @@ def make_handler(gate: Gate):
         def _revision(self, repo: str, rev: str) -> None:
             resp = self._upstream(self.command)
             body = resp.read()
-            if resp.status != 200 and gate.repo_exists(repo):
+            if resp.status != 200 and gate.repo_exists(repo) and not gate.mirror_errors:
                 return self._error(404, f"Invalid rev id: {rev}", "RevisionNotFound")
             if resp.status == 200 and repo in gate.gated and self.command == "GET":
                 data = json.loads(body)
@@ -220,6 +233,8 @@ def make_handler(gate: Gate):
             start, end = 0, size - 1
             status = 200
             range_header = self.headers.get("Range")
+            if range_header and gate.ignore_range:
+                range_header = None  # olah's own behaviour: the whole file, whatever was asked
             if range_header:
                 m = RANGE_RE.match(range_header.strip())
                 if not m:
