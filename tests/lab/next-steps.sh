@@ -32,7 +32,7 @@ INFO
     next_step "ansible-playbook playbooks/logs.yml -i $inventory" "the server's last log lines"
     printf '\nWhen you are done (the lab host and the lab services keep running until then):\n'
     next_step "ansible-playbook playbooks/teardown.yml -i $inventory" "remove the server; the lab host stays"
-    next_step "tests/lab/lab.sh down" "remove the lab host, its network and the lab services"
+    next_step "${LAB_NAME:+LAB_NAME=$LAB_NAME }tests/lab/lab.sh down" "remove the lab host, its network and the lab services"
 }
 
 next_step() {

@@ -14,14 +14,15 @@ NEXT_STEPS = ROOT / "tests/lab/next-steps.sh"
 INVENTORY = "inventories/lab"
 
 
-def bash(script, cwd=ROOT):
+def bash(script, cwd=ROOT, **env):
     return subprocess.run(["bash", "-c", "set -euo pipefail; source %s; %s" % (NEXT_STEPS, script)], cwd=cwd,
+                          env={**{k: v for k, v in os.environ.items() if k != "LAB_NAME"}, **env},
                           check=True, capture_output=True, text=True).stdout
 
 
-def closing_block():
+def closing_block(**env):
     return bash('print_next_steps 10.211.0.11 http://10.211.0.11:30000 "$(lab_api_key_file %s)" %s'
-                % (INVENTORY, INVENTORY))
+                % (INVENTORY, INVENTORY), **env)
 
 
 def commands(block):
