@@ -601,7 +601,7 @@ def render_plots(document, previous, throughput_path, latency_path):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+    from matplotlib.ticker import FixedLocator, LogFormatter, NullLocator, ScalarFormatter
 
     levels, _values = _serving_series(document, "output_throughput")
     if not levels:
@@ -630,6 +630,12 @@ def render_plots(document, previous, throughput_path, latency_path):
         if log_y:
             # Latencies: a P99 spike ten times the median would flatten the median on a linear scale.
             axis.set_yscale("log")
+            # Plain numbers (25, 30, 40), not 2.5 x 10^1, on the decades and between them.
+            for formatter, setter in ((LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)),
+                                       axis.yaxis.set_major_formatter),
+                                      (LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)),
+                                       axis.yaxis.set_minor_formatter)):
+                setter(formatter)
             low, high = axis.get_ylim()
             axis.set_ylim(low / 1.3, high * 1.6)
         else:
