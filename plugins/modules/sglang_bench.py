@@ -199,8 +199,8 @@ options:
     default: ""
   simulated:
     description:
-      - O(mode=report), the server is the lab's stand-in: the JSON report, the Markdown title and the plots' titles say
-        C(simulated (lab stand-in)), so that a forwarded figure cannot pass for a measurement of real hardware.
+      - O(mode=report), the server is the lab's stand-in. The JSON report, the Markdown title and the plots' titles say
+        "simulated (lab stand-in)", so that a forwarded figure cannot pass for a measurement of real hardware.
     type: bool
     default: false
   bench_serving:
