@@ -5,12 +5,15 @@
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 
 from ansible import context
 from ansible.errors import AnsibleActionFail, AnsibleError
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
+from ansible.utils.display import Display
 
 from ansible_collections.datacrunch.sglang.plugins.module_utils.role_inputs import check_role_inputs
 
@@ -30,6 +33,11 @@ ARGUMENT_SPEC = {
 
 _SPEC_CACHE = {}
 
+# The prefixes of this collection's variables: a -e variable with one of them that nothing here reads is a typo.
+COLLECTION_PREFIXES = ("sglang_", "gpu_host_", "host_venv_", "model_cache_", "check_hosts_")
+PLAYBOOKS_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "playbooks")
+_KNOWN_NAMES = []
+
 
 def role_specs(roles):
     specs = {}
@@ -43,6 +51,55 @@ def role_specs(roles):
                 raise AnsibleActionFail("sglang_inputs: role %s has no argument specs (%s)" % (role, exc)) from None
         specs[role] = _SPEC_CACHE[path]
     return specs
+
+
+def known_names():
+    """Every variable name with the collection's prefixes that a role or playbook of the collection declares or reads:
+    the options of every role's argument specs, and each such name in the roles' and playbooks' YAML."""
+    if not _KNOWN_NAMES:
+        pattern = re.compile(r"\b(?:%s)[a-z0-9_]*" % "|".join(COLLECTION_PREFIXES))
+        names = set()
+        for top in (ROLES_DIR, PLAYBOOKS_DIR):
+            for directory, _subdirs, files in os.walk(top):
+                for name in files:
+                    if name.endswith((".yml", ".yaml", ".j2")):
+                        with open(os.path.join(directory, name), encoding="utf-8") as handle:
+                            names.update(pattern.findall(handle.read()))
+        _KNOWN_NAMES.extend(sorted(names))
+    return _KNOWN_NAMES
+
+
+def unknown_extra_vars(extra_vars, known):
+    """One warning per -e variable with the collection's prefixes that no role or playbook knows, with the nearest
+    known name. extra_vars: the -e arguments as given (key=value words, YAML/JSON, or @file)."""
+    given = set()
+    for argument in extra_vars or ():
+        argument = str(argument).strip()
+        if argument.startswith("@"):
+            try:
+                with open(os.path.expanduser(argument[1:]), encoding="utf-8") as handle:
+                    data = yaml.load(handle, Loader=SafeLoader)
+            except (OSError, yaml.YAMLError):
+                continue
+        elif argument.startswith(("{", "[")):
+            try:
+                data = yaml.load(argument, Loader=SafeLoader)
+            except yaml.YAMLError:
+                continue
+        else:
+            data = dict.fromkeys(re.findall(r"(?:^|\s)([A-Za-z_][A-Za-z0-9_]*)=", argument))
+        if isinstance(data, dict):
+            given.update(str(name) for name in data)
+    known = set(known)
+    warnings = []
+    for name in sorted(given):
+        if not name.startswith(COLLECTION_PREFIXES) or name in known:
+            continue
+        nearest = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
+        warnings.append(
+            "-e %s: no role or playbook of datacrunch.sglang reads this variable, so it changes nothing%s"
+            % (name, "; did you mean %s?" % nearest[0] if nearest else "; see the roles' README for the names"))
+    return warnings
 
 
 def unit_errors(groups, hostvars, play_hosts, forks):
@@ -91,6 +148,8 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         task_vars = task_vars or {}
+        for warning in unknown_extra_vars(context.CLIARGS.get("extra_vars"), known_names()):
+            Display().warning(warning)  # Display repeats no warning: one line per variable, not one per host
         validation = ArgumentSpecValidator(ARGUMENT_SPEC).validate(self._task.args)
         if validation.error_messages:
             raise AnsibleActionFail("sglang_inputs: %s" % "; ".join(validation.error_messages))

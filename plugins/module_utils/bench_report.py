@@ -73,6 +73,9 @@ COMPARED_FIGURES = {
 # Run-to-run variation on the same hardware (the manual procedure's decode steps vary by about 1%): changes
 # smaller than this are shown but not called better or worse.
 COMPARISON_NOISE_PCT = 2.0
+# In the title of every report and plot of a run against the lab's stand-in server, so that a forwarded figure cannot
+# pass for a measurement of real hardware.
+SIMULATED_MARK = "simulated (lab stand-in)"
 UNITS = {field: unit for field, _label, unit in ONE_BATCH_FIGURES + SERVING_FIGURES}
 _HIGHER_IS_BETTER = re.compile(r"(throughput|goodput|per_s|accept_length|attainment|^completed$)")
 _LOWER_IS_BETTER = re.compile(r"(latency|_ms$|ttft|tpot|itl|duration)")
@@ -352,8 +355,10 @@ def build_document(
     model="",
     sglang_version="",
     note="",
+    simulated=False,
 ):
-    """Assemble the run document: results, verdicts, the previous run and the comparison with it."""
+    """Assemble the run document: results, verdicts, the previous run and the comparison with it. simulated: the
+    server is the lab's stand-in (the document, the Markdown and the plots say so)."""
     for name, value in (("host", host), ("profile", profile), ("image", image)):
         if not isinstance(value, str) or not value.strip():
             raise BenchReportError(f"{name}={value!r} must name the {name} of the benchmarked server")
@@ -387,6 +392,7 @@ def build_document(
         "model": model,
         "started_at": started_at,
         "note": note,
+        "simulated": bool(simulated),
         SERVING: serving or None,
         ONE_BATCH: one_batch or None,
         "expected": expected or {},
@@ -454,7 +460,8 @@ def render_markdown(document, plot_names=()):
     """The report as Markdown: header, verdicts, single-batch and serving tables, comparison, plots."""
     started = _parse_time(document["started_at"]).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
-        f"# SGLang benchmark: {document['host']}, {document['profile']}, {image_tag(document['image'])}",
+        f"# SGLang benchmark: {document['host']}, {document['profile']}, {image_tag(document['image'])}"
+        + (f", {SIMULATED_MARK}" if document.get("simulated") else ""),
         "",
         f"- Host: `{document['host']}`",
         f"- Profile: `{document['profile']}`" + (f" (model `{document['model']}`)" if document.get("model") else ""),
@@ -462,6 +469,9 @@ def render_markdown(document, plot_names=()):
         + (f" (SGLang {document['sglang_version']})" if document.get("sglang_version") else ""),
         f"- Started: {started}",
     ]
+    if document.get("simulated"):
+        lines.append(f"- {SIMULATED_MARK.capitalize()}: the server is the lab's stand-in, not SGLang on GPUs; no "
+                     "figure here is a measurement of real hardware.")
     if document.get("note"):
         lines.append(f"- Note: {document['note']}")
     lines.append("")
@@ -536,10 +546,17 @@ def render_markdown(document, plot_names=()):
             f"image `{previous.get('image')}`)."
         )
         lines.append("")
+        lines.append(
+            f"One run of each: a change within ±{COMPARISON_NOISE_PCT:g}% is run-to-run noise, and is called better or "
+            "worse only beyond it."
+        )
+        lines.append("")
         rows = []
         for row in document.get("comparison") or []:
             change = "-" if row["change_pct"] is None else f"{row['change_pct']:+.1f}%"
             judged = {True: "better", False: "worse", None: ""}[row["better"]]
+            if row["better"] is None and row["change_pct"] is not None and higher_is_better(row["field"]) is not None:
+                judged = "within noise"
             rows.append(
                 [
                     row["program"],
@@ -584,13 +601,14 @@ def render_plots(document, previous, throughput_path, latency_path):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+    from matplotlib.ticker import FixedLocator, LogFormatter, NullLocator, ScalarFormatter
 
     levels, _values = _serving_series(document, "output_throughput")
     if not levels:
         return []
     title = (
-        f"{document['host']} | {document['profile']} | {image_tag(document['image'])} | "
+        ("%s | " % SIMULATED_MARK.upper() if document.get("simulated") else "")
+        + f"{document['host']} | {document['profile']} | {image_tag(document['image'])} | "
         f"{_parse_time(document['started_at']).strftime('%Y-%m-%d %H:%M UTC')}"
     )
     previous_label = (
@@ -600,7 +618,7 @@ def render_plots(document, previous, throughput_path, latency_path):
         else ""
     )
 
-    def concurrency_axis(axis):
+    def concurrency_axis(axis, log_y=False):
         axis.set_xscale("log", base=2)
         axis.xaxis.set_major_locator(FixedLocator(levels))
         axis.xaxis.set_minor_locator(NullLocator())
@@ -609,7 +627,19 @@ def render_plots(document, previous, throughput_path, latency_path):
         axis.grid(True, which="major", alpha=0.3)
         # Room beside the outer points and above the highest for their labels.
         axis.set_xlim(levels[0] / 1.5, levels[-1] * 1.5)
-        axis.set_ylim(0, axis.get_ylim()[1] * 1.1)
+        if log_y:
+            # Latencies: a P99 spike ten times the median would flatten the median on a linear scale.
+            axis.set_yscale("log")
+            # Plain numbers (25, 30, 40), not 2.5 x 10^1, on the decades and between them.
+            for formatter, setter in ((LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)),
+                                       axis.yaxis.set_major_formatter),
+                                      (LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)),
+                                       axis.yaxis.set_minor_formatter)):
+                setter(formatter)
+            low, high = axis.get_ylim()
+            axis.set_ylim(low / 1.3, high * 1.6)
+        else:
+            axis.set_ylim(0, axis.get_ylim()[1] * 1.1)
         # Below the plot, where it never covers a point.
         axis.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
 
@@ -709,8 +739,8 @@ def render_plots(document, previous, throughput_path, latency_path):
                     annotate(axis, xs, ys, "{:,.1f}")
         expected_bounds_on(axis, [field for field, _label, _marker, _style in series])
         previous_on(axis, series[0][0], series[0][1])
-        concurrency_axis(axis)
-        axis.set_ylabel("milliseconds (lower is better)")
+        concurrency_axis(axis, log_y=True)
+        axis.set_ylabel("milliseconds, log scale (lower is better)")
         axis.set_title(heading, fontsize=10)
     figure.suptitle(f"Serving latency\n{title}", fontsize=10)
     figure.savefig(latency_path)

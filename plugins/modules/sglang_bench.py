@@ -197,6 +197,12 @@ options:
     description: O(mode=report), a line for the report's header (e.g. that the lab's server is a stand-in).
     type: str
     default: ""
+  simulated:
+    description:
+      - O(mode=report), the server is the lab's stand-in. The JSON report, the Markdown title and the plots' titles say
+        "simulated (lab stand-in)", so that a forwarded figure cannot pass for a measurement of real hardware.
+    type: bool
+    default: false
   bench_serving:
     description: O(mode=report), the C(bench_serving) result of O(mode=serving).
     type: dict
@@ -350,6 +356,7 @@ ARGUMENT_SPEC = {
     "tolerance_pct": {"type": "float", "default": 0},
     "on_miss": {"type": "str", "choices": ["fail", "warn"], "default": "fail"},
     "note": {"type": "str", "default": ""},
+    "simulated": {"type": "bool", "default": False},
     "bench_serving": {"type": "dict"},
     "bench_one_batch": {"type": "dict"},
 }
@@ -424,6 +431,7 @@ def write_report(module):
         report_dir=params["report_dir"],
         model=params["model"],
         note=params["note"],
+        simulated=params["simulated"],
     )
     written = bench_report.write_report(params["report_dir"], document, previous, check_mode=module.check_mode)
     for warning in written["warnings"]:

@@ -11,15 +11,11 @@ tests/lab/lab.sh up 1
 
 host=$(.venv/bin/ansible-inventory -i inventories/lab --list |
     .venv/bin/python -c 'import json, sys; inv = json.load(sys.stdin); h = inv["sglang_servers"]["hosts"][0]; print(inv["_meta"]["hostvars"][h]["ansible_host"])')
-key_file=${SGLANG_API_KEY_FILE:-$HOME/.config/datacrunch-sglang/api-key}
+# shellcheck source=tests/lab/next-steps.sh
+source tests/lab/next-steps.sh
+key_file=$(lab_api_key_file inventories/lab)
 endpoint=http://$host:30000
-cat <<INFO
-
-The lab host serves the stand-in SGLang server at $endpoint (simulated: no GPU, no real model).
-API key: kept on this machine in $key_file (mode 0600).
-Try it:
-  curl -s -H "Authorization: Bearer \$(cat $key_file)" $endpoint/v1/models
-INFO
-printf '\n'
+printf 'The endpoint answers with the API key:\n'
 curl -sf -H "Authorization: Bearer $(cat "$key_file")" "$endpoint/v1/models"
 printf '\n'
+print_next_steps "$host" "$endpoint" "$key_file" inventories/lab

@@ -16,10 +16,11 @@ cp "$REPO_ROOT/tests/sanity/get_pip_offline.py" "$cache"
 rm -rf "$WORK"
 mkdir -p "$TREE"
 # Tracked files plus new ones not ignored: what a commit of the working tree would hold. Left out: the links that make
-# the checkout usable in place (collections/ back to the checkout, datacrunch -> inventories/datacrunch), which are
-# not collection content (galaxy.yml's build_ignore drops them from the artifact too).
+# the checkout usable in place (collections/ and playbooks/collections back to the checkout, datacrunch ->
+# inventories/datacrunch), which are not collection content (galaxy.yml's build_ignore drops them too).
 (cd "$REPO_ROOT" && git ls-files -z --cached --others --exclude-standard |
-    grep -zv -e '^collections/' -e '^datacrunch$' | xargs -0 -I{} sh -c '[ -e "{}" ] || [ -L "{}" ] && echo "{}"' |
+    grep -zv -e '^collections/' -e '^playbooks/collections$' -e '^datacrunch$' |
+    xargs -0 -I{} sh -c '[ -e "{}" ] || [ -L "{}" ] && echo "{}"' |
     tr '\n' '\0' | xargs -0 cp --parents -P -t "$TREE")
 cd "$TREE"
 git init -q . && git add -A >/dev/null && git -c user.email=ci@localhost -c user.name=ci commit -qm tree

@@ -326,3 +326,47 @@ def test_published_figures_need_a_source():
                            ({"min": 77, "source": "x"}, "one of min/max")):
         with pytest.raises(BenchReportError, match=message):
             bench_report.expected_bounds({"bench_serving": {1: {"per_user_decode_throughput": bound}}})
+
+
+def test_a_lab_run_says_simulated_in_the_json_the_markdown_and_every_plot(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    drawn = []
+    savefig = matplotlib.figure.Figure.savefig
+
+    def recording_savefig(figure, path, *args, **kwargs):
+        titles = [figure._suptitle.get_text()] if figure._suptitle else []
+        titles += [axis.get_title() for axis in figure.axes]
+        drawn.append((Path(path).name, " ".join(titles), [axis.get_yscale() for axis in figure.axes]))
+        return savefig(figure, path, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", recording_savefig)
+    document, previous = bench_report.build_document(
+        "dcsg-lab-1", "lab-tiny", "localhost/sglang-standin:v0.5.18", serving=serving(),
+        report_dir=str(tmp_path), simulated=True)
+    json_path, md_path, *_plots = bench_report.write_report(str(tmp_path), document, previous)["files"]
+    assert json.loads(Path(json_path).read_text())["simulated"] is True
+    assert Path(md_path).read_text().splitlines()[0] == (
+        "# SGLang benchmark: dcsg-lab-1, lab-tiny, v0.5.18, simulated (lab stand-in)")
+    assert [name.rsplit("-", 1)[1] for name, _title, _scales in drawn] == ["throughput.png", "latency.png"]
+    for _name, title, _scales in drawn:
+        assert "SIMULATED (LAB STAND-IN) | dcsg-lab-1" in title
+    # Latency on a log scale: a P99 ten times the median leaves the median readable.
+    assert drawn[1][2] == ["log", "log"]
+
+
+def test_a_real_run_says_nothing_of_a_simulation(tmp_path):
+    document, previous = build(tmp_path)
+    _json, md_path, *_plots = bench_report.write_report(str(tmp_path), document, previous)["files"]
+    assert document["simulated"] is False
+    assert "simulated" not in Path(md_path).read_text().lower()
+
+
+def test_changes_within_the_noise_band_are_called_within_noise(tmp_path):
+    document, previous = build(tmp_path, started_at="2026-11-27T08:00:00Z")
+    bench_report.write_report(str(tmp_path), document, previous)
+    document, previous = build(tmp_path, scale=1.01)
+    markdown = Path(bench_report.write_report(str(tmp_path), document, previous)["files"][1]).read_text()
+    assert "a change within ±2% is run-to-run noise" in markdown
+    assert "| bench_serving | 4 | output_throughput | 161.1 | 162.8 | +1.0% within noise |" in markdown
+    assert " better |" not in markdown and " worse |" not in markdown

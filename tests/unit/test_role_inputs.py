@@ -5,7 +5,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ansible_collections.datacrunch.sglang.plugins.action.sglang_inputs import DEPLOY_ROLES, role_specs, unit_errors
+from ansible_collections.datacrunch.sglang.plugins.action.sglang_inputs import (
+    DEPLOY_ROLES,
+    known_names,
+    role_specs,
+    unit_errors,
+    unknown_extra_vars,
+)
 from ansible_collections.datacrunch.sglang.plugins.module_utils.role_inputs import api_key_error, check_role_inputs
 
 ROLES = Path(__file__).resolve().parents[2] / "roles"
@@ -108,3 +114,25 @@ def test_a_unit_larger_than_forks_is_refused_with_the_setting():
     assert len(found) == 1
     assert "sglang_cluster='a' has 2 hosts, but Ansible runs each task on at most 1 hosts at once (forks=1)" in found[0]
     assert "ansible.cfg [defaults] forks, ANSIBLE_FORKS, or -f" in found[0]
+
+
+def test_a_misspelled_extra_var_is_named_with_the_nearest_known_name(tmp_path):
+    from_file = tmp_path / "vars.yml"
+    from_file.write_text("model_cache_mod: hub\n")
+    warnings = unknown_extra_vars(
+        ["sglang_imgae=lmsysorg/sglang:v0.5.23 other_tool_setting=1", '{"sglang_server_purge": true}',
+         "@%s" % from_file, "sglang_hosts=gpu"], known_names())
+    assert warnings == [
+        "-e model_cache_mod: no role or playbook of datacrunch.sglang reads this variable, so it changes nothing; "
+        "did you mean model_cache_mode?",
+        "-e sglang_imgae: no role or playbook of datacrunch.sglang reads this variable, so it changes nothing; "
+        "did you mean sglang_image?",
+    ]
+
+
+def test_every_documented_role_option_is_a_known_name():
+    for role in (path.name for path in ROLES.iterdir() if (path / "meta/argument_specs.yml").exists()):
+        for entry in (role_specs([role])[role].get("argument_specs") or {}).values():
+            for name in entry.get("options") or {}:
+                if name.startswith(("sglang_", "gpu_host_", "host_venv_", "model_cache_")):
+                    assert name in known_names(), (role, name)
