@@ -108,14 +108,24 @@ def weight_files(host, hf_home):
     return out.split()
 
 
+def mount_root(host, path):
+    """The directory of its filesystem that is mounted at path (field 4 of /proc/self/mountinfo), or None."""
+    for line in lab_exec(host, "cat", "/proc/self/mountinfo").splitlines():
+        fields = line.split()
+        if len(fields) > 4 and fields[4] == path:
+            return fields[3]
+    return None
+
+
 def test_the_unit_loads_weights_from_each_workers_local_disk():
     for host in (RANK0, RANK1):
         container = server(host)
         assert hf_home_mount(container)[LOCAL_HF_HOME] == LOCAL_HF_HOME
         assert weight_files(host, LOCAL_HF_HOME), "no weights on %s's local disk" % host
-        # The local disk is the host's own filesystem (the stand-in of its NVMe), not the shared one.
-        assert lab_exec(host, "stat", "-f", "-c", "%i", "/mnt/local_disk") != lab_exec(
-            host, "stat", "-f", "-c", "%i", "/mnt/shared")
+        # The local disk is a mount of the host's own (the stand-in of its NVMe: a volume per host), not the
+        # shared one. Both volumes lie on this machine's disk, so they differ by the directory mounted, not the device.
+        local_root, shared_root = mount_root(host, "/mnt/local_disk"), mount_root(host, "/mnt/shared")
+        assert local_root and shared_root and local_root != shared_root, (local_root, shared_root)
         assert "--weight-loader-prefetch-checkpoints" not in container["Args"]
     # Nothing went to the shared volume or to the OS disk's default path on the unit.
     assert not weight_files(RANK0, "/mnt/shared/datacrunch-sglang/huggingface")
