@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -43,6 +44,8 @@ from ansible_collections.datacrunch.sglang.plugins.module_utils.startup_progress
 
 API_KEY = "sk-standin-test-4f1c9a"
 LOAD_SECONDS = 2.0
+# A crash ends in kill_process_tree's SIGKILL to itself: a plain process dies of it (as PID 1 it exits 0).
+CRASHED = -signal.SIGKILL
 
 
 @pytest.fixture(scope="module")
@@ -124,8 +127,8 @@ def test_accepts_what_the_real_parser_accepts_and_rejects_the_rest(version, othe
     accepted, rejected = _only_in(version, other), _only_in(other, version)
     env = env_for(version, SGLANG_STANDIN_FAULT="start-fail")
     ok = procs("sglang.launch_server", ["--model", REPO_ID, accepted], env, "accepted")
-    # start-fail stops it right after parsing: exit 1 (not argparse's 2) proves the flag parsed
-    assert ok.wait(30) == 1, ok.stderr
+    # start-fail stops it right after parsing, as a scheduler crash (killed by itself), not argparse's exit 2
+    assert ok.wait(30) == CRASHED, ok.stderr
     assert "SGLANG_STANDIN_FAULT=start-fail" in ok.stderr
     bad = procs("sglang.launch_server", ["--model", REPO_ID, rejected], env, "rejected")
     assert bad.wait(30) == 2
@@ -136,7 +139,7 @@ def test_accepts_what_the_real_parser_accepts_and_rejects_the_rest(version, othe
 def test_dp_attention_deprecated_in_0_5_23_with_the_real_warning(env_for, procs):
     env = env_for("0.5.23", SGLANG_STANDIN_FAULT="start-fail")
     proc = procs("sglang.launch_server", ["--model", REPO_ID, "--tp", "8", "--enable-dp-attention"], env)
-    assert proc.wait(30) == 1
+    assert proc.wait(30) == CRASHED
     warning = flags.flag_spec("0.5.23", "--enable-dp-attention")["deprecated"]
     assert f"\033[1;33m{warning}\033[0m" in proc.stderr
     old = procs(
@@ -145,7 +148,7 @@ def test_dp_attention_deprecated_in_0_5_23_with_the_real_warning(env_for, procs)
         env_for("0.5.18", SGLANG_STANDIN_FAULT="start-fail"),
         "old",
     )
-    assert old.wait(30) == 1
+    assert old.wait(30) == CRASHED
     assert "deprecated" not in old.stderr
 
 
@@ -391,8 +394,9 @@ def test_token_file_is_read_and_never_printed(tmp_path, env_for, procs):
 def test_fault_start_fail(env_for, procs):
     port = free_port()
     proc = serve(procs, env_for(SGLANG_STANDIN_FAULT="start-fail"), port)
-    assert proc.wait(30) == 1
-    assert "Traceback (most recent call last):" in proc.stderr
+    assert proc.wait(30) == CRASHED
+    assert "Scheduler hit an exception: Traceback (most recent call last):" in proc.stderr
+    assert "Received sigquit from a child process. It usually means the child failed." in proc.stderr
     assert not port_open(port)
 
 
@@ -411,9 +415,41 @@ def test_fault_crash_after(env_for, procs):
     proc = serve(procs, env_for(SGLANG_STANDIN_FAULT="crash-after:1", SGLANG_STANDIN_LOAD_SECONDS=0.5), port)
     wait_ready(proc, port)
     ready_at = time.monotonic()
-    assert proc.wait(20) == 1
+    assert proc.wait(20) == CRASHED
     assert 0.8 <= time.monotonic() - ready_at <= 5
     assert "crash-after:1" in proc.stderr
+    # the failing rank's traceback first, then every other rank's NCCL error, then the main process's SIGQUIT
+    lines = proc.stderr.splitlines()
+    root = next(i for i, line in enumerate(lines) if "TP0] Scheduler hit an exception" in line)
+    assert "crash-after:1" in "\n".join(lines[root:root + 6])
+    assert sum("] Scheduler hit an exception" in line for line in lines[root:]) == 8
+    assert "SIGQUIT received. signum=<Signals.SIGQUIT: 3>" in proc.stderr
+
+
+def test_sigterm_kills_while_loading_and_drains_once_serving(env_for, procs):
+    """No handler while loading (the default action ends a plain process); once serving, SIGTERM waits for the
+    running request, up to 5 s after the signal, and ends as kill_process_tree does."""
+    loading = serve(procs, env_for(SGLANG_STANDIN_LOAD_SECONDS=30), free_port(), name="loading")
+    wait_for(lambda: "Load weight begin" in loading.stderr, 20, what="loading")
+    loading.process.send_signal(signal.SIGTERM)
+    assert loading.wait(5) == -signal.SIGTERM
+    port = free_port()
+    proc = serve(procs, env_for(SGLANG_STANDIN_DECODE_MS_PER_TOKEN=20), port)
+    wait_ready(proc, port)
+    answers = []
+    request = threading.Thread(target=lambda: answers.append(http(
+        "POST", f"http://127.0.0.1:{port}/generate",
+        {"text": "hi", "sampling_params": {"max_new_tokens": 300, "ignore_eos": True}})[0]))
+    request.start()
+    time.sleep(0.5)
+    signalled = time.monotonic()
+    proc.process.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == CRASHED
+    request.join()
+    assert answers == [200]
+    assert 5 <= time.monotonic() - signalled <= 12
+    assert "Draining requests and shutting down..." in proc.stderr
+    assert "Gracefully exiting... Remaining number of requests 1." in proc.stderr
 
 
 def test_fault_hang(env_for, procs):
@@ -466,9 +502,10 @@ def test_fault_in_a_phase(phase, env_for, procs):
     time.sleep(1)
     assert hung.process.poll() is None
     assert not port_open(port)
-    failed = serve(procs, env_for(SGLANG_STANDIN_FAULT=f"start-fail:{phase}", SGLANG_STANDIN_LOAD_SECONDS=0.3),
+    failed = serve(procs, env_for(SGLANG_STANDIN_FAULT=f"start-fail:{phase}", SGLANG_STANDIN_LOAD_SECONDS=0.3,
+                                  lock="failed.lock"),
                    free_port(), name="failed")
-    assert failed.wait(30) == 1
+    assert failed.wait(30) == CRASHED
     assert f"Initialization failed in the {phase} phase" in failed.stderr
 
 

@@ -10,13 +10,12 @@ answering 503), then serves SGLang's HTTP API (see sglang/standin/http_server.py
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import threading
 import time
 import warnings
 
-from sglang.standin import hardware, http_server, model, rendezvous, startup
+from sglang.standin import failure, hardware, http_server, model, rendezvous, startup
 from sglang.standin.entry import require
 from sglang.standin.flags import parse_server_args
 from sglang.standin.logs import fatal, log
@@ -62,14 +61,6 @@ def _settings():
         fatal("ValueError", f"SGLang stand-in setting: {exc}", "sglang/launch_server.py")
 
 
-def _exit_on_sigterm() -> None:
-    def handler(signum, frame):
-        log("Received sigterm. Shutting down.")
-        os._exit(0)
-
-    signal.signal(signal.SIGTERM, handler)
-
-
 def _server_args_line(args) -> str:
     # As SGLang 0.5.18 logs it at start (srt/entrypoints/engine.py: f"{server_args=}"): every argument, the API key
     # included. Whoever reads the container log (root, the docker group) sees the key; tools that show the log must
@@ -86,17 +77,19 @@ def main(argv: list[str]) -> None:
         stacklevel=1,
     )
     args = parse_server_args(argv)
-    _exit_on_sigterm()
+    # No SIGTERM handler until rank 0 serves (sglang/standin/failure.py): as PID 1 SIGTERM is ignored while loading.
     settings = _settings()
     fault_name, fault_arg = settings["fault"]
     version = standin_version()
     log(f"server_args={_server_args_line(args)}")
     phase_fault = fault_arg if fault_name in ("start-fail", "hang") else ""
     if fault_name == "start-fail" and not phase_fault:
-        fatal(
+        failure.scheduler_crash(
+            args,
             "RuntimeError",
             "Initialization failed. (SGLANG_STANDIN_FAULT=start-fail)",
             "sglang/srt/managers/scheduler.py",
+            serving=False,
         )
 
     try:
@@ -145,7 +138,7 @@ def main(argv: list[str]) -> None:
     if fault_name == "hang" and not phase_fault:
         while True:
             time.sleep(3600)
-    startup.hold_or_fail("init", fault_name, phase_fault)
+    startup.hold_or_fail("init", fault_name, phase_fault, args)
     if args.nnodes > 1:
         if not args.dist_init_addr:
             fatal("ValueError", "--dist-init-addr is required when nnodes > 1", "sglang/srt/server_args.py")
@@ -189,7 +182,11 @@ def main(argv: list[str]) -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     log(f"Uvicorn running on http://{args.host}:{args.port} (Press CTRL+C to quit)")
     if rank == 0:
-        startup.warm_up(settings["durations"], fault_name, phase_fault)
+        # TokenizerManager.auto_create_handle_loop: the SIGTERM handler and its drain, from the HTTP server's start
+        failure.Shutdown(state).install()
+        startup.warm_up(settings["durations"], fault_name, phase_fault, args)
+    else:
+        failure.rank_n_sigterm(version, rank)
     if fault_name == "never-ready":
         state.never_ready = True
     state.ready.set()
@@ -203,10 +200,13 @@ def main(argv: list[str]) -> None:
         if lost.wait(0.2):
             raise SystemExit(1)
         if deadline is not None and time.monotonic() >= deadline:
-            fatal(
+            failure.scheduler_crash(
+                args,
                 "RuntimeError",
-                f"Scheduler hit an exception (SGLANG_STANDIN_FAULT=crash-after:{fault_arg:g})",
+                "CUDA error: an illegal memory access was encountered "
+                f"(SGLANG_STANDIN_FAULT=crash-after:{fault_arg:g})",
                 "sglang/srt/managers/scheduler.py",
+                serving=True,
             )
 
 
