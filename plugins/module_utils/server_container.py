@@ -15,6 +15,7 @@ import json
 import os
 import time
 
+from ansible_collections.datacrunch.sglang.plugins.module_utils.crash_log import describe_exit, excerpt
 from ansible_collections.datacrunch.sglang.plugins.module_utils.launch_spec import (
     LABEL_PREFIX,
     LABEL_SECRETS_DIGEST,
@@ -55,6 +56,8 @@ READY_RECORD_FILE = "ready.json"
 LOG_TAIL = 40
 # Enough of the log to find the latest start-up step (tqdm bars redraw on one line).
 PROGRESS_LOG_TAIL = 200
+# Enough of the log to hold every rank's first error after a crash (8 ranks' tracebacks and what follows them).
+CRASH_LOG_TAIL = 3000
 
 
 class ServerError(Exception):
@@ -339,6 +342,16 @@ class ServerContainer:
         # Some servers log all their arguments on one line: keep each line readable in a failure message.
         return "\n".join(line if len(line) <= 400 else line[:400] + " ..." for line in text.splitlines())
 
+    def crash_report(self, container, state):
+        """(how it ended, log excerpt): a stop of its own is a crash whatever the exit code; the excerpt holds the
+        first error of every rank, then the last lines."""
+        try:
+            text = container.logs(tail=CRASH_LOG_TAIL).decode(errors="replace")
+        except (APIError, NotFound):
+            text = ""
+        text = redact(text, list(self.secrets.values()))
+        return describe_exit(state.get("ExitCode"), state.get("OOMKilled"), text), excerpt(text, tail=LOG_TAIL)
+
     def progress(self, container):
         """(phase, detail) of the server's start-up, from its log."""
         try:
@@ -361,21 +374,21 @@ class ServerContainer:
             container.reload()
             state = container.attrs["State"]
             if state.get("Status") != "running":
+                how, logs = self.crash_report(container, state)
                 raise ServerError(
-                    "container %s %s with exit code %s%s"
-                    % (self.spec["name"], state.get("Status"), state.get("ExitCode"),
-                       " (out of memory)" if state.get("OOMKilled") else ""),
+                    "container %s %s while starting (now %s)" % (self.spec["name"], how, state.get("Status")),
                     exit_code=state.get("ExitCode"),
-                    logs=self.logs_tail(container),
+                    logs=logs,
                 )
             if container.attrs.get("RestartCount", 0) != restarts or (
                 parse_docker_time(state.get("StartedAt")) or started_at
             ) != started_at:
+                how, logs = self.crash_report(container, state)
                 raise ServerError(
-                    "container %s exited (last exit code %s) and was restarted while starting: a crash loop"
-                    % (self.spec["name"], state.get("ExitCode")),
+                    "container %s %s and was restarted while starting: a crash loop" % (self.spec["name"], how),
                     restart_count=container.attrs.get("RestartCount", 0),
-                    logs=self.logs_tail(container),
+                    exit_code=state.get("ExitCode"),
+                    logs=logs,
                 )
             ready, detail = probe_ready(self.spec["readiness"])
             now = time.time()
