@@ -112,6 +112,9 @@ def test_a_bad_change_stops_at_the_first_unit_and_restores_it(api_key):
     output = " ".join((result.stdout + result.stderr).split())
     assert result.returncode != 0
     assert "RuntimeError: Initialization failed" in output
+    # SGLang exits 0 after a crash (PID 1 cannot kill itself): still reported as a crash, root cause first
+    assert "crashed (exit code 0" in output, output[-3000:]
+    assert "first error of rank TP0:" in output
     assert "Rollback: restored the spec that served before" in output
     first = server(HOSTS[0])
     assert first["Id"] != before[HOSTS[0]]["Id"]
@@ -122,6 +125,26 @@ def test_a_bad_change_stops_at_the_first_unit_and_restores_it(api_key):
     assert http(endpoint(HOSTS[0]) + "/v1/models", api_key)[0] == 200
     for host in HOSTS[1:]:
         assert server(host)["Id"] == before[host]["Id"], "%s was touched after the failed unit" % host
+
+
+def test_a_load_that_hangs_is_killed_at_once_and_the_kill_is_reported(api_key):
+    """SGLang ignores SIGTERM while loading: the rollback's stop kills after a short wait, and says so."""
+    before = server(HOSTS[0])
+    started = time.monotonic()
+    result = run_playbook("playbooks/redeploy.yml", "--extra-vars",
+                          json.dumps({"sglang_server_env": {"SGLANG_STANDIN_FAULT": "hang:weights"},
+                                      "sglang_server_ready_timeout": 15}))
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0
+    assert "start-up step: loading weights" in output
+    assert "did not stop on SIGTERM within 5 s (SGLang ignores SIGTERM while it loads and on ranks >= 1): killed" \
+        in output, output[-3000:]
+    assert "Rollback: restored the spec that served before" in output
+    # Kill after 5 s, not docker's 30 s default: the whole run stays well under a minute.
+    assert time.monotonic() - started < 60
+    assert server(HOSTS[0])["Config"]["Labels"]["datacrunch.sglang.spec-hash"] == \
+        before["Config"]["Labels"]["datacrunch.sglang.spec-hash"]
+    assert http(endpoint(HOSTS[0]) + "/v1/models", api_key)[0] == 200
 
 
 def test_status_shows_the_fleet():
