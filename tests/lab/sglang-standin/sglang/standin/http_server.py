@@ -24,16 +24,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from sglang.standin import textgen
 from sglang.standin.logs import log
 
-REDACTED = "<redacted>"
-SECRET_ARGS = ("api_key", "admin_api_key", "ssl_keyfile_password")
 TTFT_BUCKETS = [0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 15.0, 20.0, 25.0, 30.0]
 DEFAULT_MAX_RUNNING = 256
 DEFAULT_MAX_TOTAL_TOKENS = 400_000
-
-
-def redacted_args(args: argparse.Namespace) -> dict:
-    """The parsed arguments with the secrets among them replaced."""
-    return {key: (REDACTED if key in SECRET_ARGS and value else value) for key, value in vars(args).items()}
 
 
 class ServerState:
@@ -103,8 +96,13 @@ class ServerState:
                 self.recent_tokens.popleft()
             return len(self.recent_tokens) / 5.0
 
-    def public_args(self) -> dict:
-        return json.loads(json.dumps(redacted_args(self.args), default=str))
+    def server_info_args(self) -> dict:
+        """Every parsed argument, secrets in plain text, as SGLang's /server_info returns them: 0.5.18 spreads
+        dataclasses.asdict(server_args) (server_info in sglang/srt/entrypoints/http_server.py); 0.5.23 spreads
+        build_server_info (sglang/srt/utils/common.py: server_args.resolved_dict()) and redacts only the watermark
+        secrets (redact_watermark_secrets, sglang/srt/sampling/watermarking/core.py). The API key, the admin API key
+        and the SSL key password are all in the answer, and bench_serving writes that answer into its result file."""
+        return json.loads(json.dumps(vars(self.args), default=str))
 
 
 def _prometheus(state: ServerState) -> str:
@@ -315,7 +313,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(
             200,
             {
-                **self.state.public_args(),
+                **self.state.server_info_args(),
                 "max_total_num_tokens": self.state.max_total_tokens,
                 "startup_time": self.state.startup_time,
                 "internal_states": [
