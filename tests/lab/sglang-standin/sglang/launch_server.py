@@ -97,12 +97,6 @@ def main(argv: list[str]) -> None:
     except hardware.NoGpu as exc:
         fatal("RuntimeError", str(exc), "torch/cuda/__init__.py")
     needed, how = _gpus_needed_per_node(args)
-    if needed > gpus:
-        fatal(
-            "torch.AcceleratorError",
-            f"CUDA error: invalid device ordinal ({how} needs {needed} GPUs on this node, {gpus} visible)",
-            "sglang/srt/model_executor/model_runner.py",
-        )
 
     try:
         found = model.resolve(args.model_path, args.revision)
@@ -120,6 +114,18 @@ def main(argv: list[str]) -> None:
             "Hugging Face token read from HF_TOKEN_PATH (not shown)"
             if os.environ.get("HF_TOKEN_PATH")
             else "Hugging Face token from HF_TOKEN (not shown)"
+        )
+
+    if needed > gpus:
+        # Each scheduler process sets its device (ModelRunner.__init__, sglang/srt/model_executor/model_runner.py:
+        # set_device(gpu_id)); the first one past the visible GPUs raises, and the launch ends as a crash does.
+        failure.scheduler_crash(
+            args,
+            "torch.AcceleratorError",
+            f"CUDA error: invalid device ordinal ({how} needs {needed} GPUs on this node, {gpus} visible)",
+            "sglang/srt/model_executor/model_runner.py",
+            serving=False,
+            failing=gpus,
         )
 
     lock = hardware.GpuLock()

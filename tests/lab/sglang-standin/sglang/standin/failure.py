@@ -96,10 +96,11 @@ def kill_process_tree_self() -> None:
     os._exit(0)
 
 
-def scheduler_crash(args, exception: str, message: str, where: str, serving: bool) -> None:
-    """A scheduler raised: its traceback, the siblings' NCCL errors, SIGQUIT to the main process, exit 0."""
+def scheduler_crash(args, exception: str, message: str, where: str, serving: bool, failing: int = 0) -> None:
+    """A scheduler raised (the failing-th of this node's ranks): its traceback, the others' NCCL errors, SIGQUIT to
+    the main process, exit 0."""
     ranks = local_tp_ranks(args)
-    failing = ranks[0]
+    failing = ranks[min(failing, len(ranks) - 1)]
     _rank_log(
         rank_prefix(args, failing),
         "Scheduler hit an exception: Traceback (most recent call last):\n"
@@ -108,7 +109,7 @@ def scheduler_crash(args, exception: str, message: str, where: str, serving: boo
         f'  File "/sgl-workspace/sglang/python/{where}", line 1, in <module>\n'
         f"{exception}: {message}\n",
     )
-    for rank in ranks[1:]:
+    for rank in [rank for rank in ranks if rank != failing]:
         _rank_log(rank_prefix(args, rank),
                   "Scheduler hit an exception: " + "\n".join(_SIBLING_TRACE).format(rank=rank) + "\n")
     if serving:
