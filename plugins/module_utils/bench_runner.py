@@ -711,6 +711,11 @@ def one_batch_with_server_stopped(runner, settings, ready_timeout=1800, stop_ser
         return runner.one_batch(settings), state
 
     state["stopped"] = server.stop(container) if was_running else False
+    if state["stopped"]:
+        # How it went: stopped on SIGTERM, or killed (SGLang ignores SIGTERM while it loads).
+        state["stop"] = server.actions[-1]
+        if server.notices:
+            state["stop_warnings"] = list(server.notices)
     failure = None
     result = None
     try:

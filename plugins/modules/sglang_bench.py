@@ -259,7 +259,9 @@ bench_one_batch:
     runs: {description: Every measured run of the invocation., type: list, elements: dict}
     warmup: {description: The warmup run as printed., type: dict}
     server:
-      description: What happened to the server - was_running, stopped, restarted, seconds_to_ready.
+      description: >-
+        What happened to the server - was_running, stopped, restarted, seconds_to_ready; stop (how it stopped:
+        on SIGTERM, or killed) and stop_warnings (when a kill was needed, also shown as warnings).
       type: dict
     commands: {description: The benchmark command line., type: list, elements: list}
   sample:
@@ -369,7 +371,8 @@ def run_benchmark(module):
         runner, settings, ready_timeout=params["ready_timeout"], stop_server=params["stop_server"]
     )
     result["server"] = state
-    return {"changed": bool(state["stopped"]), "server": server, "bench_one_batch": result}
+    return {"changed": bool(state["stopped"]), "server": server, "bench_one_batch": result,
+            "warnings": list(state.get("stop_warnings", []))}
 
 
 def server_summary(spec):
