@@ -38,6 +38,10 @@ from standin_testing import (  # noqa: E402
 
 from ansible_collections.datacrunch.sglang.plugins.module_utils import bench_output, crash_log  # noqa: E402
 from ansible_collections.datacrunch.sglang.plugins.module_utils import sglang_cli_flags as flags  # noqa: E402
+from ansible_collections.datacrunch.sglang.plugins.module_utils.prometheus_text import (  # noqa: E402
+    parse_metrics,
+    serving_load,
+)
 from ansible_collections.datacrunch.sglang.plugins.module_utils.startup_progress import (  # noqa: E402
     startup_progress,
 )
@@ -374,10 +378,30 @@ def test_fails_where_the_real_server_fails(setup, args, message, env_for, procs)
     assert message in proc.stderr
 
 
-def test_dp_attention_keeps_dp_inside_tp(env_for, procs):
+def test_dp_attention_keeps_dp_inside_tp_and_publishes_a_series_per_dp_rank(env_for, procs):
+    """As SGLang's schedulers do: one token_usage per DP rank, each of its own KV pool; the collection reads the
+    fullest rank, where adding the series reads more than 1."""
     port = free_port()
-    proc = serve(procs, env_for(SGLANG_STANDIN_LOAD_SECONDS=0), port, "--enable-dp-attention", "--dp", "8")
+    proc = serve(procs, env_for(SGLANG_STANDIN_LOAD_SECONDS=0, SGLANG_STANDIN_DECODE_MS_PER_TOKEN=50), port,
+                 "--enable-dp-attention", "--dp", "8", "--enable-metrics", "--max-total-tokens", "64",
+                 "--enable-priority-scheduling")
     wait_ready(proc, port)
+    body = {"text": "one two three four five six seven eight",
+            "sampling_params": {"max_new_tokens": 40, "ignore_eos": True}}
+    requests = [threading.Thread(target=http, args=("POST", f"http://127.0.0.1:{port}/generate", body))
+                for _index in range(8)]
+    for request in requests:
+        request.start()
+    time.sleep(1)
+    text = http("GET", f"http://127.0.0.1:{port}/metrics")[2].decode()
+    for request in requests:
+        request.join()
+    usage = [line for line in text.splitlines() if line.startswith("sglang:token_usage{")]
+    assert len(usage) == 8 and all(f'dp_rank="{rank}"' in line for rank, line in enumerate(usage)), usage
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in usage) > 1, text
+    load = serving_load(parse_metrics(text))
+    assert 0 < load["token_usage"] <= 1
+    assert load["running_requests"] == 8  # the priority="0" breakdown is not added to the totals
 
 
 def test_token_file_is_read_and_never_printed(tmp_path, env_for, procs):
