@@ -707,6 +707,15 @@ def test_bench_one_batch_fails_while_a_server_holds_the_gpus(env_for, procs):
     assert "torch.OutOfMemoryError: CUDA out of memory" in proc.stderr
 
 
+def test_bench_one_batch_with_tp_waits_for_ever_when_a_worker_fails(env_for, procs):
+    """SGLang's bench_one_batch joins its TP workers: the failed ones print a traceback, the rest wait for them."""
+    proc = procs("sglang.bench_one_batch", ["--model", REPO_ID, "--tp", 8], env_for(gpus=4), "one_batch")
+    wait_for(lambda: proc.stderr.count("invalid device ordinal") == 4, 20, what="the failed workers")
+    time.sleep(1)
+    assert proc.process.poll() is None
+    assert "Process Process-5:" in proc.stderr and "Process Process-4:" not in proc.stderr
+
+
 def test_bench_one_batch_is_gone_in_0_5_23(env_for, procs):
     proc = procs("sglang.bench_one_batch", ["--model", REPO_ID], env_for("0.5.23"), "one_batch")
     assert proc.wait(30) == 1
