@@ -79,6 +79,13 @@ options:
     description: Seconds one benchmark container may run before it is killed.
     type: int
     default: 3600
+  stall_timeout:
+    description:
+      - O(mode=one_batch), seconds C(bench_one_batch) may print nothing before it counts as stuck, is killed, and
+        the server is started again. SGLang's C(bench_one_batch) with TP > 1 joins its workers; when one fails the
+        others wait in NCCL for ever, so without this limit the server stays stopped until O(timeout).
+    type: int
+    default: 600
   concurrency:
     description: O(mode=serving), the C(--max-concurrency) levels, run in this order.
     type: list
@@ -318,6 +325,7 @@ ARGUMENT_SPEC = {
     "api_key_file": {"type": "path", "default": ""},
     "env": {"type": "dict", "default": {}},
     "timeout": {"type": "int", "default": 3600},
+    "stall_timeout": {"type": "int", "default": 600},
     "concurrency": {"type": "list", "elements": "int", "default": [1, 4, 16, 64]},
     "num_prompts": {"type": "int", "default": 0},
     "prompts_per_concurrency": {"type": "int", "default": 8},
@@ -358,7 +366,10 @@ def run_benchmark(module):
     spec = load_server_spec(params["server_dir"], prefix)
     version = image_version(params["image"]) if params["image"] else spec.get("sglang_version")
     check_flags_for_version(settings["extra_args"], params["mode"], version, prefix)
-    runner = BenchRunner(spec, env=env, image=params["image"], timeout=params["timeout"], check_mode=module.check_mode)
+    if params["stall_timeout"] < 1:
+        raise BenchRunError(f"{prefix}stall_timeout={params['stall_timeout']} must be at least 1 second")
+    runner = BenchRunner(spec, env=env, image=params["image"], timeout=params["timeout"], check_mode=module.check_mode,
+                         stall_timeout=params["stall_timeout"])
     server = server_summary(spec)
     if params["mode"] == "serving":
         if (spec.get("readiness") or {}).get("kind") != "http":
