@@ -42,6 +42,7 @@ from ansible_collections.datacrunch.sglang.plugins.module_utils.prometheus_text 
     parse_metrics,
     serving_load,
 )
+from ansible_collections.datacrunch.sglang.plugins.module_utils.sglang_http import probe_ready  # noqa: E402
 from ansible_collections.datacrunch.sglang.plugins.module_utils.startup_progress import (  # noqa: E402
     startup_progress,
 )
@@ -546,20 +547,22 @@ def test_bad_fault_setting_is_named(env_for, procs):
 # --- multi-node -------------------------------------------------------------------------------------------------------
 
 
-def two_ranks(env_for, procs, rank1_tp=16, rank1_model=REPO_ID):
+def two_ranks(env_for, procs, rank1_tp=16, rank1_model=REPO_ID, dist_timeout=20):
     store = free_port()
     ports = free_port(), free_port()
-    common = ["--nnodes", 2, "--dist-init-addr", f"127.0.0.1:{store}", "--dist-timeout", 20]
+    common = ["--nnodes", 2, "--dist-init-addr", f"127.0.0.1:{store}", "--dist-timeout", dist_timeout]
+    # SGLang's own setting (its default is 20 s), short here
+    env = {"SGLANG_STANDIN_LOAD_SECONDS": 0.5, "SGLANG_HEALTH_CHECK_TIMEOUT": 2}
     rank0 = procs(
         "sglang.launch_server",
         ["--model", REPO_ID, "--tp", 16, "--port", ports[0], "--node-rank", 0, *common],
-        env_for(lock="host0.lock", SGLANG_STANDIN_LOAD_SECONDS=0.5),
+        env_for(lock="host0.lock", **env),
         "rank0",
     )
     rank1 = procs(
         "sglang.launch_server",
         ["--model", rank1_model, "--tp", rank1_tp, "--port", ports[1], "--node-rank", 1, *common],
-        env_for(lock="host1.lock", SGLANG_STANDIN_LOAD_SECONDS=0.5),
+        env_for(lock="host1.lock", **env),
         "rank1",
     )
     return rank0, rank1, ports
@@ -620,22 +623,36 @@ def test_mismatched_model_stops_both_ranks(hf_home, env_for, procs):
     assert f"model mismatch: rank 1 has model='{snapshot}', rank 0 has model='{REPO_ID}'" in rank0.stderr
 
 
-def test_rank1_killed_makes_rank0_unready(env_for, procs):
-    rank0, rank1, (port0, _port1) = two_ranks(env_for, procs)
+def test_a_lost_rank_1_hangs_rank_0_until_the_nccl_timeout(env_for, procs):
+    """No heartbeat in SGLang: rank 0's /health stays 200, only a generation (/health_generate) fails, after its
+    health check timeout; the collection's probe (rank 0's generation, bounded) calls it not ready; at the
+    process group's timeout rank 0 crashes."""
+    rank0, rank1, (port0, _port1) = two_ranks(env_for, procs, dist_timeout=8)
     wait_ready(rank0, port0)
     rank1.stop()
-    wait_for(lambda: http("GET", f"http://127.0.0.1:{port0}/health_generate")[0] == 503, 10, what="rank 0 unready")
-    assert rank0.process.poll() is None
-    assert "Lost a node: node rank 1" in rank0.stderr
+    lost = time.monotonic()
+    time.sleep(1)
+    assert http("GET", f"http://127.0.0.1:{port0}/health")[0] == 200
+    asked = time.monotonic()
+    assert http("GET", f"http://127.0.0.1:{port0}/health_generate")[0] == 503
+    assert time.monotonic() - asked >= 2
+    base = f"http://127.0.0.1:{port0}"
+    assert probe_ready({"kind": "http", "base_url": base, "url": base + "/health_generate"})[0] is False
+    assert rank0.wait(30) == CRASHED
+    assert time.monotonic() - lost >= 7
+    assert "Watchdog caught collective operation timeout" in crash_log.root_cause(rank0.stderr)
 
 
-def test_rank0_killed_makes_rank1_exit(env_for, procs):
-    rank0, rank1, (port0, port1) = two_ranks(env_for, procs)
+def test_a_lost_rank_0_leaves_rank_1_answering_200_until_the_nccl_timeout(env_for, procs):
+    rank0, rank1, (port0, port1) = two_ranks(env_for, procs, dist_timeout=6)
     wait_ready(rank0, port0)
     wait_ready(rank1, port1)
     rank0.stop()
-    assert rank1.wait(15) != 0
-    assert "Lost rank 0" in rank1.stderr
+    for _index in range(3):
+        assert http("GET", f"http://127.0.0.1:{port1}/health")[0] == 200
+        time.sleep(1)
+    assert rank1.wait(30) == CRASHED
+    assert "Watchdog caught collective operation timeout" in rank1.stderr
 
 
 # --- benchmark tools ---------------------------------------------------------------------------------------------

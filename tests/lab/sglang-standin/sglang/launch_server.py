@@ -160,17 +160,17 @@ def main(argv: list[str]) -> None:
             if rank == 0:
                 store = rendezvous.Rank0(args.dist_init_addr, identity, log)
                 store.wait_all(timeout)
-                store.watch(
-                    lambda reason: (
-                        log(f"Lost a node: {reason}. Rank 0 is no longer healthy."),
-                        state.mark_unhealthy(reason),
-                    )
-                )
+                # SGLang has no heartbeat between nodes: a lost node shows only as collectives that never finish.
+                # The stand-in's heartbeat stands for "the peer's processes are gone"; what it does is SGLang's:
+                # every request waits (health_generate answers 503 after its 20 s), /health still answers 200, and
+                # when the NCCL watchdog's timeout (--dist-timeout) passes, the scheduler raises: a crash.
+                store.watch(lambda reason: (state.group_hung.set(), lost.set()))
             else:
                 conn = rendezvous.join(args.dist_init_addr, identity, timeout, log)
 
                 def on_rank0_lost(reason):
-                    log(f"Lost rank 0: {reason}. Exiting.")
+                    # Ranks >= 1 do not notice either: their dummy health server keeps answering 200 until the
+                    # NCCL timeout ends them the same way.
                     lost.set()
 
                 rendezvous.watch_rank0(conn, on_rank0_lost)
@@ -204,7 +204,21 @@ def main(argv: list[str]) -> None:
     deadline = time.monotonic() + fault_arg if fault_name == "crash-after" else None
     while True:
         if lost.wait(0.2):
-            raise SystemExit(1)
+            lost_at = time.monotonic()
+            dist_timeout = float(args.dist_timeout or DEFAULT_DIST_TIMEOUT)
+            while time.monotonic() - lost_at < dist_timeout:
+                time.sleep(0.2)
+            # torch's ProcessGroupNCCL watchdog (the process group's timeout is --dist-timeout)
+            failure.scheduler_crash(
+                args,
+                "torch.distributed.DistBackendError",
+                f"[PG ID 0 PG GUID 0(default_pg) Rank {failure.local_tp_ranks(args)[0]}] Watchdog caught collective "
+                f"operation timeout: WorkNCCL(SeqNum=1024, OpType=ALLREDUCE, NumelIn=7168, NumelOut=7168, "
+                f"Timeout(ms)={int(dist_timeout * 1000)}) ran for {int(dist_timeout * 1000) + 5} milliseconds before "
+                "timing out.",
+                "torch/distributed/distributed_c10d.py",
+                serving=True,
+            )
         if deadline is not None and time.monotonic() >= deadline:
             failure.scheduler_crash(
                 args,

@@ -141,6 +141,7 @@ class Shutdown:
         def sigterm_handler(signum, frame):
             log(f"SIGTERM received. signum={signum!r} frame={frame!r}. Draining requests and shutting down...")
             self.requested.set()
+            self.state.shutting_down.set()
 
         signal.signal(signal.SIGTERM, sigterm_handler)
         threading.Thread(target=self._watchdog, daemon=True).start()

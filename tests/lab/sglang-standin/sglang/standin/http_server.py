@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import hmac
 import json
+import os
 import socket
 import threading
 import time
@@ -43,6 +44,10 @@ class ServerState:
         self.ready = threading.Event()
         self.never_ready = False
         self.unhealthy_reason = ""
+        # A peer node is gone: every collective waits for it, so no request makes progress (see launch_server.py).
+        self.group_hung = threading.Event()
+        # SIGTERM received (failure.Shutdown): /health_generate answers 503, as SGLang's does during shutdown.
+        self.shutting_down = threading.Event()
         self.lock = threading.Condition()
         self.max_running = args.max_running_requests or DEFAULT_MAX_RUNNING
         self.max_total_tokens = args.max_total_tokens or DEFAULT_MAX_TOTAL_TOKENS
@@ -330,7 +335,24 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- endpoints --
     def _health(self) -> None:
-        self._send(200 if self.state.healthy() else 503)
+        """health_generate (sglang/srt/entrypoints/http_server.py, 0.5.18 and 0.5.23): 503 while starting or shutting
+        down; /health answers 200 without a generation (unless SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION); otherwise
+        one generated token within SGLANG_HEALTH_CHECK_TIMEOUT (20 s) or 503 after it."""
+        state = self.state
+        if state.shutting_down.is_set() or not state.healthy():
+            self._send(503)
+            return
+        generate = self.path.split("?", 1)[0] == "/health_generate" or os.environ.get(
+            "SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION", "").lower() in ("1", "true")
+        if generate and state.group_hung.is_set():
+            timeout = float(os.environ.get("SGLANG_HEALTH_CHECK_TIMEOUT", "20"))
+            started = time.strftime("%H:%M:%S")
+            time.sleep(timeout)
+            log(f"Health check failed. Server couldn't get a response from detokenizer for last {timeout:g} seconds. "
+                f"tic start time: {started}. last_heartbeat time: {started}")
+            self._send(503)
+            return
+        self._send(200)
 
     def _model_info(self) -> None:
         args, config = self.state.args, self.state.model.config
@@ -421,6 +443,8 @@ class _Handler(BaseHTTPRequestHandler):
         started = time.monotonic()
         try:
             for index, token in enumerate(tokens):
+                while state.group_hung.is_set():  # the forward pass waits in a collective for the lost node
+                    time.sleep(1)
                 time.sleep(state.ttft if index == 0 else state.decode)
                 if index == 0:
                     with state.lock:
