@@ -652,9 +652,9 @@ class BenchRunner:
         except BenchOutputError as exc:
             # With TP > 1 a failed worker still ends in exit code 0 when every worker ended: name the failure.
             cause = root_cause(logs)
+            worker = f"; a worker failed: {redact(cause, self.secrets)}" if cause else ""
             raise BenchRunError(
-                f"bench_one_batch failed (exit code {exit_code}): {exc}" + (f"; a worker failed: {cause}" if cause
-                                                                           else ""),
+                f"bench_one_batch failed (exit code {exit_code}): {exc}{worker}",
                 exit_code=exit_code,
                 logs=redact(excerpt(logs, tail=LOG_TAIL_LINES), self.secrets),
             ) from None
