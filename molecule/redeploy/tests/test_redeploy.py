@@ -114,7 +114,7 @@ def test_a_bad_change_stops_at_the_first_unit_and_restores_it(api_key):
     assert "RuntimeError: Initialization failed" in output
     # SGLang exits 0 after a crash (PID 1 cannot kill itself): still reported as a crash, root cause first
     assert "crashed (exit code 0" in output, output[-3000:]
-    assert "first error of rank TP0:" in output
+    assert re.search(r"first error of rank (DP0 )?TP0:", output), output[-3000:]
     assert "Rollback: restored the spec that served before" in output
     first = server(HOSTS[0])
     assert first["Id"] != before[HOSTS[0]]["Id"]
@@ -136,7 +136,7 @@ def test_a_load_that_hangs_is_killed_at_once_and_the_kill_is_reported(api_key):
                                       "sglang_server_ready_timeout": 15}))
     output = " ".join((result.stdout + result.stderr).split())
     assert result.returncode != 0
-    assert "start-up step: loading weights" in output
+    assert "is running but not ready" in output and "start-up step:" in output, output[-3000:]
     assert "did not stop on SIGTERM within 5 s (SGLang ignores SIGTERM while it loads and on ranks >= 1): killed" \
         in output, output[-3000:]
     assert "Rollback: restored the spec that served before" in output
@@ -172,7 +172,7 @@ def test_logs_land_on_the_controller_without_secrets(tmp_path, api_key):
         log = tmp_path / ("%s-sglang-server.log" % host)
         assert log.stat().st_mode & 0o777 == 0o600
         # Docker's lines end in \n; progress bars redraw with \r inside one line (splitlines would split them).
-        lines = log.read_text().rstrip("\n").split("\n")
+        lines = log.read_bytes().rstrip(b"\n").split(b"\n")
         assert len(lines) == 15
         assert api_key not in log.read_text()
     everything = run_playbook("playbooks/logs.yml", "--extra-vars", "sglang_server_logs_dir=%s" % tmp_path,
