@@ -38,7 +38,7 @@ def role_specs(roles):
         if path not in _SPEC_CACHE:
             try:
                 with open(path, encoding="utf-8") as handle:
-                    _SPEC_CACHE[path] = yaml.load(handle, Loader=SafeLoader)  # noqa: S506 - the safe loader
+                    _SPEC_CACHE[path] = yaml.load(handle, Loader=SafeLoader)
             except OSError as exc:
                 raise AnsibleActionFail("sglang_inputs: role %s has no argument specs (%s)" % (role, exc)) from None
         specs[role] = _SPEC_CACHE[path]
@@ -65,10 +65,10 @@ def unit_errors(groups, hostvars, play_hosts, forks):
                 % (cluster, len(members), ", ".join(absent)))
         if forks and len(members) > forks:
             errors.append(
-                "sglang_cluster=%r has %d hosts, but Ansible runs each task on at most %d hosts at once (forks=%d): the "
-                "rendezvous test and the launch need every node of a unit at the same time. Raise forks to at least "
-                "%d (ansible.cfg [defaults] forks, ANSIBLE_FORKS, or -f)" % (cluster, len(members), forks, forks,
-                                                                              len(members)))
+                "sglang_cluster=%r has %d hosts, but Ansible runs each task on at most %d hosts at once (forks=%d): "
+                "the rendezvous test and the launch need every node of a unit at the same time. Raise forks to at "
+                "least %d (ansible.cfg [defaults] forks, ANSIBLE_FORKS, or -f)"
+                % (cluster, len(members), forks, forks, len(members)))
     return errors
 
 

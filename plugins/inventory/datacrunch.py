@@ -131,7 +131,12 @@ notes:
     C(datacrunch_tags), C(datacrunch_volume_ids) and more; on cluster workers also C(datacrunch_cluster_id),
     C(datacrunch_cluster_hostname), C(datacrunch_jump_host), C(sglang_cluster), C(sglang_private_ip).
   - Requests are retried on rate limits (as Retry-After asks) and on server errors; turn O(cache) on to spare the
-    API on repeated runs.
+    API on repeated runs. A failed request never writes the cache.
+  - A failed request fails the inventory source. For it to fail the run, set C(any_unparsed_is_failed = True) in the
+    C([inventory]) section of C(ansible.cfg) (this collection's C(ansible.cfg) does); otherwise Ansible warns and runs
+    on no hosts. Enable this plugin by name or through C(ansible.builtin.auto), not both, or a failure shows twice.
+  - Inventory names are the hostnames made usable - characters outside C([A-Za-z0-9._-]) become hyphens, accents are
+    dropped, twins get the first characters of their id appended; C(datacrunch_hostname) keeps the original.
 """
 
 EXAMPLES = r"""

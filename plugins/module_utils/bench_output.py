@@ -73,6 +73,9 @@ _SERVING_DROPPED_FIELDS = frozenset(
 # (``OPENAI_API_KEY``, ``HF_TOKEN``); token counts such as ``total_output_tokens`` are not.
 SECRET_NAME = re.compile(r"(?:^|_)(?:api_?key|token|secret|password|access_key|credentials?)(?:$|_)", re.IGNORECASE)
 
+# Derived from bench_serving's own figures (1000 / median_tpot_ms), not printed by it.
+PER_USER_DECODE = "per_user_decode_throughput"
+
 _NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|[-+]?inf|nan"
 
 
@@ -396,4 +399,9 @@ def serving_result(printed_text, jsonl_text="", requested=None):
             f"bench_serving completed no request at max_concurrency={record.get('max_concurrency')}: "
             "the server answered none of the benchmark requests"
         )
+    tpot = record.get("median_tpot_ms")
+    if isinstance(tpot, (int, float)) and not isinstance(tpot, bool) and tpot > 0:
+        # The decode speed one user sees; at concurrency 1 it is what bench_one_batch_server --batch-size 1 reports
+        # and what speculative decoding is judged by (bench_one_batch cannot run it).
+        record[PER_USER_DECODE] = 1000.0 / tpot
     return record

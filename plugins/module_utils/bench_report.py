@@ -17,8 +17,14 @@ Expected figures come from a profile's ``expected`` mapping::
         4:                            # max concurrency
           output_throughput: 400
           median_tpot_ms: {max: 30}   # an explicit bound; a bare number takes its direction from the name
+        1:
+          per_user_decode_throughput: # 1000 / median TPOT: the decode speed one user sees
+            min: 77
+            published: "SGLang PR #3582 ..."  # where a published figure comes from
 
-Throughputs are floors and latencies ceilings; ``tolerance_pct`` widens each bound by that share.
+Throughputs are floors and latencies ceilings; ``tolerance_pct`` widens each bound by that share. A bound with
+``published`` is a figure someone published (with its source), not one measured by this collection; the report
+says so, and names the tool that produced each measured figure.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import json
 import os
 import re
 
+from ansible_collections.datacrunch.sglang.plugins.module_utils.bench_output import PER_USER_DECODE
 from ansible_collections.datacrunch.sglang.plugins.module_utils.image_ref import ImageRefError, parse_image_ref
 
 SCHEMA_VERSION = 1
@@ -54,11 +61,14 @@ SERVING_FIGURES = (
     ("p99_tpot_ms", "P99 TPOT", "ms"),
     ("median_itl_ms", "median ITL", "ms"),
     ("median_e2e_latency_ms", "median E2E", "ms"),
+    (PER_USER_DECODE, "per-user decode", "tok/s"),
+    ("accept_length", "accept length", ""),
 )
 # The subset compared with the previous run: the figures a reader acts on.
 COMPARED_FIGURES = {
     ONE_BATCH: ("median_decode_throughput", "median_decode_latency", "prefill_latency", "overall_throughput"),
-    SERVING: ("output_throughput", "request_throughput", "median_ttft_ms", "median_tpot_ms", "p99_tpot_ms"),
+    SERVING: ("output_throughput", "request_throughput", "median_ttft_ms", "median_tpot_ms", "p99_tpot_ms",
+              PER_USER_DECODE, "accept_length"),
 }
 # Run-to-run variation on the same hardware (the manual procedure's decode steps vary by about 1%): changes
 # smaller than this are shown but not called better or worse.
@@ -108,6 +118,22 @@ def utc_now():
 # --- figures -----------------------------------------------------------------------------------------
 
 
+def figure_tool(program, concurrency, field):
+    """The command that produced a figure, as the report names it."""
+    if program == ONE_BATCH:
+        # It loads the model itself and always decodes without speculative decoding (SGLang 0.5.18 and 0.5.23:
+        # sglang/benchmark/one_batch.py, extend(), builds its batch with SpeculativeAlgorithm.NONE).
+        return "python3 -m sglang.bench_one_batch (server stopped, no speculative decoding)"
+    tool = "python3 -m sglang.bench_serving" + (f" --max-concurrency {concurrency}" if concurrency is not None else "")
+    if field == PER_USER_DECODE:
+        return tool + " (1000 / median_tpot_ms)"
+    if field == "accept_length":
+        # bench_serving reads it from /server_info, internal_states[0].avg_spec_accept_length, with the API key
+        # (0.5.18 and 0.5.23: sglang/benchmark/serving.py, benchmark()).
+        return tool + " (the server's /server_info)"
+    return tool
+
+
 def higher_is_better(field):
     """Direction of a figure by its SGLang field name: throughputs up, latencies down; None when unknown."""
     if _HIGHER_IS_BETTER.search(field):
@@ -137,16 +163,20 @@ def measured_figures(document):
 
 
 def _bound(program, concurrency, field, spec):
-    """Normalise one expected figure into (kind, value) where kind is 'min' or 'max'."""
+    """Normalise one expected figure into (kind, value, published source or None); kind is 'min' or 'max'."""
     where = f"expected.{program}" + (f".{concurrency}" if concurrency is not None else "") + f".{field}"
     if isinstance(spec, dict):
         kinds = [kind for kind in ("min", "max") if kind in spec]
-        unknown = sorted(set(spec) - {"min", "max"})
+        unknown = sorted(set(spec) - {"min", "max", "published"})
         if len(kinds) != 1 or unknown or not _is_number(spec[kinds[0]]):
             raise BenchReportError(
-                f"{where}={spec!r} must be a number or a mapping with one of min/max, e.g. {{min: 47.67}}"
+                f"{where}={spec!r} must be a number or a mapping with one of min/max (and optionally published: "
+                "its source), e.g. {min: 47.67}"
             )
-        return kinds[0], float(spec[kinds[0]])
+        published = spec.get("published")
+        if published is not None and (not isinstance(published, str) or not published.strip()):
+            raise BenchReportError(f"{where}.published={published!r} must name the source of the published figure")
+        return kinds[0], float(spec[kinds[0]]), (published.strip() if published else None)
     if not _is_number(spec):
         raise BenchReportError(f"{where}={spec!r} must be a number (or {{min: N}} / {{max: N}})")
     direction = higher_is_better(field)
@@ -155,11 +185,11 @@ def _bound(program, concurrency, field, spec):
             f"{where}={spec!r}: cannot tell whether more or less is better for {field!r}; "
             f"write it as {{min: {spec}}} or {{max: {spec}}}"
         )
-    return ("min" if direction else "max"), float(spec)
+    return ("min" if direction else "max"), float(spec), None
 
 
 def expected_bounds(expected):
-    """Flatten a profile's ``expected`` mapping into [(program, concurrency, field, kind, value)]."""
+    """Flatten a profile's ``expected`` mapping into [(program, concurrency, field, kind, value, published)]."""
     if not expected:
         return []
     if not isinstance(expected, dict):
@@ -204,7 +234,7 @@ def evaluate(document, expected, tolerance_pct=0.0):
         raise BenchReportError(f"tolerance_pct={tolerance_pct!r} must be a number from 0 to below 100, e.g. 5")
     figures = measured_figures(document)
     rows = []
-    for program, concurrency, field, kind, value in expected_bounds(expected):
+    for program, concurrency, field, kind, value, published in expected_bounds(expected):
         factor = 1 - tolerance_pct / 100 if kind == "min" else 1 + tolerance_pct / 100
         threshold = value * factor
         measured = figures.get((program, concurrency, field))
@@ -224,6 +254,8 @@ def evaluate(document, expected, tolerance_pct=0.0):
                 "threshold": threshold,
                 "measured": measured,
                 "verdict": verdict,
+                "tool": figure_tool(program, concurrency, field),
+                "published": published,
             }
         )
     return rows
@@ -450,9 +482,15 @@ def render_markdown(document, plot_names=()):
                     f"(expected {_fmt(row['expected'], UNITS.get(row['field'], ''))}, "
                     f"tolerance {document.get('tolerance_pct', 0):g}%)",
                     _verdict_mark(row["verdict"]),
+                    f"`{row.get('tool') or figure_tool(row['program'], row['concurrency'], row['field'])}`",
+                    f"published, not measured here: {row['published']}" if row.get("published") else "profile",
                 ]
             )
-        lines += _table(["benchmark", "concurrency", "figure", "measured", "threshold", "verdict"], rows)
+        lines += _table(
+            ["benchmark", "concurrency", "figure", "measured", "threshold", "verdict", "measured with",
+             "expected from"],
+            rows,
+        )
     else:
         lines.append("The profile sets no expected figures.")
     lines.append("")
@@ -466,13 +504,21 @@ def render_markdown(document, plot_names=()):
             if result.get(key) is not None
         )
         lines += [f"## Single batch ({ONE_BATCH}: {shape})", ""]
+        lines += [f"Measured with `{figure_tool(ONE_BATCH, None, '')}`.", ""]
         header = [f"{label} ({unit})" for _field, label, unit in ONE_BATCH_FIGURES]
         lines += _table(header, [[_fmt(result.get(field), unit) for field, _label, unit in ONE_BATCH_FIGURES]])
         lines.append("")
 
     serving = document.get(SERVING)
     if serving and serving.get("results"):
-        lines += [f"## Serving ({SERVING}" + _describe_serving(serving.get("settings") or {}) + ")", ""]
+        lines += [
+            f"## Serving ({SERVING}" + _describe_serving(serving.get("settings") or {}) + ")",
+            "",
+            f"Measured with `{figure_tool(SERVING, None, '')} --max-concurrency <concurrency>`; per-user decode is "
+            f"1000 / median TPOT of the same run, the accept length (speculative decoding) comes from the server's "
+            "/server_info as bench_serving read it.",
+            "",
+        ]
         header = ["concurrency"] + [f"{label} ({unit})" if unit else label for _field, label, unit in SERVING_FIGURES]
         rows = [
             [_fmt(record.get("max_concurrency"))]

@@ -28,13 +28,14 @@ import time
 import uuid
 
 from ansible_collections.datacrunch.sglang.plugins.module_utils.bench_output import (
-    SECRET_NAME,
     BenchOutputError,
     one_batch_result,
     serving_result,
 )
 from ansible_collections.datacrunch.sglang.plugins.module_utils.bench_report import utc_now
 from ansible_collections.datacrunch.sglang.plugins.module_utils.crash_log import excerpt, root_cause
+from ansible_collections.datacrunch.sglang.plugins.module_utils.env_names import EnvNameError
+from ansible_collections.datacrunch.sglang.plugins.module_utils.env_names import check_env as check_env_names
 from ansible_collections.datacrunch.sglang.plugins.module_utils.launch_spec import (
     CONTAINER_SECRETS_DIR,
     LABEL_PREFIX,
@@ -168,18 +169,12 @@ def _check_extra_args(extra_args, owned, prefix, option):
             )
 
 
-def check_env(env, prefix=""):
-    if not isinstance(env, dict):
-        raise BenchRunError(f"{_name(prefix, 'env')}={env!r} must be a mapping of variable to value")
-    for key, value in env.items():
-        if SECRET_NAME.search(str(key)):
-            raise BenchRunError(
-                f"{_name(prefix, 'env')}[{key!r}]: secrets never go into a container's environment "
-                "(docker inspect shows it); the API key is read from the server's root-only file"
-            )
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise BenchRunError(f"{_name(prefix, 'env')}[{key!r}]={value!r} must be a string or a number")
-    return {str(key): str(value) for key, value in env.items()}
+def check_env(env, prefix="", version="", extra_names=()):
+    """The benchmark containers' extra environment, held to the rule every environment of the collection follows."""
+    try:
+        return check_env_names(env, _name(prefix, "env"), version, extra_names)
+    except EnvNameError as exc:
+        raise BenchRunError(str(exc)) from None
 
 
 def serving_settings(params, prefix=""):
@@ -770,7 +765,10 @@ def one_batch_with_server_stopped(runner, settings, ready_timeout=1800, stop_ser
                 message += f" (the benchmark itself failed first: {failure})"
             raise BenchRunError(message, **getattr(exc, "evidence", {})) from None
         state.update(
-            restarted=True, ready=outcome["ready"], readiness=outcome["detail"], seconds_to_ready=round(time.monotonic() - started, 1)
+            restarted=True,
+            ready=outcome["ready"],
+            readiness=outcome["detail"],
+            seconds_to_ready=round(time.monotonic() - started, 1),
         )
     if failure is not None:
         raise failure

@@ -301,13 +301,14 @@ def _gpu_checks(gpu, req):
                 f"pid {pid} ({process.get('name') or '?'}{where}) holds {entry['mib'] / 1024:.1f} GiB "
                 f"on GPU {_ranges(entry['gpus'])}"
             )
-            stops.append(f"docker stop {container['name']}" if container else f"kill {pid}")
+            stops.append(f"container {container['name']}" if container else f"pid {pid} ({process.get('name') or '?'})")
         checks.append(
             _check(
                 "gpu processes",
                 FAIL,
                 "; ".join(described) + " (not a datacrunch.sglang container)",
-                "free the GPUs: " + ", ".join(stops),
+                "free the GPUs (this collection stops only its own containers): stop " + ", ".join(stops)
+                + " if it should not run on this host, or deploy to another host",
             )
         )
     else:
@@ -521,16 +522,14 @@ def _port_check(facts, port, label, fix_var):
     who = f"pid {holder.get('pid')} ({holder.get('name') or '?'})" if holder.get("pid") else "an unknown process"
     if container:
         who += f" in container {container.get('name')}"
-    stop = (
-        f"docker stop {container['name']}"
-        if container
-        else (f"kill {holder['pid']}" if holder.get("pid") else f"`ss -ltnp 'sport = :{port}'` to find it")
-    )
+    if not holder.get("pid"):
+        who += f" (`ss -ltnp 'sport = :{port}'` names it)"
+    # Never suggest stopping what is not ours: the holder may be sshd, a database or another team's server.
     return _check(
         label,
         FAIL,
         f"port {port} is taken by {who} on {holder.get('address')}, not by a datacrunch.sglang container",
-        f"stop it ({stop}) or set {fix_var} to a free port",
+        f"set {fix_var} to a port nothing on the host listens on",
     )
 
 

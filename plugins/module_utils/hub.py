@@ -555,9 +555,17 @@ def explain(exc: BaseException, req: SnapshotRequest, what: str) -> HubError:
     where = f"{req.repo_id} at {endpoint}"
     token_given = "a token was given" if req.token else "no token was given"
     if isinstance(exc, errors.GatedRepoError):
+        if req.token:
+            problem = ("a token was given, but its account has not accepted the model's conditions (or its request "
+                       "is still pending)")
+            fix = (f"accept the conditions on {endpoint}/{req.repo_id} with the account of {option('token')}, or "
+                   "use a token of an account that has")
+        else:
+            problem = "no token was given"
+            fix = f"set {option('token')} to a token of an account that accepted the model's conditions on " \
+                  f"{endpoint}/{req.repo_id}"
         return HubError(
-            f"{where} is gated and {token_given} with access to it ({what}): set {option('token')} to a token "
-            f"of an account that accepted the model's conditions on {endpoint}/{req.repo_id}",
+            f"{where} is gated and {problem} ({what}): {fix}",
             http_status=exc.response.status_code if exc.response is not None else None,
         )
     if isinstance(exc, errors.RevisionNotFoundError):

@@ -17,6 +17,7 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
+from ansible_collections.datacrunch.sglang.plugins.module_utils.env_names import EnvNameError, check_env_name
 from ansible_collections.datacrunch.sglang.plugins.module_utils.image_ref import (
     DEFAULT_SGLANG_IMAGE,
     ImageRefError,
@@ -49,8 +50,6 @@ CONTAINER_SECRETS_DIR = "/run/datacrunch-sglang"
 SERVER_CONFIG_FILE = "server-config.yaml"
 HF_TOKEN_FILE = "hf_token"  # noqa: S105 - a file name, not a token
 PLACEHOLDER = "<%s of %s>"
-# Environment names that hold secrets: refused in sglang_server_env (docker inspect shows the environment).
-SECRET_ENV_NAME = re.compile(r"TOKEN|SECRET|PASSW|API_?KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL", re.IGNORECASE)
 
 # Flags the spec renders itself; a profile or user flag resolving to one of these is a conflict, not an override.
 OWNED_FLAG_DESTS = {
@@ -65,6 +64,8 @@ OWNED_FLAG_DESTS = {
     "api_key": "the API key comes from sglang_api_key and reaches the server through a root-only config file",
     "config": "the config file carries the API key; put other flags in sglang_server_args",
     "enable_metrics": "metrics follow sglang_server_enable_metrics",
+    "enable_metrics_for_all_schedulers": "metrics follow sglang_server_enable_metrics (every scheduler with DP "
+    "attention)",
     "enable_dp_attention": "DP attention comes from the profile's dp_attention",
     "attn_dp_size": "DP attention comes from the profile's dp_attention",
 }
@@ -109,6 +110,8 @@ class LaunchRequest:
     container_name: str = "sglang-server"
     user_args: dict = field(default_factory=dict)
     user_env: dict = field(default_factory=dict)
+    # SGLANG_* names the image reads beyond those of its version (sglang_server_env_names_extra).
+    env_names_extra: list = field(default_factory=list)
     api_key: bool = True
     hf_token: bool = False
     enable_metrics: bool = True
@@ -415,6 +418,13 @@ def build_launch_spec(request):
             )
         if request.enable_metrics:
             argv += table.render("--enable-metrics", True, "sglang_server_enable_metrics")
+            if (profile.get("dp_attention") or 0) > 1:
+                # A scheduler records metrics only where attn_tp_rank == 0 unless this is set (0.5.18 and 0.5.23:
+                # sglang/srt/observability/metrics_collector.py, SchedulerMetricsCollectorContext.init_new, and
+                # sglang/srt/managers/scheduler.py, Scheduler.__init__); SGLang's help for the flag recommends it with
+                # DP attention. With dp_attention == tp every rank has attn_tp_rank 0, so it changes what is reported
+                # where dp_attention < tp; it is rendered with any DP attention so that no layout loses schedulers.
+                argv += table.render("--enable-metrics-for-all-schedulers", True, "sglang_server_enable_metrics")
         if request.api_key:
             argv += table.render(
                 "--config", "%s/%s" % (CONTAINER_SECRETS_DIR, SERVER_CONFIG_FILE), "sglang_api_key"
@@ -433,6 +443,10 @@ def build_launch_spec(request):
     env = {
         "HF_HOME": request.hf_home,
         "SGLANG_CACHE_DIR": CONTAINER_CACHE_DIR + "/sglang",
+        # SGLang's own JIT kernels (DeepSeek's MLA KV-buffer and activation kernels among them) build here; unset,
+        # they go to ~/.cache/sglang/jit inside the container and are rebuilt in every new one (0.5.18 and 0.5.23:
+        # sglang/kernels/jit/utils/compile/cache.py, build_key_dir, which ignores SGLANG_CACHE_DIR).
+        "SGLANG_JIT_CACHE_DIR": CONTAINER_CACHE_DIR + "/sglang-jit",
         "SGLANG_DG_CACHE_DIR": CONTAINER_CACHE_DIR + "/deep_gemm",
         "TORCHINDUCTOR_CACHE_DIR": CONTAINER_CACHE_DIR + "/inductor",
         "TRITON_CACHE_DIR": CONTAINER_CACHE_DIR + "/triton",
@@ -475,15 +489,18 @@ def build_launch_spec(request):
             cap_add.append("IPC_LOCK")
         if request.nccl_ib_gid_index != "" or roce:
             env["NCCL_IB_GID_INDEX"] = str(request.nccl_ib_gid_index if request.nccl_ib_gid_index != "" else 3)
-    for key_name, value in sorted((profile.get("env") or {}).items()):
-        env[str(key_name)] = str(value)
-    for key_name, value in sorted((request.user_env or {}).items()):
-        if SECRET_ENV_NAME.search(str(key_name)):
-            raise LaunchSpecError(
-                "sglang_server_env[%r]: secrets never go into the container environment (docker inspect shows it); "
-                "use sglang_hf_token / sglang_api_key, which reach the container as root-only files" % key_name
-            )
-        env[str(key_name)] = str(value)
+    for origin, mapping in (
+        ("profile %s env" % profile.get("name", "?"), profile.get("env") or {}),
+        ("sglang_server_env", request.user_env or {}),
+    ):
+        if not isinstance(mapping, dict):
+            raise LaunchSpecError("%s=%r must be a mapping of variable name to value" % (origin, mapping))
+        for key_name, value in sorted(mapping.items(), key=lambda item: str(item[0])):
+            try:
+                check_env_name(key_name, origin, version, request.env_names_extra)
+            except EnvNameError as exc:
+                raise LaunchSpecError(str(exc)) from None
+            env[str(key_name)] = str(value)
 
     mounts = [
         {"source": request.hf_home, "target": request.hf_home, "read_only": False},

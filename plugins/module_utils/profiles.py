@@ -186,6 +186,24 @@ def validate_profile(profile):
     for key, value in (profile.get("env") or {}).items():
         if not isinstance(value, (str, int, float, bool)):
             raise ProfileError("profile %r env %r must be a string, got %r" % (name, key, value))
+    if speculative_algorithm(profile) and (profile.get("expected") or {}).get("bench_one_batch"):
+        raise ProfileError(
+            "profile %r runs speculative decoding (speculative-algorithm %s) but expects bench_one_batch figures: "
+            "bench_one_batch always decodes without it (SGLang builds its batch with SpeculativeAlgorithm.NONE), so "
+            "it cannot measure this profile. Set expected.bench_one_batch to null and expect bench_serving figures "
+            "at concurrency 1 (per_user_decode_throughput) instead"
+            % (name, speculative_algorithm(profile))
+        )
+
+
+def speculative_algorithm(profile):
+    """The speculative decoding algorithm a profile's flags turn on, or None."""
+    args = profile.get("sglang_args") or {}
+    for flag in ("speculative-algorithm", "--speculative-algorithm"):
+        value = args.get(flag)
+        if value not in (None, False, "", "NONE", "none"):
+            return str(value)
+    return None
 
 
 def _plain_dp(profile):

@@ -13,6 +13,7 @@ import calendar
 import contextlib
 import json
 import os
+import socket
 import time
 
 from ansible_collections.datacrunch.sglang.plugins.module_utils.crash_log import describe_exit, excerpt
@@ -23,6 +24,7 @@ from ansible_collections.datacrunch.sglang.plugins.module_utils.launch_spec impo
     SERVER_CONFIG_FILE,
     spec_hash,
 )
+from ansible_collections.datacrunch.sglang.plugins.module_utils.local_snapshot import snapshot_problem
 from ansible_collections.datacrunch.sglang.plugins.module_utils.secret_files import (
     ensure_private_dir,
     host_salt,
@@ -286,8 +288,38 @@ class ServerContainer:
             if holder["pid"] is None and ours:
                 continue
             raise ServerError(
-                "port %d on this host is held by another process (pid %s: %s); stop it or choose another sglang_port"
+                "port %d on this host is held by another process (pid %s: %s), not by a datacrunch.sglang container; "
+                "set sglang_port to a port nothing on the host listens on"
                 % (self.spec["port"], holder["pid"], holder["command"][:200] or "unknown")
+            )
+
+    def check_bind_address(self):
+        """Refuse an explicit bind address that is not one of this host's: the new server could never listen."""
+        address = (self.spec.get("bind_host") or "").strip("[]")
+        if not address or address in ("0.0.0.0", "::"):  # noqa: S104 - every interface is always bindable
+            return
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.bind((address, 0))
+        except OSError as exc:
+            raise ServerError(
+                "sglang_server_bind_host=%s is not an address of this host (%s); the running server is kept. Set it "
+                "to one of the host's addresses, or leave it empty for the private address" % (address, exc.strerror)
+            ) from None
+
+    def check_model_present(self, container):
+        """Before a running server is replaced: the new spec's weights must already be complete on this host."""
+        if container is None or container.status != "running":
+            return
+        hf_home = (self.spec.get("env") or {}).get("HF_HOME")
+        problem = snapshot_problem(hf_home, self.spec.get("model") or "", self.spec.get("revision") or "")
+        if problem:
+            raise ServerError(
+                "the running server is kept: the new spec loads %s at %s, but %s on this host. Prefetch the weights "
+                "first with the datacrunch.sglang.model_cache role (deploy.yml runs it before the server), or point "
+                "sglang_hf_home at a cache that holds them"
+                % (self.spec.get("model"), self.spec.get("revision") or "main", problem)
             )
 
     def remove(self, container):

@@ -57,11 +57,13 @@ _FIXES = {
 class VerdaError(Exception):
     """Any failure talking to the API. ``str()`` is a complete, user-facing message."""
 
-    def __init__(self, message, code=None, status=None):
+    def __init__(self, message, code=None, status=None, api_message=None):
         super().__init__(message)
         self.message = message
         self.code = code
         self.status = status
+        # The API's own message, as it sent it (for telling error kinds apart, not for display).
+        self.api_message = api_message
 
 
 class VerdaConfigError(VerdaError):
@@ -70,6 +72,41 @@ class VerdaConfigError(VerdaError):
 
 class VerdaAPIError(VerdaError):
     """The API answered with an error, or could not be reached."""
+
+
+class VerdaActionError(VerdaAPIError):
+    """A batch action that some instances refused; ``failures`` holds ``(instance id, message, HTTP status)``."""
+
+    def __init__(self, message, failures, code=None, status=None):
+        super().__init__(message, code=code, status=status)
+        self.failures = failures
+
+
+# An unknown or deleted instance may be answered 400 invalid_request "Invalid instance id" rather than 404 (dstack's
+# Verda backend reads that message as "not found").
+_UNKNOWN_INSTANCE_MESSAGES = ("invalid instance id",)
+_PLAIN_ID = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~")
+
+
+def is_gone_message(message):
+    """Whether an API message is the one an unknown or deleted instance is answered with."""
+    return isinstance(message, str) and message.strip().lower().rstrip(".") in _UNKNOWN_INSTANCE_MESSAGES
+
+
+def is_gone(error):
+    """Whether an API error says that the object does not exist (any more)."""
+    if error.status == 404 or error.code == "not_found":
+        return True
+    return error.code == "invalid_request" and is_gone_message(error.api_message)
+
+
+def _plain_id(value):
+    return isinstance(value, str) and 0 < len(value) <= 128 and set(value) <= _PLAIN_ID
+
+
+def yes_answer(data):
+    """An availability answer: JSON true, or the JSON string "true" (Go SDK pkg/verda/instances.go)."""
+    return data is True or (isinstance(data, str) and data.strip().lower() == "true")
 
 
 class VerdaSettings:
@@ -172,6 +209,14 @@ def parse_retry_after(value, now=None):
     return max(0.0, when.timestamp() - now)
 
 
+def _describe_body(response):
+    """What an answer was, without quoting it: its type and size."""
+    kind = (response.headers.get("Content-Type") or "no content type").split(";")[0].strip() if response.headers else (
+        "no content type")
+    return f"an answer that is not an API error object ({kind}, {len(response.body)} bytes)" if response.body else (
+        "an empty answer")
+
+
 class _Response:
     __slots__ = ("body", "headers", "status")
 
@@ -225,8 +270,8 @@ class VerdaClient:
                 text = text.replace(secret, REDACTED)
         return text
 
-    def _fail(self, message, code=None, status=None):
-        return VerdaAPIError(self._redact(message), code=code, status=status)
+    def _fail(self, message, code=None, status=None, api_message=None):
+        return VerdaAPIError(self._redact(message), code=code, status=status, api_message=api_message)
 
     def _send(self, method, path, params=None, body=None, token=None):
         url = self.settings.base_url + path
@@ -300,10 +345,13 @@ class VerdaClient:
             payload = None
         code = message = None
         if isinstance(payload, dict):
-            code = payload.get("code")
+            code = payload.get("code") if isinstance(payload.get("code"), str) else None
             message = payload.get("message") or payload.get("error_description") or payload.get("error")
+            message = message if isinstance(message, str) else None
+        api_message = message
         if not message:
-            message = response.text().strip()[:300] or "(empty answer)"
+            # Only the code and message of an API error are shown: anything else in an answer may hold secrets.
+            message = _describe_body(response)
         if response.status == 429:
             retry_after = response.headers.get("Retry-After")
             fix = (
@@ -326,6 +374,7 @@ class VerdaClient:
             + f": {message}. Fix: {fix}",
             code=code,
             status=response.status,
+            api_message=api_message,
         )
 
     # ---- authentication ----------------------------------------------------------------------------------------
@@ -405,8 +454,8 @@ class VerdaClient:
         try:
             return response.json()
         except ValueError:
-            raise self._fail(f"DataCrunch API {method} {path} answered with something other than JSON: "
-                             f"{response.text()[:200]!r}. Fix: check VERDA_BASE_URL", code="bad_answer") from None
+            raise self._fail(f"DataCrunch API {method} {path} answered with something other than JSON "
+                             f"({_describe_body(response)}). Fix: check VERDA_BASE_URL", code="bad_answer") from None
 
     def _list(self, path, params=None):
         data = self._json("GET", path, params=params)
@@ -419,7 +468,7 @@ class VerdaClient:
         try:
             return self._json("GET", path)
         except VerdaAPIError as error:
-            if error.status == 404 or error.code == "not_found":
+            if is_gone(error):
                 return None
             raise
 
@@ -439,21 +488,78 @@ class VerdaClient:
         return self._get_or_none("/instances/" + self._segment(instance_id, "instance id"))
 
     def create_instance(self, payload):
-        """Orders an instance; returns its id (the API answers with the bare id as text)."""
-        text = self.request("POST", "/instances", body=payload).text().strip()
-        if text.startswith('"'):
-            text = json.loads(text)
-        return text
+        """Orders an instance; returns its id.
+
+        The API answers with the bare id as text (Python SDK verda/instances/_instances.py), or with the instance as
+        JSON, or the id as a JSON string (Go SDK pkg/verda/instances.go, createWithPlainTextResponse). The order is
+        placed either way: an answer without a usable id is reported without quoting it (it holds the instance's
+        Jupyter token).
+        """
+        response = self.request("POST", "/instances", body=payload)
+        text = response.text().strip()
+        try:
+            data = json.loads(text) if text[:1] in ('{', '"') else text
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            data = data.get("id")
+        if not _plain_id(data):
+            raise self._fail(
+                f"DataCrunch API POST /instances took the order but answered without a usable instance id "
+                f"({_describe_body(response)}): the instance may exist and be billed; look for hostname "
+                f"{payload.get('hostname')!r} in the console, or run again (renting is idempotent by hostname)",
+                code="bad_answer",
+            )
+        return data
 
     def instance_action(self, instance_ids, action, volume_ids=None, delete_permanently=False):
+        """Runs an action on instances; returns the per-instance results. Raises VerdaActionError naming each
+        instance the API refused (a 207 answer: Go SDK pkg/verda/instances_types.go, InstanceActionResult)."""
         body = {"id": list(instance_ids), "action": action, "volume_ids": volume_ids}
         if delete_permanently:
             body["delete_permanently"] = True
-        return self.request("PUT", "/instances", body=body).json()
+        response = self.request("PUT", "/instances", body=body)
+        try:
+            results = response.json()
+        except ValueError:
+            results = None
+        results = [item for item in results if isinstance(item, dict)] if isinstance(results, list) else []
+        failures = [item for item in results if item.get("error") or item.get("status") not in (None, "success")]
+        if failures:
+            described = "; ".join(
+                "instance {}: {}{}".format(
+                    item.get("instanceId") if _plain_id(item.get("instanceId")) else "(no id)",
+                    f"HTTP {item['statusCode']} " if isinstance(item.get("statusCode"), int) else "",
+                    item.get("error") if isinstance(item.get("error"), str) else item.get("status"),
+                )
+                for item in failures
+            )
+            raise VerdaActionError(
+                self._redact(f"DataCrunch API PUT /instances ({action}) failed for {len(failures)} of "
+                             f"{len(body['id'])} instance(s): {described}"),
+                [(item.get("instanceId"), item.get("error") or item.get("status"), item.get("statusCode"))
+                 for item in failures],
+                code="action_failed",
+                status=response.status,
+            )
+        return results
 
     def instance_available(self, instance_type, location=None, is_spot=False):
+        """True or the JSON string "true" (Go SDK pkg/verda/instances.go, CheckInstanceTypeAvailability)."""
         path = "/instance-availability/" + self._segment(instance_type, "instance_type")
-        return self._json("GET", path, params={"isSpot": str(bool(is_spot)).lower(), "location_code": location}) is True
+        return yes_answer(self._json("GET", path, params={"isSpot": str(bool(is_spot)).lower(),
+                                                          "location_code": location}))
+
+    def list_images(self, instance_type, cluster=False):
+        """Names of the OS images a type accepts (each image's image_type): GET /images?instance_type=, for cluster
+        types GET /images/cluster?instance_type= (Go SDK pkg/verda/images.go; Python SDK get_cluster_images)."""
+        path = "/images/cluster" if cluster else "/images"
+        names = []
+        for image in self._list(path, params={"instance_type": instance_type}):
+            name = image.get("image_type") if isinstance(image, dict) else image
+            if isinstance(name, str) and name:
+                names.append(name)
+        return names
 
     # Instant Clusters
 
@@ -465,8 +571,10 @@ class VerdaClient:
 
     def create_cluster(self, payload):
         data = self._json("POST", "/clusters", body=payload)
-        if not isinstance(data, dict) or not data.get("id"):
-            raise self._fail(f"DataCrunch API POST /clusters answered without an id: {data!r}", code="bad_answer")
+        if not isinstance(data, dict) or not _plain_id(data.get("id")):
+            raise self._fail("DataCrunch API POST /clusters took the order but answered without a usable id: the "
+                             f"cluster may exist and be billed; look for hostname {payload.get('hostname')!r} in the "
+                             "console", code="bad_answer")
         return data["id"]
 
     def discontinue_clusters(self, cluster_ids):
@@ -475,7 +583,11 @@ class VerdaClient:
 
     def cluster_available(self, cluster_type, location=None):
         path = "/cluster-availability/" + self._segment(cluster_type, "cluster_type")
-        return self.request("GET", path, params={"location_code": location}).text().strip() == "true"
+        text = self.request("GET", path, params={"location_code": location}).text().strip()
+        try:
+            return yes_answer(json.loads(text))
+        except ValueError:
+            return text == "true"
 
     # SSH keys
 

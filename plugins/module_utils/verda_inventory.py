@@ -13,6 +13,7 @@ import fnmatch
 import ipaddress
 import re
 import shlex
+import unicodedata
 
 SSH_USER = "root"
 DEFAULT_STATUSES = ("running",)
@@ -20,6 +21,9 @@ DEFAULT_SERVING_GPU_MODELS = ("H200",)
 # <count><GPU model>.<...>: 8H200.141S.176V, 1V100.6V, 8A100.176V; cluster types: 16H200.
 _TYPE_PATTERN = re.compile(r"^(\d+)([A-Za-z][A-Za-z0-9]*?)(?:\.|$)")
 _GROUP_UNSAFE = re.compile(r"[^A-Za-z0-9_]")
+# What an inventory host name keeps: letters, digits, dot, hyphen, underscore. Anything else (a space, a comma, a
+# colon, a character outside ASCII) would break --limit patterns, SSH config or shell use of the name.
+_HOST_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class InventoryOptions:
@@ -71,6 +75,14 @@ def group_name(*parts):
     if name[:1].isdigit():
         name = "_" + name
     return name
+
+
+def host_name(hostname, object_id=None):
+    """A usable inventory name from an API hostname: accents dropped, other characters outside [A-Za-z0-9._-] become
+    hyphens ("GPU box #1" -> "GPU-box-1", "työ-äly" -> "tyo-aly"); the id's first characters when nothing is left."""
+    text = unicodedata.normalize("NFKD", str(hostname or "")).encode("ascii", "ignore").decode("ascii")
+    name = _HOST_UNSAFE.sub("-", text).strip("-.")
+    return name or str(object_id or "unnamed")[:8]
 
 
 def parse_type(type_name):
@@ -146,6 +158,13 @@ def _ssh_variables(options, address, jump=None):
     return variables
 
 
+def _keyed(options, key, value):
+    """The group of hosts that share a value (a type, a location); none for a host without one."""
+    if not isinstance(value, str) or not value.strip():
+        return []
+    return [group_name(options.group_prefix, key, value)]
+
+
 def _serves(options, gpu_model):
     return bool(options.serving_group) and gpu_model in options.serving_gpu_models
 
@@ -190,12 +209,12 @@ def instance_host(instance, options):
     groups = [
         options.group_prefix,
         group_name(options.group_prefix, "instances"),
-        group_name(options.group_prefix, "type", type_name),
-        group_name(options.group_prefix, "location", instance.get("location")),
+        *_keyed(options, "type", type_name),
+        *_keyed(options, "location", instance.get("location")),
     ]
     if _serves(options, gpu_model):
         groups.append(options.serving_group)
-    return Host(instance.get("hostname") or instance.get("id"), variables, groups)
+    return Host(host_name(instance.get("hostname"), instance.get("id")), variables, groups)
 
 
 def cluster_hosts(cluster, options):
@@ -234,8 +253,8 @@ def cluster_hosts(cluster, options):
     groups = [
         options.group_prefix,
         group_name(options.group_prefix, "cluster_workers"),
-        group_name(options.group_prefix, "type", cluster_type),
-        group_name(options.group_prefix, "location", cluster.get("location")),
+        *_keyed(options, "type", cluster_type),
+        *_keyed(options, "location", cluster.get("location")),
         group_name(options.group_prefix, "cluster", cluster_name),
     ]
     if _serves(options, gpu_model):
@@ -253,7 +272,7 @@ def cluster_hosts(cluster, options):
             "sglang_private_ip": private_ip,
         })
         variables.update(_ssh_variables(options, private_ip, jump=jump))
-        hosts.append(Host(worker.get("hostname") or worker.get("id"), variables, list(groups)))
+        hosts.append(Host(host_name(worker.get("hostname"), worker.get("id")), variables, list(groups)))
     return hosts
 
 
@@ -301,7 +320,8 @@ def build_hosts(instances, clusters, options):
 
 
 def _unique_names(hosts):
-    """Hostnames need not be unique in an account; inventory names must be. Later twins get the id appended."""
+    """Hostnames need not be unique in an account (nor their usable forms); inventory names must be. Later twins get
+    the first characters of their id appended."""
     seen = set()
     for host in sorted(hosts, key=lambda h: (h.name, str(h.variables.get("datacrunch_created_at") or ""))):
         if host.name in seen:

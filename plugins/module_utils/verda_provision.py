@@ -18,9 +18,12 @@ from ansible_collections.datacrunch.sglang.plugins.module_utils.verda_api import
     BASE_URL_ENV,
     CLIENT_ID_ENV,
     CLIENT_SECRET_ENV,
+    VerdaActionError,
     VerdaAPIError,
     VerdaClient,
     VerdaError,
+    is_gone,
+    is_gone_message,
     resolve_settings,
     without_secrets,
 )
@@ -250,7 +253,12 @@ def ensure_instance(client, params, check_mode=False, clock=time.monotonic, slee
             volume_ids = None
             if params.get("delete_volumes"):
                 volume_ids = [v for v in [current.get("os_volume_id"), *(current.get("volume_ids") or [])] if v]
-            client.instance_action([current["id"]], "delete", volume_ids=volume_ids)
+            try:
+                client.instance_action([current["id"]], "delete", volume_ids=volume_ids)
+            except VerdaAPIError as error:
+                # Deleted meanwhile (by another run, or in the console): what was asked for holds.
+                if not _already_gone(error):
+                    raise
             if wait:
                 waiter.until(fetch(current["id"]), lambda item: item is None or item.get("status") in GONE,
                              lambda item: f"instance {hostname!r} still {item.get('status')!r}")
@@ -308,6 +316,9 @@ def ensure_instance(client, params, check_mode=False, clock=time.monotonic, slee
             current = waiter.until(fetch(current["id"]), lambda item: item and item.get("status") == "offline",
                                    lambda item: f"instance {hostname!r} still {item and item.get('status')!r}")
 
+    if wait and current.get("status") == "running" and not current.get("ip") and not check_mode:
+        # Running before its address is assigned: wait for the address, within the same deadline.
+        current = _wait_running(client, waiter, current, hostname)
     ssh = None
     if wait and params.get("wait_for_ssh", True) and current.get("status") == "running" and not check_mode:
         ssh = _ssh_banner(params, waiter, current["ip"])
@@ -327,6 +338,19 @@ def _changed_instance(before, current, status, actions):
             "diff": _diff(before, (current, status), INSTANCE_FIELDS)}
 
 
+def _already_gone(error):
+    if isinstance(error, VerdaActionError):
+        return bool(error.failures) and all(status == 404 or is_gone_message(message)
+                                            for _id, message, status in error.failures)
+    return is_gone(error)
+
+
+def _still(hostname, item):
+    if item and item.get("status") == "running" and not item.get("ip"):
+        return f"instance {hostname!r} is running but the API gives it no IP address yet"
+    return f"instance {hostname!r} is still {item and item.get('status')!r}"
+
+
 def _release(call, done):
     """Releases a failed order; says whether that worked, for the error message."""
     try:
@@ -342,8 +366,7 @@ def _wait_running(client, waiter, current, hostname):
     def settled(item):
         return item is None or item.get("status") in FAILED or (item.get("status") == "running" and item.get("ip"))
 
-    item = waiter.until(lambda: client.get_instance(instance_id), settled,
-                        lambda item: f"instance {hostname!r} is still {item and item.get('status')!r}")
+    item = waiter.until(lambda: client.get_instance(instance_id), settled, lambda item: _still(hostname, item))
     if item is None:
         raise ProvisionError(f"instance {hostname!r} ({instance_id}) disappeared while starting: rent it again")
     if item.get("status") in FAILED:

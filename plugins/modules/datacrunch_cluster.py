@@ -42,7 +42,9 @@ options:
     description: Cluster type, such as C(16H200). Needed to create; checked against an existing one.
     type: str
   image:
-    description: OS image for the nodes, such as C(ubuntu-24.04-cuda-12.8-open-docker).
+    description:
+      - OS image for the nodes, such as C(ubuntu-24.04-cuda-13.0-cluster). Clusters take images of their own list;
+        M(datacrunch.sglang.datacrunch_image) chooses one.
     type: str
   location:
     description: Location code (C(FIN-01), C(FIN-02), C(FIN-03), C(ICE-01)). Needed to create.
@@ -117,7 +119,7 @@ EXAMPLES = r"""
   datacrunch.sglang.datacrunch_cluster:
     hostname: r1-tp16-fin01
     cluster_type: 16H200
-    image: ubuntu-24.04-cuda-12.8-open-docker
+    image: ubuntu-24.04-cuda-13.0-cluster
     location: FIN-01
     ssh_keys: [my-laptop]
     shared_volume_size: 2000

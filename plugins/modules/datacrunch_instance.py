@@ -42,7 +42,7 @@ options:
     description: Instance type, such as C(8H200.141S.176V). Needed to create; checked against an existing one.
     type: str
   image:
-    description: OS image, such as C(ubuntu-24.04-cuda-12.8-open-docker), or the id of an OS volume to boot from.
+    description: OS image, such as C(ubuntu-24.04-cuda-13.0-open-docker), or the id of an OS volume to boot from.
     type: str
   location:
     description: Location code (C(FIN-01), C(FIN-02), C(FIN-03), C(ICE-01)). Needed to create.
@@ -155,7 +155,7 @@ EXAMPLES = r"""
   datacrunch.sglang.datacrunch_instance:
     hostname: sglang-r1-fin01
     instance_type: 8H200.141S.176V
-    image: ubuntu-24.04-cuda-12.8-open-docker
+    image: ubuntu-24.04-cuda-13.0-open-docker
     location: FIN-01
     ssh_keys: [my-laptop]
     os_volume: {name: sglang-r1-fin01-os, size: 1200}

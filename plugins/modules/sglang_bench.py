@@ -72,9 +72,17 @@ options:
     type: path
     default: ""
   env:
-    description: Extra environment of the benchmark containers (no secrets; NCCL settings, for example).
+    description:
+      - Extra environment of the benchmark containers (NCCL settings, for example), held to the rule of the server's
+        environment; names that look like credentials, and C(SGLANG_*) names the image's SGLang version does not
+        read, are refused.
     type: dict
     default: {}
+  env_names_extra:
+    description: C(SGLANG_*) names the image reads beyond those of its SGLang version (a patched or newer build).
+    type: list
+    elements: str
+    default: []
   timeout:
     description: Seconds one benchmark container may run before it is killed.
     type: int
@@ -324,6 +332,7 @@ ARGUMENT_SPEC = {
     "image": {"type": "str", "default": ""},
     "api_key_file": {"type": "path", "default": ""},
     "env": {"type": "dict", "default": {}},
+    "env_names_extra": {"type": "list", "elements": "str", "default": []},
     "timeout": {"type": "int", "default": 3600},
     "stall_timeout": {"type": "int", "default": 600},
     "concurrency": {"type": "list", "elements": "int", "default": [1, 4, 16, 64]},
@@ -362,9 +371,9 @@ def run_benchmark(module):
     if params["timeout"] < 1:
         raise BenchRunError(f"{prefix}timeout={params['timeout']} must be at least 1 second")
     settings = serving_settings(params, prefix) if params["mode"] == "serving" else one_batch_settings(params, prefix)
-    env = check_env(params["env"], prefix)
     spec = load_server_spec(params["server_dir"], prefix)
     version = image_version(params["image"]) if params["image"] else spec.get("sglang_version")
+    env = check_env(params["env"], prefix, version, params["env_names_extra"])
     check_flags_for_version(settings["extra_args"], params["mode"], version, prefix)
     if params["stall_timeout"] < 1:
         raise BenchRunError(f"{prefix}stall_timeout={params['stall_timeout']} must be at least 1 second")

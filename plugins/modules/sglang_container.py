@@ -101,6 +101,8 @@ options:
     description:
       - Instead of O(spec), run the spec that last served on this host, when the current container runs another
         one. Changes nothing (and says so in C(msg)) when the host keeps no such spec.
+      - The restored server is waited for at least twice as long as it took to become ready the last time it
+        served on this host, even when O(wait_timeout) is shorter (it was set for the spec that failed).
     type: bool
     default: false
   remove_files:
@@ -218,6 +220,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.datacrunch.sglang.plugins.module_utils.server_container import (
     DOCKER_ERRORS,
+    READY_RECORD_FILE,
     ServerContainer,
     ServerError,
 )
@@ -229,6 +232,7 @@ def _run(module):
     secrets = {"api_key": params["api_key"], "hf_token": params["hf_token"]}
     server = ServerContainer(params["spec"], secrets, module.check_mode)
     server.drain_timeout = params["drain_timeout"]
+    wait_timeout = params["wait_timeout"]
     result = {"changed": False, "ready": False, "actions": server.actions, "reasons": [], "warnings": server.notices}
 
     if params["rollback"]:
@@ -242,6 +246,12 @@ def _run(module):
             previous["image"],
             previous["spec_hash"][:12],
         )
+        # A timeout that was too short for the new spec must not fail the old one too: give it at least twice
+        # the time it took to become ready the last time it served here.
+        served = server.read_spec_file(READY_RECORD_FILE) or {}
+        if served.get("spec_hash") == previous["spec_hash"] and served.get("seconds_to_ready"):
+            wait_timeout = max(wait_timeout, int(2 * float(served["seconds_to_ready"])) + 1)
+            result["wait_timeout"] = wait_timeout
     spec = server.spec
     result.update(spec_hash=spec["spec_hash"], endpoint=spec["endpoint"])
     container = server.container()
@@ -250,7 +260,7 @@ def _run(module):
     if params["only_wait"]:
         if container is None:
             raise ServerError("container %s is gone from this host" % spec["name"])
-        return _wait(module, server, container, result)
+        return _wait(module, server, container, result, wait_timeout)
 
     if state == "pulled":
         server.ensure_image("always" if params["pull"] == "always" else "missing")
@@ -280,6 +290,8 @@ def _run(module):
         result["diff"] = server.diff(container)
     if reasons:
         server.check_port_free(container)
+        server.check_bind_address()
+        server.check_model_present(container)
         if params["drain_timeout"] and not module.check_mode:
             result["drain"] = server.drain(container, params["api_key"], params["drain_timeout"])
         server.remove(container)
@@ -295,10 +307,10 @@ def _run(module):
     if not params["wait"]:
         result.update(container_id=container.id, image_id=container.attrs.get("Image"))
         return result
-    return _wait(module, server, container, result)
+    return _wait(module, server, container, result, wait_timeout)
 
 
-def _wait(module, server, container, result):
+def _wait(module, server, container, result, wait_timeout):
     params = module.params
     spec = server.spec
     result.update(container_id=container.id, image_id=container.attrs.get("Image"))
@@ -309,7 +321,7 @@ def _wait(module, server, container, result):
             phase, progress = ("ready", "") if ready else server.progress(container)
             result.update(ready=ready, readiness=detail, phase=phase, progress=progress)
         return result
-    outcome = server.wait_ready(container, params["wait_timeout"], params["wait_round"])
+    outcome = server.wait_ready(container, wait_timeout, params["wait_round"])
     result.update(ready=outcome["ready"], readiness=outcome["detail"], phase=outcome["phase"],
                   progress=outcome["progress"])
     if "seconds_since_start" in outcome:

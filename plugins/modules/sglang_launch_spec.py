@@ -95,9 +95,19 @@ options:
     type: dict
     default: {}
   env:
-    description: Extra container environment (no secrets).
+    description:
+      - Extra container environment. Names that look like credentials are refused, and so are C(SGLANG_*) names
+        that the image's SGLang version does not read (removed, deprecated or misspelt) unless listed in
+        O(env_names_extra).
     type: dict
     default: {}
+  env_names_extra:
+    description:
+      - C(SGLANG_*) names the image reads beyond those of its SGLang version (a patched or newer build); they pass
+        the check of O(env) and of the profile's C(env). Names that look like credentials are refused all the same.
+    type: list
+    elements: str
+    default: []
   api_key:
     description: Whether the server requires an API key (passed through a root-only config file).
     type: bool

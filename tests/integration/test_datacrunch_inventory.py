@@ -215,6 +215,28 @@ def test_bad_credentials(fleet):
     assert_secrets_absent(output, fleet)
 
 
+def test_wrong_credentials_fail_the_playbook_once_and_cache_nothing(fleet, tmp_path):
+    """ansible.cfg's any_unparsed_is_failed: the run fails instead of going on with "no hosts matched"."""
+    inventory = custom_config(tmp_path, f"""
+cache: true
+cache_plugin: ansible.builtin.jsonfile
+cache_connection: {tmp_path / 'cache'}
+cache_timeout: 600
+""")
+    fleet.clear_requests()
+    run = ansible("ansible-playbook", "-i", inventory, "deploy.yml", control=fleet,
+                  env={"VERDA_CLIENT_SECRET": "not-the-secret-0c4d"})
+    assert run.returncode != 0, run.output
+    assert "no hosts matched" not in run.output
+    assert f"Completely failed to parse inventory source {inventory}/datacrunch.yml" in run.output
+    reported = [line for line in run.output.splitlines()
+                if line.startswith("[WARNING]: Failed to parse inventory") and "DataCrunch API refused" in line]
+    assert len(reported) == 1, run.output
+    assert [r["path"] for r in fleet.requests()] == ["/v1/oauth2/token"]
+    assert not (tmp_path / "cache").exists() or list((tmp_path / "cache").iterdir()) == []
+    assert "not-the-secret-0c4d" not in run.output
+
+
 def test_missing_credentials():
     run = ansible("ansible-inventory", "-i", "datacrunch", "--graph",
                   env={"ANSIBLE_INVENTORY_UNPARSED_FAILED": "1"})

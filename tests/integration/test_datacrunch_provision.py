@@ -17,6 +17,7 @@ import standin_control
 from standin_control import CLIENT_SECRET, BannerServer, ansible
 
 IMAGE = "ubuntu-24.04-cuda-12.8-open-docker"
+CLUSTER_IMAGE = "ubuntu-24.04-cuda-13.0-cluster"
 
 
 @pytest.fixture(scope="module")
@@ -129,8 +130,21 @@ def test_the_secret_stays_out_of_verbose_output(standin, tmp_path):
         assert token not in run.output
 
 
+def test_an_order_answered_as_json_rents_and_no_jupyter_token_is_shown(standin, sshd, tmp_path):
+    standin.shapes(create_instance="json")  # the Go SDK's "sometimes JSON" answer: the instance, its token included
+    args = {"hostname": "sglang-r1-json", "instance_type": "8H200.141S.176V", "image": IMAGE, "location": "FIN-01",
+            "ssh_keys": ["standin-default"], "ssh_port": sshd.port, "wait_timeout": 60}
+    run = module(standin, tmp_path, "datacrunch_instance", args, "-vvvv", "--diff")
+    assert (run.rc, run.changed) == (0, True), run.output
+    held = {i["hostname"]: i for i in standin.state()["instances"]}["sglang-r1-json"]
+    assert held["status"] == "running" and held["jupyter_token"].startswith("jupyter-")
+    assert held["jupyter_token"] not in run.output
+    for token in standin.tokens():
+        assert token not in run.output
+
+
 def test_cluster_rent_and_release(standin, sshd, tmp_path):
-    args = {"hostname": "r1-tp16-it", "cluster_type": "16H200", "image": IMAGE, "location": "FIN-01",
+    args = {"hostname": "r1-tp16-it", "cluster_type": "16H200", "image": CLUSTER_IMAGE, "location": "FIN-01",
             "ssh_keys": ["standin-default"], "ssh_port": sshd.port, "shared_volume_size": 800, "wait_timeout": 60}
 
     def clusters():
@@ -153,7 +167,7 @@ def test_cluster_rent_and_release(standin, sshd, tmp_path):
 def test_cluster_without_capacity(standin, tmp_path):
     standin.set_pool(["127.0.0.1"])
     run = module(standin, tmp_path, "datacrunch_cluster", {
-        "hostname": "r1-tp16-nocap", "cluster_type": "16H200", "image": IMAGE, "location": "FIN-01"})
+        "hostname": "r1-tp16-nocap", "cluster_type": "16H200", "image": CLUSTER_IMAGE, "location": "FIN-01"})
     assert run.rc != 0
     assert "no capacity for cluster_type='16H200'" in run.result["msg"]
     assert standin.state()["clusters"] == []

@@ -29,8 +29,8 @@ HUB_SH = REPO_ROOT / "tests" / "lab" / "hub" / "hub.sh"
 MODULE = REPO_ROOT / "plugins" / "modules" / "hf_snapshot.py"
 REPO = "datacrunch-lab/tiny-deepseek-r1"
 GATED = "datacrunch-lab/tiny-deepseek-r1-gated"
-MAIN = "f0461961e56a8d23695ddb73096b552533c1e451"
-V1 = "3d8afb688ba8f583a70d12a08ac59d7c6b6845cf"
+MAIN = "3708d8ea286d0c3779da69819147dd2b2c171273"
+V1 = "d4b2603dbe40f660f91af0dc0f7e9316efeb55c7"
 FOLDER = "models--datacrunch-lab--tiny-deepseek-r1"
 
 
@@ -344,6 +344,8 @@ def test_gated_repo_needs_a_token_with_access(hub, tmp_path):
     no_access = hub.sh("token", "no-access").strip()
     denied = run_module(tmp_path, **base_args(hub, hf_home, repo_id=GATED, token=no_access))
     assert denied["_rc"] == 1 and "gated" in denied["msg"] and no_access not in denied["_stdout"]
+    assert "its account has not accepted the model's conditions" in denied["msg"], denied["msg"]
+    assert "with access to it" not in denied["msg"]
     assert all_files(hf_home) == []
 
     granted = hub.sh("token", "granted").strip()

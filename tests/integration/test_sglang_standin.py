@@ -493,8 +493,8 @@ def test_start_up_phases_as_sglang_logs_them_with_health_503_during_warm_up(env_
     """Weights, DeepGEMM JIT and CUDA graphs with the port closed, then the warm-up with the port open and /health
     503, then ready; the collection's progress reader names each phase from the log as it goes."""
     port = free_port()
-    durations = dict(SGLANG_STANDIN_LOAD_SECONDS=1.5, SGLANG_STANDIN_JIT_SECONDS=1, SGLANG_STANDIN_GRAPH_SECONDS=1,
-                     SGLANG_STANDIN_WARMUP_SECONDS=1.5)
+    durations = {"SGLANG_STANDIN_LOAD_SECONDS": 1.5, "SGLANG_STANDIN_JIT_SECONDS": 1,
+                 "SGLANG_STANDIN_GRAPH_SECONDS": 1, "SGLANG_STANDIN_WARMUP_SECONDS": 1.5}
     proc = serve(procs, env_for(**durations), port)
     seen = []
     health_during_warm_up = set()

@@ -49,6 +49,10 @@ SGLANG_BENCH_FLAGS["one_batch"][version]: the options sglang.bench_one_batch (sg
 top of every server option; SGLANG_BENCH_FLAGS["serving"][version]: all options of sglang.bench_serving
 (sglang.benchmark.serving). Same fields as above.
 SGLANG_ENTRY_MODULES[version]: the `python3 -m` entry points that version ships (launch_server, the bench tools).
+SGLANG_ENV_NAMES[version]: the SGLANG_* environment variables that version reads: those its sglang.srt.environ.Envs
+declares and those its code reads directly with os.getenv / os.environ.
+SGLANG_ENV_REMOVED[version]: SGLANG_* names that version calls deprecated or removed, with its own note
+(sglang.srt.environ._DEPRECATED_ENVS and removal notices in its source).
 """
 
 '''
@@ -227,6 +231,8 @@ def render(dumps: dict[str, dict]) -> str:
     descriptions = {v: d["bench"]["serving_description"] for v, d in dumps.items()}
     out += ["", *_table("SGLANG_BENCH_SERVING_DESCRIPTION", descriptions)]
     out += ["", *_table("SGLANG_ENTRY_MODULES", {v: d["entry_modules"] for v, d in dumps.items()})]
+    out += ["", *_table("SGLANG_ENV_NAMES", {v: d["env"]["names"] for v, d in dumps.items()}, "frozenset")]
+    out += ["", *_table("SGLANG_ENV_REMOVED", {v: d["env"]["removed"] for v, d in dumps.items()})]
     return "\n".join(out) + "\n" + LOOKUPS
 
 

@@ -6,6 +6,9 @@ tools around it (generate_flags.py, check_argv.py) start `python real_parser.py 
 
     python real_parser.py dump VERSION      JSON description of every option of that version's parser
     python real_parser.py check VERSION     reads a JSON list of argvs on stdin, writes a JSON list of results
+    python real_parser.py model VERSION     reads a JSON list of {model, revision, trust_remote_code} on stdin, runs
+                                            SGLang's get_config and get_tokenizer on each (HF_HOME, HF_HUB_OFFLINE
+                                            from the environment), writes a JSON list of outcomes
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import io
 import json
 import logging
 import os
+import re
 import sys
 import types
 import warnings
@@ -267,7 +271,9 @@ ENTRY_MODULES = [
     "sglang.launch_server",
     "sglang.bench_one_batch",
     "sglang.bench_serving",
+    "sglang.bench_one_batch_server",
     "sglang.benchmark.one_batch",
+    "sglang.benchmark.one_batch_server",
     "sglang.benchmark.serving",
     "sglang.compile_deep_gemm",
 ]
@@ -285,6 +291,46 @@ def describe_bench(server_parser: argparse.ArgumentParser) -> dict:
         "serving": describe_actions(serving),
         "serving_description": serving.description,
     }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# env: the SGLANG_* environment variables a version reads
+#
+# sglang.srt.environ.Envs declares most of them (EnvField descriptors); some code still reads a name directly with
+# os.getenv / os.environ (SGLANG_HOST_IP in sglang/srt/utils/network.py, for one), so the package source is scanned
+# for those too. Names that SGLang itself calls deprecated or removed (its _DEPRECATED_ENVS registry, and notices such
+# as "SGLANG_ENABLE_SPEC_V2 has been removed" in 0.5.18's sglang/srt/arg_groups/speculative_hook.py) are kept apart
+# with SGLang's own words, so that the collection refuses them with that note.
+
+_DIRECT_READ = re.compile(
+    r"""os\.(?:getenv|environ\.get|environ\.setdefault|environ\[)\(?\s*["'](SGLANG_[A-Z0-9_]+)["']"""
+)
+_REMOVAL_NOTICE = re.compile(
+    r"""["'](?:Environment variable )?(SGLANG_[A-Z0-9_]+) ((?:was unused and )?has been removed|is deprecated)"""
+)
+
+
+def describe_env() -> dict:
+    with contextlib.redirect_stdout(io.StringIO()):
+        from sglang.srt import environ
+    declared = {name for name, value in vars(environ.Envs).items() if isinstance(value, environ.EnvField)}
+    read = set()
+    removed: dict[str, str] = {}
+    for path in sorted(active_source().rglob("*.py")):
+        text = path.read_text(errors="replace")
+        read.update(_DIRECT_READ.findall(text))
+        for name, verb in _REMOVAL_NOTICE.findall(text):
+            if name not in declared:
+                removed.setdefault(name, f"{name} {verb} (notice in {path.relative_to(active_source())}).")
+    for name, entry in sorted(getattr(environ, "_DEPRECATED_ENVS", {}).items()):
+        message = f"{name} is deprecated."
+        if entry.replacement:
+            message += f" Use {entry.replacement} instead."
+        if entry.note:
+            message += f" {entry.note}"
+        removed[name] = message
+    names = sorted(name for name in declared | read if name.startswith("SGLANG_") and name not in removed)
+    return {"names": names, "removed": dict(sorted(removed.items()))}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -316,13 +362,72 @@ def check(parser_factory, merger_cls, argv: list[str]) -> dict:
     return {"rc": 0, "message": "", "stderr": stderr.getvalue(), "args": _jsonable(namespace), "argv": argv}
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# model: how the server finds a model's config and tokenizer (what the SGLang stand-in must agree with)
+
+
+def _server_error(exc: BaseException) -> str:
+    """The error as the server would raise it.
+
+    0.5.23's get_config, on an OSError or ValueError from the config parser, imports sglang.srt.configs.model_config
+    to look for a LoRA pointer checkpoint (load_pointer_adapter) and re-raises the original error when there is
+    none. That import needs compressed_tensors, which the image has and this venv does not: a ModuleNotFoundError
+    raised while handling the original error stands for the original error here.
+    """
+    context = exc.__context__
+    if isinstance(exc, ModuleNotFoundError) and isinstance(context, (OSError, ValueError)):
+        exc = context
+    return f"{type(exc).__name__}: {exc}"
+
+
+def load_model_files(cases: list[dict]) -> list[dict]:
+    """Run SGLang's own get_config and get_tokenizer for each {model, revision, trust_remote_code}.
+
+    The caller sets HF_HOME / HF_HUB_OFFLINE for the process (huggingface_hub reads them at import). SGLang calls
+    both at start-up with --model-path, --revision and --trust-remote-code (0.5.18 and 0.5.23:
+    sglang/srt/utils/hf_transformers/config.py get_config, .../tokenizer.py get_tokenizer, called from ModelConfig
+    and TokenizerManager). Each result: {"config": {"model_type", "max_position_embeddings"} | None,
+    "config_error": "ExceptionClass: message" | None, "tokenizer": class name | None, "tokenizer_error": ...}.
+    """
+    with contextlib.redirect_stdout(io.StringIO()):
+        from sglang.srt.utils.hf_transformers.config import get_config
+        from sglang.srt.utils.hf_transformers.tokenizer import get_tokenizer
+    results = []
+    for case in cases:
+        result: dict = {"config": None, "config_error": None, "tokenizer": None, "tokenizer_error": None}
+        kwargs = {"trust_remote_code": bool(case.get("trust_remote_code")), "revision": case.get("revision")}
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            try:
+                config = get_config(case["model"], **kwargs)
+                result["config"] = {
+                    "model_type": config.model_type,
+                    "max_position_embeddings": getattr(config, "max_position_embeddings", None),
+                }
+            except Exception as exc:  # noqa: BLE001 - the outcome is the datum
+                result["config_error"] = _server_error(exc)
+            try:
+                result["tokenizer"] = type(get_tokenizer(case["model"], **kwargs)).__name__
+            except Exception as exc:  # noqa: BLE001 - the outcome is the datum
+                result["tokenizer_error"] = _server_error(exc)
+        results.append(result)
+    return results
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 2 or argv[0] not in ("dump", "check"):
+    if len(argv) != 2 or argv[0] not in ("dump", "check", "model"):
         print(__doc__, file=sys.stderr)
         return 2
     command, version = argv
     activate(version)
     os.environ.setdefault("SGLANG_DISABLE_REQUEST_LOGGING", "1")
+    if command == "model":
+        # The parser is not needed: only the model-loading helpers are imported.
+        from sglang.version import __version__
+
+        if __version__ != version:
+            raise SystemExit(f"unpacked sglang is {__version__}, expected {version}: run setup.sh --force")
+        json.dump(load_model_files(json.load(sys.stdin)), sys.stdout)
+        return 0
     server_args, merger_cls, real_version = _quiet_import()
     if real_version != version:
         raise SystemExit(f"unpacked sglang is {real_version}, expected {version}: run setup.sh --force")
@@ -339,6 +444,7 @@ def main(argv: list[str]) -> int:
         data["entry_modules"] = [
             name for name in ENTRY_MODULES if (active_source() / (name.replace(".", "/") + ".py")).is_file()
         ]
+        data["env"] = describe_env()
         data["version"] = real_version
         json.dump(data, sys.stdout)
     else:

@@ -253,3 +253,12 @@ def test_serving_result_failures_are_explained():
     zero = "============ Serving Benchmark Result ============\nMax request concurrency:  4\nSuccessful requests:  0\n"
     with pytest.raises(BenchOutputError, match=r"no request at max_concurrency=4"):
         bench_output.serving_result(zero)
+
+
+def test_serving_result_derives_the_per_user_decode_speed():
+    """1000 / median TPOT: what a speculative profile is judged by at concurrency 1 (bench_one_batch cannot run it)."""
+    first_line = (FIXTURES / "serving-v0.5.18.jsonl").read_text().splitlines()[0]
+    record = bench_output.serving_result("", first_line)
+    assert record["max_concurrency"] == 1
+    assert record["per_user_decode_throughput"] == pytest.approx(1000 / record["median_tpot_ms"])
+    assert record["per_user_decode_throughput"] == pytest.approx(47.63, abs=0.01)

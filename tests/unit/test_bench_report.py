@@ -116,7 +116,9 @@ def test_null_removes_a_figure():
         "bench_one_batch": {"median_decode_throughput": None, "median_decode_latency": 0.03},
         "bench_serving": {4: None, 16: {"output_throughput": None}},
     }
-    assert bench_report.expected_bounds(expected) == [("bench_one_batch", None, "median_decode_latency", "max", 0.03)]
+    assert bench_report.expected_bounds(expected) == [
+        ("bench_one_batch", None, "median_decode_latency", "max", 0.03, None)
+    ]
     assert bench_report.expected_bounds({"bench_serving": None}) == []
 
 
@@ -274,3 +276,53 @@ def test_one_batch_only_report_has_no_plots(tmp_path):
     assert "## Single batch (bench_one_batch: batch 1, input 128, output 256)" in markdown
     assert "| 47.67 | 0.02098 | 0.19635 | 651.9 | 5.537 | 69.35 |" in markdown
     assert "The profile sets no expected figures." in markdown
+
+
+# --- speculative profiles: judged against the running server, published figures named -----------------------------
+
+
+def mtp_run(median_tpot_ms, accept_length):
+    record = bench_output.serving_result("", (FIXTURES / "serving-v0.5.18.jsonl").read_text().splitlines()[0])
+    record.update(median_tpot_ms=median_tpot_ms, accept_length=accept_length)
+    record = bench_output.serving_result("", json.dumps(record))
+    return {"started_at": "2026-11-28T22:10:03Z", "settings": {"input_len": 128, "output_len": 256},
+            "results": [record]}
+
+
+@pytest.mark.parametrize(("median_tpot_ms", "verdict"), [(12.5, "pass"), (20.98, "miss")])
+def test_mtp_profile_is_judged_by_bench_serving_at_concurrency_one(tmp_path, median_tpot_ms, verdict):
+    from ansible_collections.datacrunch.sglang.plugins.module_utils.profiles import (
+        load_profile_files,
+        resolve_profile,
+    )
+
+    expected = resolve_profile("deepseek-r1-mtp", load_profile_files(str(PROFILES)))["expected"]
+    document, previous = bench_report.build_document(
+        "h1", "deepseek-r1-mtp", "lmsysorg/sglang:v0.5.18", serving=mtp_run(median_tpot_ms, 3.1), expected=expected
+    )
+    (row,) = document["verdicts"]
+    assert (row["program"], row["concurrency"], row["field"]) == ("bench_serving", 1, "per_user_decode_throughput")
+    assert row["expected"] == 77.0 and row["verdict"] == verdict
+    assert "PR #3582" in row["published"]
+    markdown = Path(bench_report.write_report(str(tmp_path), document, previous)["files"][1]).read_text()
+    line = next(text for text in markdown.splitlines() if "per_user_decode_throughput" in text)
+    assert "`python3 -m sglang.bench_serving --max-concurrency 1 (1000 / median_tpot_ms)`" in line
+    assert "published, not measured here: SGLang PR #3582" in line
+    assert "accept length" in markdown and "| 3.10 |" in markdown
+
+
+def test_every_figure_of_a_report_names_its_tool(tmp_path):
+    document, previous = build(tmp_path)
+    markdown = Path(bench_report.write_report(str(tmp_path), document, previous)["files"][1]).read_text()
+    rows = [text for text in markdown.split("## Expected figures")[1].split("##")[0].splitlines()
+            if text.startswith("| bench_")]
+    assert rows and all("`python3 -m sglang.bench_" in text for text in rows)
+    assert "Measured with `python3 -m sglang.bench_one_batch (server stopped, no speculative decoding)`" in markdown
+    assert "Measured with `python3 -m sglang.bench_serving --max-concurrency <concurrency>`" in markdown
+
+
+def test_published_figures_need_a_source():
+    for bound, message in (({"min": 77, "published": ""}, r"published=.*must name the source"),
+                           ({"min": 77, "source": "x"}, "one of min/max")):
+        with pytest.raises(BenchReportError, match=message):
+            bench_report.expected_bounds({"bench_serving": {1: {"per_user_decode_throughput": bound}}})

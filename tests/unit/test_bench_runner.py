@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -96,16 +97,43 @@ def test_bad_one_batch_settings(change, message):
 
 def test_env_refuses_secrets_and_stringifies():
     assert bench_runner.check_env({"NCCL_DEBUG": "INFO", "X": 3}) == {"NCCL_DEBUG": "INFO", "X": "3"}
-    with pytest.raises(BenchRunError, match=r"sglang_benchmark_env\['OPENAI_API_KEY'\]: secrets never go"):
+    with pytest.raises(BenchRunError, match=r"sglang_benchmark_env\['OPENAI_API_KEY'\] looks like a secret"):
         bench_runner.check_env({"OPENAI_API_KEY": "k"}, "sglang_benchmark_")
     for secret in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "API_KEY", "MY_SECRET", "AWS_SECRET_ACCESS_KEY"):
         with pytest.raises(BenchRunError, match="secrets never go"):
             bench_runner.check_env({secret: "x"})
-    assert bench_runner.check_env({"SGLANG_STANDIN_DECODE_TOKENS_PER_S": 30}) == {
+    stand_in = ["SGLANG_STANDIN_DECODE_TOKENS_PER_S"]
+    assert bench_runner.check_env({"SGLANG_STANDIN_DECODE_TOKENS_PER_S": 30}, extra_names=stand_in) == {
         "SGLANG_STANDIN_DECODE_TOKENS_PER_S": "30"
     }
     with pytest.raises(BenchRunError, match=r"must be a string or a number"):
         bench_runner.check_env({"FLAG": True})
+
+
+@pytest.mark.parametrize("version", ["0.5.18", "0.5.23"])
+@pytest.mark.parametrize(
+    "name",
+    ["SSH_PRIVATE_KEY", "DB_PASSWD", "GITHUB_TOKEN", "HF_TOKEN", "MY_APIKEY", "SGLANG_ENABLE_SPEC_V2",
+     "SGLANG_ENABLE_JIT_DEEPGEM", "SGLANG_STANDIN_FAULT"],
+)
+def test_benchmark_env_refuses_what_the_server_env_refuses(version, name):
+    """One rule: a name the server's environment refuses is refused in the benchmark's too, with the same words."""
+    profile = profiles.resolve_profile("deepseek-r1", profiles.load_profile_files(profiles.shipped_profiles_dir()))
+    server = launch_spec.LaunchRequest(
+        profile=profile, host="gpu-0", nodes=[launch_spec.Node("gpu-0", private_ip="10.0.0.10", gpus=8)],
+        image="lmsysorg/sglang:v%s" % version, user_env={name: "1"},
+    )
+    with pytest.raises(launch_spec.LaunchSpecError) as server_refusal:
+        launch_spec.build_launch_spec(server)
+    with pytest.raises(BenchRunError) as bench_refusal:
+        bench_runner.check_env({name: "1"}, "sglang_benchmark_", version)
+    origin = re.compile(r"sglang_(server|benchmark)_env(?![_a-z])")
+    assert origin.sub("ENV", str(server_refusal.value)) == origin.sub("ENV", str(bench_refusal.value))
+
+
+def test_benchmark_env_passes_sglang_tuning_variables():
+    env = {"SGLANG_ENABLE_JIT_DEEPGEMM": "0", "NCCL_DEBUG": "INFO", "SGLANG_USE_AITER_FP8_PER_TOKEN": "1"}
+    assert bench_runner.check_env(env, "sglang_benchmark_", "0.5.23") == env
 
 
 # --- the server as deployed --------------------------------------------------------------------------

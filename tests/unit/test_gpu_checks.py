@@ -121,7 +121,7 @@ def test_healthy_host_passes(healthy, req):
         ("h200-x8-mig-on", "mig", "MIG mode is on for GPU 0", "-mig 0"),
         ("h200-x8-persistence-off", "persistence", "persistence mode is off on GPU 0-7", "nvidia-persistenced"),
         ("h200-x8-nvlink-down", "nvlink", "GPU pairs not joined by NVLink: 0-5 (SYS)", "fabricmanager"),
-        ("h200-x8-process", "gpu processes", "pid 4242 (python3) holds 959.9 GiB on GPU 0-7", "kill 4242"),
+        ("h200-x8-process", "gpu processes", "pid 4242 (python3) holds 959.9 GiB on GPU 0-7", "pid 4242"),
     ],
 )
 def test_each_gpu_fault_fails_its_own_check(healthy, req, monkeypatch, variant, check, words, fix_words):
@@ -166,7 +166,10 @@ def test_foreign_container_on_the_gpus_is_named(healthy, req, monkeypatch):
             process.update(ours=False, container={"name": "someones-vllm", "id": "abc"})
     check = failing(gpu_checks.evaluate(healthy, req))["gpu processes"]
     assert "in container someones-vllm" in check["summary"]
-    assert check["fix"] == "free the GPUs: docker stop someones-vllm"
+    assert check["fix"] == (
+        "free the GPUs (this collection stops only its own containers): stop container someones-vllm if it should "
+        "not run on this host, or deploy to another host"
+    )
 
 
 def test_no_nvidia_smi(healthy, req):
@@ -292,7 +295,8 @@ def test_port_taken_by_a_foreign_process(healthy, req):
     assert check["summary"] == (
         "port 30000 is taken by pid 777 (nginx) on 0.0.0.0, not by a datacrunch.sglang container"
     )
-    assert check["fix"] == "stop it (kill 777) or set sglang_port to a free port"
+    assert check["fix"] == "set sglang_port to a port nothing on the host listens on"
+    assert "kill" not in check["fix"]
 
 
 def test_port_held_by_our_server(healthy, req):

@@ -113,13 +113,51 @@ def test_newer_version_renders_attn_dp_size():
     assert "--enable-dp-attention" not in argv
 
 
-def test_mtp_profile_has_no_dp_attention_and_sets_spec_env():
-    spec = build_launch_spec(request("deepseek-r1-mtp"))
+@pytest.mark.parametrize("image", ["lmsysorg/sglang:v0.5.18", "lmsysorg/sglang:v0.5.23"])
+def test_mtp_profile_has_no_dp_attention_and_no_removed_spec_env(image):
+    spec = build_launch_spec(request("deepseek-r1-mtp", image=image))
     argv = spec["command"]
     assert "--enable-dp-attention" not in argv
+    assert "--attn-dp-size" not in argv
     assert flag_value(argv, "--speculative-algorithm") == "EAGLE"
     assert flag_value(argv, "--speculative-num-draft-tokens") == "4"
-    assert spec["env"]["SGLANG_ENABLE_SPEC_V2"] == "1"
+    # 0.5.18 warns that SGLANG_ENABLE_SPEC_V2 was removed; 0.5.23 never reads it.
+    assert "SGLANG_ENABLE_SPEC_V2" not in spec["env"]
+
+
+@pytest.mark.parametrize("version", ["0.5.18", "0.5.23"])
+def test_dp_attention_renders_metrics_for_all_schedulers(version):
+    image = "lmsysorg/sglang:v%s" % version
+    with_dpa = build_launch_spec(request("deepseek-r1", image=image))["command"]
+    assert "--enable-metrics" in with_dpa
+    assert "--enable-metrics-for-all-schedulers" in with_dpa
+    without_dpa = build_launch_spec(request("deepseek-r1-mtp", image=image))["command"]
+    assert "--enable-metrics" in without_dpa
+    assert "--enable-metrics-for-all-schedulers" not in without_dpa
+    no_metrics = build_launch_spec(request("deepseek-r1", image=image, enable_metrics=False))["command"]
+    assert "--enable-metrics-for-all-schedulers" not in no_metrics
+    with pytest.raises(LaunchSpecError, match="metrics follow sglang_server_enable_metrics"):
+        build_launch_spec(request(image=image, user_args={"enable-metrics-for-all-schedulers": True}))
+
+
+@pytest.mark.parametrize("version", ["0.5.18", "0.5.23"])
+def test_throughput_profile_renders_the_published_h200_settings(version):
+    spec = build_launch_spec(request("deepseek-r1-throughput", image="lmsysorg/sglang:v%s" % version))
+    argv = spec["command"]
+    expected = {
+        "--tp-size": "8",
+        "--max-running-requests": "256",
+        "--cuda-graph-max-bs-decode": "256",
+        "--chunked-prefill-size": "32768",
+        "--max-prefill-tokens": "32768",
+        "--mem-fraction-static": "0.82",
+        "--attention-backend": "flashinfer",
+        "--stream-interval": "10",
+    }
+    assert {flag: flag_value(argv, flag) for flag in expected} == expected
+    assert "--disable-radix-cache" in argv
+    assert "--enable-dp-attention" not in argv and "--attn-dp-size" not in argv
+    assert "--cuda-graph-max-bs" not in argv  # deprecated in 0.5.18, gone (an ambiguous prefix) in 0.5.23
 
 
 def test_secrets_are_files_not_argv_or_env():
@@ -173,7 +211,7 @@ def test_caches_are_keyed_by_image_gpu_and_layout():
     cache_mount = next(m for m in base["mounts"] if m["target"] == "/var/cache/sglang")
     assert cache_mount["source"].startswith("/var/cache/datacrunch-sglang/v0.5.18-nvidia-h200-tp8-dpa8-nn1-")
     for key in ("SGLANG_DG_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "CUDA_CACHE_PATH",
-                "FLASHINFER_WORKSPACE_BASE", "SGLANG_CACHE_DIR"):
+                "FLASHINFER_WORKSPACE_BASE", "SGLANG_CACHE_DIR", "SGLANG_JIT_CACHE_DIR"):
         assert base["env"][key].startswith("/var/cache/sglang/")
     other_image = build_launch_spec(request(image="lmsysorg/sglang:v0.5.23"))
     other_layout = build_launch_spec(request("deepseek-r1-mtp"))
@@ -267,6 +305,66 @@ def test_secret_env_names_are_refused(name):
     with pytest.raises(LaunchSpecError, match="secrets never go into the container environment"):
         build_launch_spec(request(user_env={name: "x"}))
     assert build_launch_spec(request(user_env={"NCCL_DEBUG": "INFO"}))["env"]["NCCL_DEBUG"] == "INFO"
+
+
+@pytest.mark.parametrize("version", ["0.5.18", "0.5.23"])
+def test_sglang_jit_cache_lives_in_the_persistent_cache_mount(version):
+    # SGLang's JIT kernels build under SGLANG_JIT_CACHE_DIR, else ~/.cache/sglang/jit in the container's own
+    # filesystem, lost with the container; SGLANG_CACHE_DIR does not move it.
+    spec = build_launch_spec(request(image="lmsysorg/sglang:v%s" % version))
+    jit = spec["env"]["SGLANG_JIT_CACHE_DIR"]
+    mounted = [m for m in spec["mounts"] if jit == m["target"] or jit.startswith(m["target"].rstrip("/") + "/")]
+    assert mounted and mounted[0]["source"] == spec["host_dirs"]["cache"] and not mounted[0]["read_only"]
+    assert not jit.startswith(spec["env"]["SGLANG_CACHE_DIR"] + "/")  # a directory of its own
+
+
+@pytest.mark.parametrize("version", ["0.5.18", "0.5.23"])
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SGLANG_ENABLE_SPEC_V2": "1"}, r"SGLANG_ENABLE_SPEC_V2.*(has been removed|reads no variable of that name)"),
+        ({"SGLANG_ENABLE_JIT_DEEPGEM": "0"}, r"nearest known: SGLANG_ENABLE_JIT_DEEPGEMM"),
+        ({"GITHUB_TOKEN": "x"}, "secrets never go into the container environment"),
+        ({"SGLANG_S3_SECRET_ACCESS_KEY": "x"}, "secrets never go into the container environment"),
+        ({"BAD NAME": "x"}, "is not an environment variable name"),
+    ],
+)
+def test_one_env_rule_for_the_server_env_and_the_profile_env(version, env, message):
+    image = "lmsysorg/sglang:v%s" % version
+    with pytest.raises(LaunchSpecError, match=r"sglang_server_env\[.*" + message):
+        build_launch_spec(request(image=image, user_env=env))
+    custom = profile("custom", custom={"extends": "deepseek-r1", "env": env})
+    with pytest.raises(LaunchSpecError, match=r"profile custom env\[.*" + message):
+        build_launch_spec(request(image=image, profile_data=custom))
+
+
+@pytest.mark.parametrize("version", ["0.5.18", "0.5.23"])
+def test_sglang_tuning_variables_pass_the_env_rule(version):
+    # SGLang's own knobs, including those whose names hold TOKEN as a unit or a count.
+    env = {"SGLANG_ENABLE_JIT_DEEPGEMM": "0", "SGLANG_USE_AITER_FP8_PER_TOKEN": "0", "SGLANG_HOST_IP": "10.0.0.1",
+           "NCCL_DEBUG": "INFO", "MAX_NEW_TOKENS": "8"}
+    spec = build_launch_spec(request(image="lmsysorg/sglang:v%s" % version, user_env=env))
+    assert {key: spec["env"][key] for key in env} == env
+    # A name the image reads beyond its version's: listed in sglang_server_env_names_extra.
+    extra = {"SGLANG_PATCHED_KNOB": "1"}
+    with pytest.raises(LaunchSpecError, match="sglang_server_env_names_extra"):
+        build_launch_spec(request(image="lmsysorg/sglang:v%s" % version, user_env=extra))
+    spec = build_launch_spec(request(image="lmsysorg/sglang:v%s" % version, user_env=extra,
+                                     env_names_extra=["SGLANG_PATCHED_KNOB"]))
+    assert spec["env"]["SGLANG_PATCHED_KNOB"] == "1"
+    with pytest.raises(LaunchSpecError, match="secrets never go"):
+        build_launch_spec(request(image="lmsysorg/sglang:v%s" % version, user_env={"SGLANG_X_API_KEY": "k"},
+                                  env_names_extra=["SGLANG_X_API_KEY"]))
+
+
+@pytest.mark.parametrize("version", ["0.5.18", "0.5.23"])
+def test_sglang_variables_the_spec_sets_are_read_by_that_version(version):
+    from ansible_collections.datacrunch.sglang.plugins.module_utils.sglang_cli_flags import SGLANG_ENV_NAMES
+
+    spec = build_launch_spec(request("deepseek-r1-tp16", count=2, image="lmsysorg/sglang:v%s" % version))
+    rendered = sorted(name for name in spec["env"] if name.startswith("SGLANG_"))
+    assert "SGLANG_HOST_IP" in rendered and "SGLANG_JIT_CACHE_DIR" in rendered
+    assert [name for name in rendered if name not in SGLANG_ENV_NAMES[version]] == []
 
 
 def test_endpoint_with_credentials_is_refused():

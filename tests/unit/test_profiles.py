@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_the_designed_profiles_ship():
     assert set(SHIPPED) == {"deepseek-r1", "deepseek-r1-mtp", "deepseek-r1-tp16", "deepseek-v3", "deepseek-r1-0528",
-                            "lab-tiny"}
+                            "deepseek-r1-throughput", "lab-tiny"}
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
@@ -86,3 +86,41 @@ def test_collection_version_matches_galaxy():
     galaxy = yaml.safe_load((REPO / "galaxy.yml").read_text())
     role_vars = yaml.safe_load((REPO / "roles/sglang/vars/main.yml").read_text())
     assert str(role_vars["sglang_collection_version"]) == galaxy["version"]
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_speculative_profiles_are_judged_by_bench_serving_against_a_published_figure(name):
+    """bench_one_batch decodes without speculation: a speculative profile expects no figure from it."""
+    from ansible_collections.datacrunch.sglang.plugins.module_utils.profiles import speculative_algorithm
+
+    profile = resolve_profile(name, SHIPPED)
+    if not speculative_algorithm(profile):
+        return
+    expected = profile["expected"]
+    assert not expected.get("bench_one_batch")
+    bound = expected["bench_serving"][1]["per_user_decode_throughput"]
+    assert bound["min"] == 77.0 and "https://github.com/sgl-project/sglang/pull/3582" in bound["published"]
+
+
+def test_mtp_profile_is_speculative():
+    from ansible_collections.datacrunch.sglang.plugins.module_utils.profiles import speculative_algorithm
+
+    assert speculative_algorithm(resolve_profile("deepseek-r1-mtp", SHIPPED)) == "EAGLE"
+    assert speculative_algorithm(resolve_profile("deepseek-r1", SHIPPED)) is None
+
+
+def test_speculative_profile_with_a_single_batch_figure_is_refused():
+    extra = {"fast": {"extends": "deepseek-r1-mtp", "expected": {"bench_one_batch": {"median_decode_throughput": 85}}}}
+    with pytest.raises(ProfileError, match=r"profile 'fast' runs speculative decoding .* SpeculativeAlgorithm.NONE"):
+        resolve_profile("fast", SHIPPED, extra)
+
+
+def test_throughput_profile_cites_its_published_settings_and_figures():
+    profile = resolve_profile("deepseek-r1-throughput", SHIPPED)
+    text = (Path(shipped_profiles_dir()) / "deepseek-r1-throughput.yml").read_text()
+    assert "benchmarks/dsr1_fp8_h200.sh" in text and "https://github.com/SemiAnalysisAI/InferenceX" in text
+    assert profile["dp_attention"] == 0 and profile["tp"] == 8
+    assert not profile["expected"].get("bench_one_batch")
+    for fields in profile["expected"]["bench_serving"].values():
+        for bound in fields.values():
+            assert "not measured by this collection" in bound["published"]

@@ -10,10 +10,15 @@ SHARDS = (
     "\rMulti-thread loading shards:  44% Completed | 72/163 [00:26<00:33,  2.71it/s]"
     "\rMulti-thread loading shards:  45% Completed | 73/163 [00:27<00:33,  2.70it/s]"
 )
-LOAD_END = ("[2026-12-03 10:01:10 TP0] Load weight end. elapsed=61.02 s, type=DeepseekV3ForCausalLM, "
-            "quant=fp8, avail mem=56.71 GB, mem usage=82.54 GB.")
-JIT = ("[2026-12-03 10:01:12 TP0] Try DeepGEMM JIT Compiling for <GEMM_NT_F8F8BF16> N=24576, K=1536, num_groups=1 "
-       "with all Ms. It only takes a little time (typically 1 sec) if you have run `python3 -m sglang.compile_deep_gemm`.")
+LOAD_END = (
+    "[2026-12-03 10:01:10 TP0] Load weight end. elapsed=61.02 s, type=DeepseekV3ForCausalLM, quant=fp8, "
+    "avail mem=56.71 GB, mem usage=82.54 GB."
+)
+JIT = (
+    "[2026-12-03 10:01:12 TP0] Try DeepGEMM JIT Compiling for <GEMM_NT_F8F8BF16> N=24576, K=1536, num_groups=1 "
+    "with all Ms. It only takes a little time (typically 1 sec) if you have run "
+    "`python3 -m sglang.compile_deep_gemm`."
+)
 JIT_BAR = "\rDeepGEMM warmup:  37%|###7      | 3024/8192 [04:11<07:10, 12.01it/s]"
 GRAPH_BEGIN = ("[2026-12-03 10:21:40 TP0] Capture decode CUDA graph begin. backend=full, num_tokens_per_req=1, "
                "bs=[1, 2, 4, 8], avail mem=56.20 GB")
@@ -44,8 +49,8 @@ def test_weight_loading_shows_the_latest_shard_count_of_the_redrawn_bar():
 
 
 def test_the_single_threaded_loader_bar_counts_too():
-    bar = "Loading safetensors checkpoint shards:  10% Completed | 16/163 [00:06<00:55,  2.64it/s]"
-    assert startup_progress(log(LOAD_BEGIN, bar)) == ("loading weights", "loading safetensors 16/163 (10%)")
+    single = "Loading safetensors checkpoint shards:  10% Completed | 16/163 [00:06<00:55,  2.64it/s]"
+    assert startup_progress(log(LOAD_BEGIN, single)) == ("loading weights", "loading safetensors 16/163 (10%)")
 
 
 def test_deepgemm_compilation_with_its_bar():

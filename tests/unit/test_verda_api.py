@@ -23,6 +23,7 @@ from standin_control import CLIENT_ID, CLIENT_SECRET
 
 H200_TYPE = "8H200.141S.176V"
 IMAGE = "ubuntu-24.04-cuda-12.8-open-docker"
+CLUSTER_IMAGE = "ubuntu-24.04-cuda-13.0-cluster"
 
 
 class FakeClock:
@@ -313,7 +314,7 @@ def test_clusters_and_their_availability(standin, clock):
     client = client_for(standin, clock)
     assert client.cluster_available("16H200", "FIN-01") is True
     cluster_id = client.create_cluster({
-        "hostname": "tp16", "cluster_type": "16H200", "image": IMAGE, "description": "", "ssh_key_ids": [],
+        "hostname": "tp16", "cluster_type": "16H200", "image": CLUSTER_IMAGE, "description": "", "ssh_key_ids": [],
         "location_code": "FIN-01", "contract": "PAY_AS_YOU_GO", "shared_volume": {"name": "tp16-sfs", "size": 1000},
     })
     assert client.cluster_available("32H200", "FIN-01") is False  # 5 addresses needed, 0 left
@@ -353,3 +354,61 @@ def test_a_base_url_that_is_not_the_api_is_named(clock):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_an_error_answer_is_reported_by_its_code_and_message_only(clock):
+    """Whatever else an error answer carries (here an instance with its Jupyter token) stays out of the message."""
+
+    class Api(http.server.BaseHTTPRequestHandler):
+        def answer(self, status, body):
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.answer(200, b'{"access_token": "a-token-9d2e", "expires_in": 3600}')
+
+        def do_GET(self):
+            body = b'{"instance": {"jupyter_token": "jupyter-canary-77ab"}}'
+            if self.path.startswith("/v1/clusters"):
+                body = b'{"code": "forbidden_action", "message": "Not allowed", "jupyter_token": "jupyter-canary-77ab"}'
+            self.answer(409, body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Api)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        settings = resolve_settings(CLIENT_ID, CLIENT_SECRET, f"http://127.0.0.1:{server.server_address[1]}/v1")
+        client = VerdaClient(settings, sleep=clock.sleep, clock=clock)
+        with pytest.raises(VerdaAPIError) as error:
+            client.list_instances()
+        assert "HTTP 409: an answer that is not an API error object (application/json, 54 bytes)" in str(error.value)
+        with pytest.raises(VerdaAPIError) as error:
+            client.list_clusters()
+        assert "HTTP 409 forbidden_action: Not allowed. Fix:" in str(error.value)
+        assert "jupyter-canary-77ab" not in str(error.value)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_images_a_type_accepts(standin, clock):
+    client = client_for(standin, clock)
+    assert IMAGE in client.list_images(H200_TYPE)
+    assert client.list_images("16H200", cluster=True) == [CLUSTER_IMAGE, "ubuntu-22.04-cuda-12.9-cluster"]
+    assert ("GET", "/v1/images/cluster") in [(r["method"], r["path"]) for r in standin.requests()]
+    assert {"instance_type": "16H200"} in [r["query"] for r in standin.requests()]
+
+
+@pytest.mark.parametrize("shape", ["bool", "string"])
+def test_availability_in_each_shape(standin, clock, shape):
+    standin.shapes(availability=shape)
+    client = client_for(standin, clock)
+    assert client.instance_available(H200_TYPE, "FIN-01") is True
+    standin.set_pool([])
+    assert client.instance_available(H200_TYPE, "FIN-01") is False

@@ -160,3 +160,28 @@ def test_prices_as_numbers_strings_or_nothing():
     assert verda_inventory.price(3) == 3.0
     assert verda_inventory.price(None) is None
     assert verda_inventory.price("n/a") is None
+
+
+def test_a_host_without_a_location_or_type_is_in_no_location_or_type_group():
+    instance = dict(FLEET["instances"][0], location=None)
+    del instance["instance_type"]
+    cluster = dict(FLEET["clusters"][0], location="")
+    hosts, _skipped = build_hosts([instance], [cluster], InventoryOptions())
+    for host in hosts:
+        assert "datacrunch_location" not in host.groups and "datacrunch_type" not in host.groups, host.groups
+        assert not [group for group in host.groups if group.startswith("datacrunch_location")]
+    assert "datacrunch_cluster_tp16_fin01" in by_name(hosts)["tp16-fin01-node-1"].groups
+
+
+def test_hostnames_become_usable_inventory_names_and_keep_the_original():
+    first = FLEET["instances"][0]
+    spaced = dict(first, hostname="GPU box #1", id="aaaaaaaa-0000-4000-8000-000000000001")
+    accented = dict(first, hostname="työ-äly", id="bbbbbbbb-0000-4000-8000-000000000002", ip="192.0.2.2")
+    clash = dict(first, hostname="GPU box 1", id="cccccccc-0000-4000-8000-000000000003", ip="192.0.2.3",
+                 created_at="2026-11-23T00:00:00Z")
+    nothing = dict(first, hostname="  ", id="dddddddd-0000-4000-8000-000000000004", ip="192.0.2.4")
+    hosts = by_name(build_hosts([spaced, accented, clash, nothing], [], InventoryOptions())[0])
+    assert sorted(hosts) == ["GPU-box-1", "GPU-box-1-cccccccc", "dddddddd", "tyo-aly"]
+    assert hosts["GPU-box-1"].variables["datacrunch_hostname"] == "GPU box #1"
+    assert hosts["GPU-box-1-cccccccc"].variables["datacrunch_hostname"] == "GPU box 1"
+    assert hosts["tyo-aly"].variables["datacrunch_hostname"] == "työ-äly"

@@ -11,7 +11,11 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.datacrunch.sglang.plugins.module_utils import verda_provision
-from ansible_collections.datacrunch.sglang.plugins.module_utils.verda_api import VerdaClient, resolve_settings
+from ansible_collections.datacrunch.sglang.plugins.module_utils.verda_api import (
+    VerdaClient,
+    VerdaError,
+    resolve_settings,
+)
 from ansible_collections.datacrunch.sglang.plugins.module_utils.verda_provision import (
     ProvisionError,
     ensure_cluster,
@@ -23,6 +27,7 @@ import standin_control
 from standin_control import CLIENT_ID, CLIENT_SECRET, BannerServer
 
 IMAGE = "ubuntu-24.04-cuda-12.8-open-docker"
+CLUSTER_IMAGE = "ubuntu-24.04-cuda-13.0-cluster"
 H200 = "8H200.141S.176V"
 
 
@@ -53,7 +58,7 @@ def instance_params(sshd, **overrides):
 
 
 def cluster_params(sshd, **overrides):
-    params = {"hostname": "r1-tp16-t1", "state": "present", "cluster_type": "16H200", "image": IMAGE,
+    params = {"hostname": "r1-tp16-t1", "state": "present", "cluster_type": "16H200", "image": CLUSTER_IMAGE,
               "location": "FIN-01", "ssh_keys": [], "wait": True, "wait_timeout": 30, "wait_for_ssh": True,
               "ssh_port": sshd.port, "shared_volume_size": 500}
     params.update(overrides)
@@ -223,6 +228,131 @@ def test_an_answer_that_is_not_ssh_is_not_taken_for_ssh():
         assert "not an SSH banner" in str(error.value)
     finally:
         http.close()
+
+
+# --- answer shapes the SDKs document (the stand-in serves each, chosen per test) ------------------------------------
+
+
+def test_an_order_answered_with_the_instance_as_json_is_rented_and_its_token_never_shown(standin, client, sshd):
+    standin.shapes(create_instance="json")  # Go SDK instances.go: "sometimes JSON, sometimes plain text ID"
+    result = ensure_instance(client, instance_params(sshd))
+    assert (result["changed"], result["actions"]) == (True, ["create"])
+    assert result["instance"]["status"] == "running" and result["instance"]["ip"] == "127.0.0.1"
+    held = instances(standin)["sglang-r1-t1"]
+    assert held["jupyter_token"].startswith("jupyter-")
+    assert held["jupyter_token"] not in repr(result)
+    assert [r["path"] for r in orders(standin)] == ["/v1/instances"]  # ordered once
+
+
+def test_an_order_answered_without_a_usable_id_is_reported_without_quoting_the_answer(standin, client, sshd):
+    class Odd(VerdaClient):
+        def request(self, method, path, params=None, body=None):
+            response = super().request(method, path, params=params, body=body)
+            if method == "POST" and path == "/instances":
+                response.body = b'{"jupyter_token": "jupyter-canary-51f0", "status": "ordered"}'
+            return response
+
+    odd = Odd(client.settings)
+    with pytest.raises(VerdaError) as error:
+        ensure_instance(odd, instance_params(sshd))
+    assert "answered without a usable instance id" in str(error.value)
+    assert "look for hostname 'sglang-r1-t1' in the console" in str(error.value)
+    assert "jupyter-canary-51f0" not in str(error.value)
+
+
+def test_availability_as_the_json_string_true(standin, client, sshd):
+    standin.shapes(availability="string")  # Go SDK instances.go: "true"/"false" as a JSON string
+    result = ensure_instance(client, instance_params(sshd))
+    assert result["actions"] == ["create"]
+    standin.set_pool([])
+    with pytest.raises(ProvisionError) as error:
+        ensure_instance(client, instance_params(sshd, hostname="sglang-r1-t2"))
+    assert error.value.code == "no_capacity"
+
+
+def test_an_instance_answered_invalid_instance_id_once_deleted_is_gone(standin, client, sshd):
+    standin.shapes(unknown_instance="invalid_request")  # 400 "Invalid instance id", not 404
+    ensure_instance(client, instance_params(sshd))
+    released = ensure_instance(client, {"hostname": "sglang-r1-t1", "state": "absent", "wait_timeout": 30})
+    assert (released["changed"], released["actions"]) == (True, ["delete"])
+    assert instances(standin) == {}
+    again = ensure_instance(client, {"hostname": "sglang-r1-t1", "state": "absent", "wait_timeout": 30})
+    assert again["changed"] is False
+
+
+def test_an_instance_deleted_meanwhile_counts_as_gone(standin, client, sshd):
+    standin.shapes(unknown_instance="invalid_request", instance_action="multi_status")
+    standin.seed(instances=[{"id": "aaaa0009", "hostname": "sglang-r1-t1", "status": "running", "ip": "127.0.0.1",
+                             "instance_type": H200, "location": "FIN-01"}])
+
+    class Racing(VerdaClient):
+        def list_instances(self, status=None):
+            listed = super().list_instances(status)
+            standin.reset(pool=[])  # someone deletes it between the read and the delete
+            standin.shapes(unknown_instance="invalid_request", instance_action="multi_status")
+            return listed
+
+    result = ensure_instance(Racing(client.settings), {"hostname": "sglang-r1-t1", "state": "absent",
+                                                       "wait_timeout": 5})
+    assert result["actions"] == ["delete"]
+
+
+def test_a_running_instance_without_an_ip_yet_is_waited_for(standin, client, sshd):
+    standin.shapes(running_without_ip_s=0.8)
+    ordered = ensure_instance(client, instance_params(sshd, wait=False))
+    assert ordered["instance"]["status"] in ("ordered", "provisioning")
+    deadline = time.monotonic() + 10
+    while instances(standin)["sglang-r1-t1"]["status"] != "running" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert instances(standin)["sglang-r1-t1"]["ip"] is None
+    result = ensure_instance(client, instance_params(sshd))
+    assert result["instance"]["ip"] == "127.0.0.1"
+    assert result["ssh_banner"].startswith("SSH-2.0-")
+
+
+def test_a_running_instance_that_never_gets_an_ip_ends_in_a_clear_error(standin, client, sshd):
+    standin.shapes(running_without_ip_s=600)
+    ensure_instance(client, instance_params(sshd, wait=False))
+    deadline = time.monotonic() + 10
+    while instances(standin)["sglang-r1-t1"]["status"] != "running" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with pytest.raises(ProvisionError) as error:
+        ensure_instance(client, instance_params(sshd, wait_timeout=1))
+    assert "instance 'sglang-r1-t1' is running but the API gives it no IP address yet after 1s" in str(error.value)
+    assert sshd.connections == 0
+
+
+def test_a_batch_action_answered_207_names_each_failing_instance(standin, client, sshd):
+    standin.shapes(instance_action="multi_status")  # Go SDK instances_types.go: 207, a result per instance
+    standin.seed(instances=[
+        {"id": "aaaa0011", "hostname": "a", "status": "running", "ip": "127.0.0.1", "instance_type": H200},
+        {"id": "aaaa0012", "hostname": "b", "status": "offline", "ip": "127.0.0.2", "instance_type": H200},
+    ])
+    with pytest.raises(VerdaError) as error:
+        client.instance_action(["aaaa0011", "aaaa0012", "aaaa0013"], "shutdown")
+    message = str(error.value)
+    assert "PUT /instances (shutdown) failed for 2 of 3 instance(s)" in message
+    assert "instance aaaa0012: HTTP 400 Instance aaaa0012 is offline, not running" in message
+    assert "instance aaaa0013: HTTP 404 Instance aaaa0013 not found" in message
+    assert [(i, s) for i, _m, s in error.value.failures] == [("aaaa0012", 400), ("aaaa0013", 404)]
+    assert instances(standin)["a"]["status"] == "running"  # its shutdown was taken: offline after a moment
+    time.sleep(0.5)
+    assert instances(standin)["a"]["status"] == "offline"
+
+
+def test_a_shutdown_refused_for_the_instance_is_reported_by_instance(standin, client, sshd):
+    standin.shapes(instance_action="multi_status")
+    ensure_instance(client, instance_params(sshd))
+    held = instances(standin)["sglang-r1-t1"]
+
+    class Refusing(VerdaClient):
+        def instance_action(self, instance_ids, action, **kwargs):
+            standin.seed(instances=[{**held, "status": "provisioning"}])  # it changed under our feet
+            return super().instance_action(instance_ids, action, **kwargs)
+
+    with pytest.raises(VerdaError) as error:
+        ensure_instance(Refusing(client.settings), instance_params(sshd, state="stopped", wait_timeout=3))
+    assert f"instance {held['id']}: HTTP 400 Instance {held['id']} is provisioning, not running" in str(error.value)
 
 
 # --- Instant Clusters --------------------------------------------------------------------------------------------

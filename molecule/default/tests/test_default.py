@@ -7,6 +7,7 @@ change does, and that bad inputs fail with a clear message while the running ser
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from tests.support.lab_checks import (
     http,
     inner_inspect,
     lab_host_address,
+    recap_changed,
     run_playbook,
 )
 
@@ -148,22 +150,79 @@ BAD_INPUTS = [
     ({"sglang_hf_home": "cache/hf"}, "sglang_hf_home='cache/hf' must be an absolute path"),
     ({"sglang_profiles_extra": {"lab-tiny": {"extends": "deepseek-r1", "tp": 16}}}, "tp=16 needs 16 GPUs"),
     ({"sglang_server_pull": "sometimes"}, "sglang_server_pull"),
+    # Values a type cannot catch, refused on the controller before any host changes (they used to remove the
+    # running server, or crash-loop its replacement), all reported by one run:
+    ({"sglang_server_shm_size": "abc", "sglang_server_bind_host": "999.1.1.1", "sglang_tls_enabled": "ture",
+      "sglang_api_key": " "},
+     ["4 input(s) refused before anything changed on a host",
+      "sglang_server_shm_size='abc' is not a size Docker understands",
+      "sglang_server_bind_host='999.1.1.1' is not an IP address",
+      "sglang_tls_enabled='ture' is not a boolean; set true or false",
+      "sglang_api_key is blank"]),
     # Valid to the controller, refused by the host's preflight before the running server is stopped:
     ({"sglang_port": 22}, "port 22 is taken by pid"),
     ({"sglang_image": "localhost/not-loaded:v0.5.18"}, "is not on this host and sglang_server_pull=never"),
+    # A well-formed address that is not the host's: refused on the host before the running server is replaced.
+    ({"sglang_server_bind_host": "10.99.99.99"}, "sglang_server_bind_host=10.99.99.99 is not an address of this host"),
 ]
 
 
-@pytest.mark.parametrize(("extra_vars", "message"), BAD_INPUTS, ids=[str(v) for v, _message in BAD_INPUTS])
+@pytest.mark.parametrize(("extra_vars", "message"), BAD_INPUTS, ids=[str(sorted(v)) for v, _message in BAD_INPUTS])
 def test_bad_input_fails_clearly_and_the_server_stays_up(extra_vars, message, api_key, endpoint):
     before = server()["Id"]
     result = run_playbook("deploy.yml", "--extra-vars", json.dumps(extra_vars))
     output = result.stdout + result.stderr
     assert result.returncode != 0, output[-2000:]
-    assert message in " ".join(output.split()), output[-3000:]
+    for expected in message if isinstance(message, list) else [message]:
+        assert expected in " ".join(output.split()), output[-3000:]
+    assert recap_changed(result.stdout) == {HOST_NAME: 0}, "the failed play changed the host:\n" + output[-3000:]
+    if extra_vars.get("sglang_port") == 22:
+        assert "set sglang_port to a port nothing on the host listens on" in " ".join(output.split())
+        assert "kill" not in output, "the fix suggests killing a process the collection does not own"
     after = server()
     assert after["Id"] == before
     assert after["State"]["Status"] == "running"
+    assert http(endpoint + "/v1/models", api_key)[0] == 200
+
+
+def test_check_mode_on_the_unchanged_server_changes_nothing_and_succeeds():
+    before = server()["Id"]
+    result = run_playbook("deploy.yml", "--check", "--diff")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert recap_changed(result.stdout) == {HOST_NAME: 0}, output[-3000:]
+    assert server()["Id"] == before
+
+
+def test_the_server_role_alone_keeps_the_server_when_the_weights_are_missing(api_key, endpoint):
+    before = server()["Id"]
+    result = run_playbook("molecule/default/server_role_alone.yml", "--extra-vars",
+                          json.dumps({"sglang_hf_home": "/srv/no-weights-here"}))
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0, output[-2000:]
+    assert "the running server is kept: the new spec loads datacrunch-lab/tiny-deepseek-r1" in output, output[-3000:]
+    assert "datacrunch.sglang.model_cache role" in output
+    assert server()["Id"] == before
+    assert http(endpoint + "/v1/models", api_key)[0] == 200
+
+
+def test_a_load_longer_than_the_timeout_fails_clearly_and_the_rollback_waits_for_the_old_spec(api_key, endpoint):
+    """The new spec loads for 30 s against a 10 s limit: a clear failure naming the start-up step with the last log
+    lines, then the spec that served before comes back and is waited for, though it too needs more than a round."""
+    before = server()
+    result = run_playbook("deploy.yml", "--extra-vars", json.dumps(
+        {"sglang_server_ready_timeout": 10, "sglang_server_env": {"SGLANG_STANDIN_LOAD_SECONDS": "30"}}))
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0, output[-2000:]
+    assert "is running but not ready" in output and "the limit is sglang_server_ready_timeout=10" in output, (
+        output[-3000:])
+    assert "start-up step: loading weights" in output
+    assert "Load weight begin." in output, "the failure carries no log lines"
+    assert "Rollback: restored the spec that served before" in output, output[-3000:]
+    after = server()
+    assert after["Id"] != before["Id"]
+    assert after["Config"]["Labels"]["datacrunch.sglang.spec-hash"] == (
+        before["Config"]["Labels"]["datacrunch.sglang.spec-hash"])
     assert http(endpoint + "/v1/models", api_key)[0] == 200
 
 
@@ -173,6 +232,13 @@ def test_a_profile_change_recreates_the_container_and_serves(api_key, endpoint):
     result = run_playbook("deploy.yml", "--extra-vars",
                           json.dumps({"sglang_profile": "lab-tiny-latency", "sglang_profiles_extra": latency}))
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    # A real load takes many readiness rounds; the lab's compressed one crosses at least three, each showing
+    # the start-up step.
+    progress = re.findall(r"not ready yet \(round (\d+), [^)]*\): (loading weights|weights loaded|compiling "
+                          r"DeepGEMM kernels|capturing CUDA graphs|CUDA graphs captured|warming up)",
+                          " ".join(result.stdout.split()))
+    assert len(progress) >= 2 and int(progress[-1][0]) >= 2, result.stdout[-3000:]
+    assert "Wait for the server (round 3)" in result.stdout, result.stdout[-3000:]
     changed = server()
     assert changed["Id"] != before
     assert "--enable-dp-attention" not in changed["Args"]

@@ -99,6 +99,10 @@ def test_a_killed_rank_makes_the_unit_unready_and_a_rerun_restarts_it_whole(api_
     assert wait_for(lambda: http(endpoint(RANK0) + "/health_generate")[0] != 200), "rank 0 stayed ready"
     result = run_playbook("deploy.yml")
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    # The unit's restart crosses several readiness rounds (a real TP16 load takes 30-60 minutes), each showing
+    # rank 0's start-up step.
+    assert "Wait for the server (round 3)" in result.stdout, result.stdout[-3000:]
+    assert "not ready yet (round 1," in result.stdout
     after = {host: server(host)["Id"] for host in (RANK0, RANK1, SOLO)}
     assert after[RANK0] != before[RANK0] and after[RANK1] != before[RANK1]
     assert after[SOLO] == before[SOLO]
@@ -138,6 +142,31 @@ def test_a_public_rendezvous_address_fails_before_any_change():
     output = _unchanged_after(run_playbook("deploy.yml", "--limit", "%s,%s" % (RANK0, RANK1),
                                            "--extra-vars", "sglang_private_ip=185.22.7.10"), before)
     assert "is a public address" in output
+
+
+def test_a_limit_to_one_rank_is_refused_on_the_controller():
+    before = {host: server(host)["Id"] for host in (RANK0, RANK1)}
+    result = run_playbook("deploy.yml", "--limit", RANK1)
+    output = _unchanged_after(result, before)
+    assert ("sglang_cluster='lab-unit' is deployed as one unit of 2 hosts, but this play leaves out %s" % RANK0
+            in output), output[-3000:]
+    assert recap_changed(result.stdout) == {RANK1: 0}
+
+
+def test_a_public_rendezvous_address_on_rank_1_is_refused(tmp_path):
+    before = {host: server(host)["Id"] for host in (RANK0, RANK1)}
+    extra = tmp_path / "public-rank1.yml"
+    extra.write_text("sglang_servers:\n  hosts:\n    %s:\n      sglang_private_ip: 185.22.7.11\n" % RANK1)
+    output = _unchanged_after(run_playbook("deploy.yml", "--limit", "%s,%s" % (RANK0, RANK1),
+                                           "--inventory", str(extra)), before)
+    assert "sglang_private_ip=185.22.7.11 on %s (rank 1 of sglang_cluster='lab-unit') is a public address" % RANK1 in (
+        output), output[-3000:]
+
+
+def test_fewer_forks_than_the_unit_has_hosts_is_refused_with_the_setting():
+    before = {host: server(host)["Id"] for host in (RANK0, RANK1)}
+    output = _unchanged_after(run_playbook("deploy.yml", "--forks", "1"), before)
+    assert "sglang_cluster='lab-unit' has 2 hosts, but Ansible runs each task on at most 1 hosts at once" in output
 
 
 def test_different_gpu_counts_fail_before_any_change():

@@ -24,7 +24,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import save_file
 
 ORG = "datacrunch-lab"
 REPO = "tiny-deepseek-r1"
@@ -86,9 +85,26 @@ CONFIG = {
     "use_cache": True,
 }
 
+# The remote-code configuration module: the class config.json's auto_map names, every field kept as given.
+CONFIGURATION_MODULE = '''"""Configuration of the lab's tiny DeepSeek-V3-like model (random weights)."""
+
+from transformers.configuration_utils import PretrainedConfig
+
+
+class DeepseekV3Config(PretrainedConfig):
+    model_type = "deepseek_v3"
+    keys_to_ignore_at_inference = ["past_key_values"]
+'''
+
 # DeepSeek's special tokens use FULLWIDTH VERTICAL LINE and LOWER ONE EIGHTH BLOCK characters.
 BOS = "<\uff5cbegin\u2581of\u2581sentence\uff5c>"
 EOS = "<\uff5cend\u2581of\u2581sentence\uff5c>"
+
+TOKENIZER_CONFIG = {
+    "add_bos_token": True, "add_eos_token": False, "bos_token": BOS,
+    "eos_token": EOS, "model_max_length": 4096, "tokenizer_class": "LlamaTokenizerFast",
+    "legacy": True, "clean_up_tokenization_spaces": False,
+}
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "datacrunch-sglang lab",
@@ -195,6 +211,8 @@ def _git(repo: Path, *args: str, date: str | None = None) -> str:
 
 
 def build_model_repo(mirrors: Path, name: str, readme_extra: str = "") -> Path:
+    from safetensors.numpy import save_file  # only for the shards (the other files need no more than the stdlib)
+
     repo = mirrors / "models" / ORG / name
     if repo.exists():
         shutil.rmtree(repo)
@@ -228,13 +246,11 @@ def build_model_repo(mirrors: Path, name: str, readme_extra: str = "") -> Path:
     index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
     _write_json(repo / "model.safetensors.index.json", index)
     _write_json(repo / "tokenizer.json", _tokenizer())
-    _write_json(repo / "tokenizer_config.json", {
-        "add_bos_token": True, "add_eos_token": False, "bos_token": BOS,
-        "eos_token": EOS, "model_max_length": 4096, "tokenizer_class": "LlamaTokenizerFast",
-        "legacy": True, "clean_up_tokenization_spaces": False,
-    })
-    (repo / "configuration_deepseek.py").write_text(
-        '"""Configuration of the lab\'s tiny DeepSeek-V3-like model (fields only)."""\n', encoding="utf-8")
+    _write_json(repo / "tokenizer_config.json", TOKENIZER_CONFIG)
+    # config.json's auto_map sends AutoConfig here whenever the server runs with --trust-remote-code (the shipped
+    # profiles do): transformers imports this module and takes DeepseekV3Config from it, so it must define that
+    # class, as DeepSeek-R1's own configuration_deepseek.py does.
+    (repo / "configuration_deepseek.py").write_text(CONFIGURATION_MODULE, encoding="utf-8")
     readme = (
         "---\nlicense: mit\nlibrary_name: transformers\n---\n"
         f"# {ORG}/{name}\n\nA tiny model with DeepSeek-R1's repository layout, for the datacrunch.sglang lab "

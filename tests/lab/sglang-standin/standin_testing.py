@@ -60,6 +60,9 @@ def make_hf_cache(root: Path) -> Path:
             ),
             "model-00001-of-00002.safetensors": "weights-1",
             "model-00002-of-00002.safetensors": "weights-2",
+            # SGLang loads the tokenizer at start-up (AutoTokenizer): a fast tokenizer's file is needed.
+            "tokenizer.json": json.dumps({"version": "1.0", "model": {"type": "WordLevel", "vocab": {"a": 0}}}),
+            "tokenizer_config.json": json.dumps({"model_max_length": 8192}),
         }
         if not complete:
             files.pop("model-00002-of-00002.safetensors")

@@ -46,6 +46,10 @@ class Control:
         self._call("POST", "/faults", {"kind": kind, "count": count, "method": method, "path": path,
                                        "retry_after": retry_after, **extra})
 
+    def shapes(self, **spec):
+        """Chooses among the answer shapes the SDKs document (verda_api_standin.SHAPES), until the next reset."""
+        self._call("POST", "/shapes", spec)
+
     def clear_faults(self):
         self._call("DELETE", "/faults")
 

@@ -7,6 +7,9 @@ Cluster, availability and SSH key endpoints that the collection uses, with objec
 ordered -> provisioning -> running on a timer. Addresses come from a capacity pool: give it the addresses of lab
 hosts and a rented instance is a real SSH-reachable machine; a cluster's jump host and workers too.
 
+Where the official SDKs document more than one answer shape for an endpoint, each is served and one is chosen per
+test through /_standin/shapes (see SHAPES).
+
 Faults are injected through /_standin/faults (rate limits with Retry-After, server errors, refused credentials,
 insufficient funds, no capacity, expired tokens, dropped connections). Requests are logged without bodies.
 
@@ -34,18 +37,78 @@ API_PREFIX = "/v1"
 ADMIN_PREFIX = "/_standin"
 
 LOCATIONS = ("FIN-01", "FIN-02", "FIN-03", "ICE-01")
-IMAGES = (
-    "ubuntu-24.04-cuda-12.8-open-docker",
-    "ubuntu-24.04-cuda-13.0-open-docker",
-    "ubuntu-22.04-cuda-12.4-docker",
-    "ubuntu-24.04",
-)
 OS_NAMES = {
     "ubuntu-24.04-cuda-12.8-open-docker": "Ubuntu 24.04 + CUDA 12.8 Open + Docker",
     "ubuntu-24.04-cuda-13.0-open-docker": "Ubuntu 24.04 + CUDA 13.0 Open + Docker",
     "ubuntu-22.04-cuda-12.4-docker": "Ubuntu 22.04 + CUDA 12.4 + Docker",
     "ubuntu-24.04": "Ubuntu 24.04",
+    "ubuntu-24.04-cuda-13.0-cluster": "Ubuntu 24.04 + CUDA 13.0 Cluster",
+    "ubuntu-22.04-cuda-12.9-cluster": "Ubuntu 22.04 + CUDA 12.9 Cluster",
 }
+
+# OS images per kind of hardware, as GET /v1/images?instance_type= and GET /v1/images/cluster?instance_type= list
+# them. The answer's shape is the SDKs' Image: Go SDK pkg/verda/images.go (id, image_type, name, is_default,
+# is_cluster, details, category); Python SDK verda/images/_images.py and verda/clusters/_clusters.py
+# (get_cluster_images returns each image's image_type). image_type is the name an order takes. Names seen in the
+# SDKs and in use; which driver each ships is documented nowhere.
+INSTANCE_IMAGES = (
+    "ubuntu-24.04-cuda-12.8-open-docker",
+    "ubuntu-24.04-cuda-13.0-open-docker",
+    "ubuntu-22.04-cuda-12.4-docker",
+    "ubuntu-24.04",
+)
+CLUSTER_IMAGES = (
+    "ubuntu-24.04-cuda-13.0-cluster",
+    "ubuntu-22.04-cuda-12.9-cluster",
+)
+
+# Answer shapes the official SDKs document, served as chosen per test (POST /_standin/shapes). The first of each
+# is what the stand-in answers unless told otherwise.
+SHAPES = {
+    # POST /v1/instances. Python SDK verda/instances/_instances.py create(): `.post(...).text` is the id (plain text).
+    # Go SDK pkg/verda/instances.go createWithPlainTextResponse: "API's inconsistent response format (sometimes
+    # JSON, sometimes plain text ID)": the JSON is the instance object, jupyter_token included.
+    "create_instance": ("text", "json"),
+    # GET /v1/instance-availability/{type}. Python SDK instances.is_available(): `.json()`, a boolean. Go SDK
+    # pkg/verda/instances.go CheckInstanceTypeAvailability: "API returns "true"/"false" as JSON string".
+    "availability": ("bool", "string"),
+    # GET /v1/instances/{id} and PUT /v1/instances for an id the account does not hold (any more): 404 not_found,
+    # or 400 invalid_request "Invalid instance id", which dstack's Verda backend reads as "not found".
+    "unknown_instance": ("not_found", "invalid_request"),
+    # PUT /v1/instances. Go SDK pkg/verda/instances_types.go InstanceActionResult: "Returned as an array for 202 (all
+    # succeeded) and 207 (some failed) responses", each {action, instanceId, status, error, statusCode}; Go SDK
+    # instances.go Action(). "reject": a request with any failing instance is refused as a whole (400).
+    "instance_action": ("reject", "multi_status"),
+}
+# Seconds a running instance goes on without its ip (0: it has one as soon as it runs). The Python SDK documents
+# ip as Optional; the status can reach running before the address is assigned.
+SHAPE_NUMBERS = {"running_without_ip_s": 0.0}
+# Lists that replace a table for one test: the images a type accepts.
+SHAPE_LISTS = {"instance_images": INSTANCE_IMAGES, "cluster_images": CLUSTER_IMAGES}
+
+
+def default_shapes():
+    shapes = {name: choices[0] for name, choices in SHAPES.items()}
+    shapes.update(SHAPE_NUMBERS)
+    shapes.update({name: list(values) for name, values in SHAPE_LISTS.items()})
+    return shapes
+
+
+def check_shapes(spec):
+    for name, value in spec.items():
+        if name in SHAPES:
+            if value not in SHAPES[name]:
+                raise ApiError(400, "invalid_request", f"shape {name}={value!r}: choose one of {SHAPES[name]}")
+        elif name in SHAPE_NUMBERS:
+            if not isinstance(value, (int, float)) or value < 0:
+                raise ApiError(400, "invalid_request", f"shape {name}={value!r}: seconds, 0 or more")
+        elif name in SHAPE_LISTS:
+            if not isinstance(value, list):
+                raise ApiError(400, "invalid_request", f"shape {name}={value!r}: a list of image names")
+        else:
+            known = ", ".join([*SHAPES, *SHAPE_NUMBERS, *SHAPE_LISTS])
+            raise ApiError(400, "invalid_request", f"unknown shape {name!r}; known: {known}")
+
 
 # Hardware as the API describes it. Prices are illustrative, not DataCrunch's price list.
 INSTANCE_TYPES = {
@@ -95,7 +158,7 @@ class StandInState:
     """Everything the stand-in knows, behind one lock; persisted to a JSON file when one is given."""
 
     def __init__(self, client_id, client_secret, pool=(), token_ttl=3600.0, refresh_ttl=86400.0,
-                 provision_seconds=3.0, action_seconds=1.0, jump_from_workers=False, state_file=None):
+                 provision_seconds=3.0, action_seconds=1.0, jump_from_workers=False, state_file=None, shapes=None):
         self.lock = threading.RLock()
         self.client_id = client_id
         self.client_secret = client_secret
@@ -116,6 +179,9 @@ class StandInState:
         }]
         self.pool = list(pool)
         self.faults = []
+        self.shapes = default_shapes()
+        if shapes:
+            self.set_shapes(shapes)
         self.access_tokens = {}
         self.refresh_tokens = {}
         self.deleted_volumes = []
@@ -143,6 +209,17 @@ class StandInState:
         with open(tmp, "w", encoding="utf-8") as handle:
             json.dump(data, handle, indent=1)
         os.replace(tmp, self.state_file)
+
+    # ---- answer shapes ----
+
+    def set_shapes(self, spec):
+        check_shapes(spec)
+        self.shapes.update(spec)
+
+    def unknown_instance(self, instance_id):
+        if self.shapes["unknown_instance"] == "invalid_request":
+            return ApiError(400, "invalid_request", "Invalid instance id")
+        return ApiError(404, "not_found", f"Instance {instance_id} not found")
 
     # ---- faults ----
 
@@ -184,6 +261,10 @@ class StandInState:
         for table, on_status in ((self.instances, self._instance_reached), (self.clusters, self._cluster_reached)):
             for object_id in list(table):
                 record = table[object_id]
+                if record.get("_ip_at") is not None and now >= record["_ip_at"]:
+                    record["ip"] = record["_addresses"][0]
+                    record.pop("_ip_at")
+                    changed = True
                 while record.get("_next") and now >= record["_next"]["at"]:
                     changed = True
                     step = record.pop("_next")
@@ -198,10 +279,13 @@ class StandInState:
         if changed:
             self.save()
 
-    @staticmethod
-    def _instance_reached(record):
-        if record["status"] == "running" and record["ip"] is None:
-            record["ip"] = record["_addresses"][0]
+    def _instance_reached(self, record):
+        if record["status"] == "running" and record["ip"] is None and "_ip_at" not in record:
+            delay = self.shapes["running_without_ip_s"]
+            if delay:
+                record["_ip_at"] = time.time() + delay
+            else:
+                record["ip"] = record["_addresses"][0]
 
     def _cluster_reached(self, record):
         for worker in record["worker_nodes"]:
@@ -226,14 +310,14 @@ class StandInState:
 
     # ---- validation shared by instances and clusters ----
 
-    def _check_common(self, body, type_field, known_types):
+    def _check_common(self, body, type_field, known_types, images):
         errors = []
         hostname = body.get("hostname")
         if not isinstance(hostname, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}", hostname or ""):
             errors.append(f"hostname {hostname!r} is invalid")
         if body.get(type_field) not in known_types:
             errors.append(f"{type_field} {body.get(type_field)!r} is invalid")
-        if body.get("image") not in IMAGES and body.get("image") not in self._volume_ids():
+        if body.get("image") not in images and body.get("image") not in self._volume_ids():
             errors.append(f"image {body.get('image')!r} is invalid")
         location = body.get("location_code") or "FIN-03"
         if location not in LOCATIONS:
@@ -257,7 +341,7 @@ class StandInState:
     # ---- instances ----
 
     def create_instance(self, body):
-        location = self._check_common(body, "instance_type", INSTANCE_TYPES)
+        location = self._check_common(body, "instance_type", INSTANCE_TYPES, self.shapes["instance_images"])
         if self.take_fault("POST", API_PREFIX + "/instances", ("insufficient_funds",)):
             status, code, message = ERROR_MESSAGES["insufficient_funds"]
             raise ApiError(status, code, message)
@@ -287,7 +371,8 @@ class StandInState:
             "startup_script_id": body.get("startup_script_id"),
             "ssh_key_ids": list(body.get("ssh_key_ids") or []),
             "os_volume_id": str(uuid.uuid4()),
-            "jupyter_token": "",
+            # The API hands each instance a Jupyter token: a secret, random per instance, for tests to look for.
+            "jupyter_token": "jupyter-" + secrets.token_hex(12),
             "contract": body.get("contract") or ("SPOT" if body.get("is_spot") else "PAY_AS_YOU_GO"),
             "pricing": body.get("pricing") or "FIXED_PRICE",
             "volume_ids": volumes,
@@ -304,9 +389,10 @@ class StandInState:
                                "then": {"after": half, "status": "running"}}
         self.instances[instance_id] = record
         self.save()
-        return instance_id
+        return record
 
     def instance_action(self, body):
+        """(HTTP status, per-instance results) of PUT /v1/instances, in the chosen shape."""
         ids = body.get("id")
         if isinstance(ids, str):
             ids = [ids]
@@ -314,36 +400,52 @@ class StandInState:
         if not ids or action not in ("start", "shutdown", "delete", "boot", "force_shutdown", "discontinue",
                                      "hibernate"):
             raise ApiError(400, "invalid_request", f"invalid action {action!r} or empty id list")
-        missing = [i for i in ids if i not in self.instances]
-        if missing:
-            raise ApiError(404, "not_found", f"Instance {missing[0]} not found")
+        per_instance = self.shapes["instance_action"] == "multi_status"
+        refusals = {}
+        for instance_id in ids:
+            try:
+                self._check_action(instance_id, action)
+            except ApiError as error:
+                if not per_instance:
+                    raise
+                refusals[instance_id] = error
         results = []
         now = time.time()
         for instance_id in ids:
+            if instance_id in refusals:
+                error = refusals[instance_id]
+                results.append({"action": action, "instanceId": instance_id, "status": "error",
+                                "error": error.message, "statusCode": error.status})
+                continue
             record = self.instances[instance_id]
-            status = record["status"]
             if action in ("delete", "discontinue"):
                 # Volumes deleted with the instance (to the trash, or for good), for tests to check.
                 for volume_id in body.get("volume_ids") or []:
                     self.deleted_volumes.append({"id": volume_id, "permanently": bool(body.get("delete_permanently"))})
-                record["status"] = "deleting" if status != "no_capacity" else status
+                record["status"] = "deleting" if record["status"] != "no_capacity" else record["status"]
                 record["_next"] = {"at": now + self.action_seconds, "status": "gone"}
             elif action in ("shutdown", "force_shutdown", "hibernate"):
-                if status != "running":
-                    raise ApiError(400, "invalid_request", f"Instance {instance_id} is {status}, not running")
                 record["_next"] = {"at": now + self.action_seconds, "status": "offline"}
-            elif action in ("start", "boot"):
-                if status != "offline":
-                    raise ApiError(400, "invalid_request", f"Instance {instance_id} is {status}, not offline")
+            else:
                 record["_next"] = {"at": now + self.action_seconds, "status": "running"}
             results.append({"action": action, "instanceId": instance_id, "status": "success"})
         self.save()
-        return results
+        return (207 if refusals else 202), results
+
+    def _check_action(self, instance_id, action):
+        record = self.instances.get(instance_id)
+        if record is None:
+            raise self.unknown_instance(instance_id)
+        status = record["status"]
+        if action in ("shutdown", "force_shutdown", "hibernate") and status != "running":
+            raise ApiError(400, "invalid_request", f"Instance {instance_id} is {status}, not running")
+        if action in ("start", "boot") and status != "offline":
+            raise ApiError(400, "invalid_request", f"Instance {instance_id} is {status}, not offline")
 
     # ---- clusters ----
 
     def create_cluster(self, body):
-        location = self._check_common(body, "cluster_type", CLUSTER_TYPES)
+        location = self._check_common(body, "cluster_type", CLUSTER_TYPES, self.shapes["cluster_images"])
         if not isinstance(body.get("shared_volume"), dict) or not body["shared_volume"].get("name"):
             raise ApiError(400, "invalid_request", "shared_volume {name, size} is required")
         if self.take_fault("POST", API_PREFIX + "/clusters", ("insufficient_funds",)):
@@ -575,13 +677,17 @@ class Handler(BaseHTTPRequestHandler):
                 items = [state.public(r) for r in state.instances.values() if not status or r["status"] == status]
                 return self._send(200, items)
             if len(parts) == 1 and method == "POST":
-                return self._send(200, text=state.create_instance(body))
+                record = state.create_instance(body)
+                if state.shapes["create_instance"] == "json":
+                    return self._send(200, state.public(record))
+                return self._send(200, text=record["id"])
             if len(parts) == 1 and method == "PUT":
-                return self._send(202, state.instance_action(body))
+                status, results = state.instance_action(body)
+                return self._send(status, results)
             if len(parts) == 2 and method == "GET":
                 record = state.instances.get(parts[1])
                 if record is None:
-                    raise ApiError(404, "not_found", f"Instance {parts[1]} not found")
+                    raise state.unknown_instance(parts[1])
                 return self._send(200, state.public(record))
         if parts[0] == "clusters":
             if len(parts) == 1 and method == "GET":
@@ -602,7 +708,10 @@ class Handler(BaseHTTPRequestHandler):
             if len(parts) == 2:
                 if parts[1] not in INSTANCE_TYPES:
                     raise ApiError(400, "invalid_request", f"Invalid instance type {parts[1]}")
-                return self._send(200, len(state.pool) >= 1)
+                available = len(state.pool) >= 1
+                if state.shapes["availability"] == "string":
+                    return self._send(200, "true" if available else "false")
+                return self._send(200, available)
             free = list(INSTANCE_TYPES) if state.pool else []
             return self._send(200, [{"location_code": code, "availabilities": free} for code in LOCATIONS])
         if parts[0] == "cluster-availability" and method == "GET" and len(parts) == 2:
@@ -611,6 +720,17 @@ class Handler(BaseHTTPRequestHandler):
                 raise ApiError(400, "invalid_request", f"Invalid cluster type {parts[1]}")
             needed = spec["nodes"] if state.jump_from_workers else spec["nodes"] + 1
             return self._send(200, text="true" if len(state.pool) >= needed else "false")
+        if parts[0] == "images" and method == "GET" and parts[1:] in ([], ["cluster"]):
+            cluster = parts[1:] == ["cluster"]
+            wanted = query.get("instance_type")
+            if wanted and wanted not in (CLUSTER_TYPES if cluster else INSTANCE_TYPES):
+                raise ApiError(400, "invalid_request", f"Invalid instance type {wanted}")
+            names = state.shapes["cluster_images" if cluster else "instance_images"]
+            return self._send(200, [{
+                "id": str(uuid.uuid5(uuid.NAMESPACE_URL, name)), "image_type": name,
+                "name": OS_NAMES.get(name, name), "is_default": index == 0, "is_cluster": cluster,
+                "details": OS_NAMES.get(name, name).split(" + "), "category": "ubuntu",
+            } for index, name in enumerate(names)])
         if parts[0] == "sshkeys" and method == "GET" and len(parts) == 1:
             return self._send(200, state.ssh_keys)
         raise ApiError(404, "not_found", f"no such endpoint {method} {path}")
@@ -624,6 +744,11 @@ class Handler(BaseHTTPRequestHandler):
         if route == "/faults" and method == "POST":
             state.add_fault(self._body())
             return self._send(204)
+        if route == "/shapes" and method == "POST":
+            state.set_shapes(self._body())
+            return self._send(204)
+        if route == "/shapes" and method == "GET":
+            return self._send(200, state.shapes)
         if route == "/faults" and method == "DELETE":
             state.faults.clear()
             return self._send(204)
@@ -653,6 +778,7 @@ class Handler(BaseHTTPRequestHandler):
             state.faults.clear()
             state.requests.clear()
             state.deleted_volumes.clear()
+            state.shapes = default_shapes()
             state.pool = list(self._body().get("addresses", []))
             state.save()
             return self._send(204)

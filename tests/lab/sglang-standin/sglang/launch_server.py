@@ -48,7 +48,7 @@ def _settings():
     try:
         return {
             "durations": {
-                "weights": number("SGLANG_STANDIN_LOAD_SECONDS", 3.0),
+                "weights": number("SGLANG_STANDIN_LOAD_SECONDS", 4.0),
                 "jit": number("SGLANG_STANDIN_JIT_SECONDS", 2.0),
                 "graphs": number("SGLANG_STANDIN_GRAPH_SECONDS", 2.0),
                 "warmup": number("SGLANG_STANDIN_WARMUP_SECONDS", 1.0),
@@ -99,7 +99,9 @@ def main(argv: list[str]) -> None:
     needed, how = _gpus_needed_per_node(args)
 
     try:
-        found = model.resolve(args.model_path, args.revision)
+        found = model.resolve(args.model_path, args.revision, bool(getattr(args, "trust_remote_code", False)))
+    except model.ModelFilesInvalid as exc:
+        fatal(exc.error_class, str(exc), "transformers/models/auto/configuration_auto.py")
     except model.ModelNotFound as exc:
         if model.offline():
             fatal("OSError", f"{model.OFFLINE_ERROR} ({exc})", "transformers/utils/hub.py")

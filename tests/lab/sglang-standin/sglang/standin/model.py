@@ -1,14 +1,24 @@
-"""Test stand-in (not SGLang): finding the model the way SGLang (through huggingface_hub) finds it.
+"""Test stand-in (not SGLang): finding the model the way SGLang (through transformers and huggingface_hub) finds it.
 
 --model-path is a local directory (it must hold config.json), or a Hub repo id looked up in the Hugging Face cache
 ($HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub) at --revision (a commit, or a ref such as the
-default main). The snapshot must be complete: config.json, and every shard named by model.safetensors.index.json.
-The stand-in never downloads: with weights missing it fails as the real server does offline
-(HF_HUB_OFFLINE=1), and says that it does not download when online.
+default main, read from refs/<ref>). Then, as SGLang's start-up does it (0.5.18 and 0.5.23:
+sglang/srt/utils/hf_transformers/config.py get_config, whose "hf" parser reads config.json and calls
+AutoConfig.from_pretrained, into which SGLang's own config registry is registered first, and
+sglang/srt/utils/hf_transformers/tokenizer.py get_tokenizer, AutoTokenizer.from_pretrained):
+- config.json must be there and name a model_type;
+- with --trust-remote-code and an auto_map AutoConfig entry "module.Class" (DeepSeek-R1's config.json has one),
+  transformers imports module.py from the snapshot and takes Class from it: the file must be there and define it;
+- the tokenizer needs tokenizer.json (or a slow tokenizer's tokenizer.model);
+- every shard named by model.safetensors.index.json must be there.
+The stand-in never downloads: with a file missing it fails as the real server does offline (HF_HUB_OFFLINE=1),
+with the exception class the real one raises, and says that it does not download when online.
+tests/integration/test_sglang_standin_model.py holds it to SGLang's own get_config and get_tokenizer.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -17,7 +27,17 @@ from pathlib import Path
 
 
 class ModelNotFound(Exception):
-    pass
+    """A file is not in the cache: the real server raises OSError (offline) or downloads it (online)."""
+
+    error_class = "OSError"
+
+
+class ModelFilesInvalid(Exception):
+    """The files are there but transformers cannot use them; error_class is the exception it raises."""
+
+    def __init__(self, error_class: str, message: str):
+        super().__init__(message)
+        self.error_class = error_class
 
 
 @dataclass
@@ -76,11 +96,47 @@ def _check_complete(snapshot: Path, name: str) -> dict:
     return config
 
 
-def resolve(model_path: str, revision: str | None) -> Model:
+def _check_config_and_tokenizer(snapshot: Path, name: str, config: dict, trust_remote_code: bool) -> None:
+    """What AutoConfig and AutoTokenizer need from the snapshot (see the module docstring)."""
+    auto_config = (config.get("auto_map") or {}).get("AutoConfig")
+    if trust_remote_code and isinstance(auto_config, str) and "." in auto_config:
+        module, class_name = auto_config.rsplit(".", 1)
+        module = module.split("--", 1)[-1]  # "repo--module.Class" names code in another repo; only the module counts
+        source = snapshot / (module.replace(".", "/") + ".py")
+        if not source.is_file():
+            raise ModelNotFound(
+                f"{name}: {source.name} (auto_map AutoConfig, --trust-remote-code) is missing in {snapshot}"
+            )
+        try:
+            tree = ast.parse(source.read_text(encoding="utf-8"), str(source))
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise ModelFilesInvalid("SyntaxError", f"{source}: {exc}") from None
+        defined = {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
+        defined |= {alias.asname or alias.name for node in tree.body if isinstance(node, ast.ImportFrom)
+                    for alias in node.names}
+        if class_name not in defined:
+            raise ModelFilesInvalid("AttributeError", f"module '{module}' has no attribute '{class_name}' ({source})")
+    elif not config.get("model_type"):
+        raise ModelFilesInvalid(
+            "ValueError",
+            f"Unrecognized model in {name}. Should have a `model_type` key in its config.json",
+        )
+    if not (snapshot / "tokenizer.json").is_file() and not (snapshot / "tokenizer.model").is_file():
+        raise ModelFilesInvalid(
+            "ValueError",
+            f"Couldn't instantiate the backend tokenizer from one of: (1) a `tokenizers` library serialization file, "
+            f"(2) a slow tokenizer instance to convert or (3) an equivalent slow tokenizer class to instantiate and "
+            f"convert ({name}: no tokenizer.json in {snapshot})",
+        )
+
+
+def resolve(model_path: str, revision: str | None, trust_remote_code: bool = False) -> Model:
     token = _read_token()
     local = Path(model_path)
     if local.is_dir():
-        return Model(local, None, _check_complete(local, model_path), token)
+        config = _check_complete(local, model_path)
+        _check_config_and_tokenizer(local, model_path, config, trust_remote_code)
+        return Model(local, None, config, token)
     if model_path.startswith(("/", "./", "../")) or model_path.count("/") != 1:
         raise ModelNotFound(f"{model_path} is neither a local directory nor a Hub repo id (org/name)")
     repo = hub_cache() / ("models--" + model_path.replace("/", "--"))
@@ -95,7 +151,9 @@ def resolve(model_path: str, revision: str | None) -> Model:
     snapshot = repo / "snapshots" / commit
     if not snapshot.is_dir():
         raise ModelNotFound(f"{model_path}: snapshot {commit} is not in the cache ({snapshot} missing)")
-    return Model(snapshot, commit, _check_complete(snapshot, model_path), token)
+    config = _check_complete(snapshot, model_path)
+    _check_config_and_tokenizer(snapshot, model_path, config, trust_remote_code)
+    return Model(snapshot, commit, config, token)
 
 
 def offline() -> bool:

@@ -1,7 +1,7 @@
 """Test stand-in (not SGLang): the SGLANG_STANDIN_* settings that shape what the stand-in does.
 
 SGLANG_STANDIN_VERSION              SGLang version played (its flags, its module layout); baked into each image
-SGLANG_STANDIN_LOAD_SECONDS         start-up phases (standin/startup.py), compressed: weight loading (default 3),
+SGLANG_STANDIN_LOAD_SECONDS         start-up phases (standin/startup.py), compressed: weight loading (default 4),
 SGLANG_STANDIN_JIT_SECONDS          DeepGEMM JIT compilation (2), CUDA graph capture (2), all with the port
 SGLANG_STANDIN_GRAPH_SECONDS        closed, then the warm-up request with the port open and /health answering
 SGLANG_STANDIN_WARMUP_SECONDS       503 (1)

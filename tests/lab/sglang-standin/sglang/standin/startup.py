@@ -23,7 +23,7 @@ A cold DeepSeek-R1 start on 8x H200 takes 30-60 minutes. The phases and the line
 
 Until the warm-up phase the port is closed: real SGLang starts its HTTP server only after the schedulers report
 the model loaded and the graphs captured. Durations (seconds, compressed: the lab's readiness rounds are seconds
-long too): SGLANG_STANDIN_LOAD_SECONDS (weights, default 3), SGLANG_STANDIN_JIT_SECONDS (2),
+long too): SGLANG_STANDIN_LOAD_SECONDS (weights, default 4), SGLANG_STANDIN_JIT_SECONDS (2),
 SGLANG_STANDIN_GRAPH_SECONDS (2), SGLANG_STANDIN_WARMUP_SECONDS (1). Faults: SGLANG_STANDIN_FAULT=hang:PHASE never
 leaves that phase, start-fail:PHASE fails in it with a traceback (see settings.py).
 """
@@ -48,10 +48,14 @@ def _stamp() -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _minutes(seconds: float) -> str:
+    return "%02d:%02d" % divmod(int(max(seconds, 0)), 60)
+
+
 def _bar(desc: str, done: int, total: int, started: float, eta: float, fmt: str = "sglang") -> str:
     elapsed = time.monotonic() - started
     rate = done / elapsed if elapsed > 0 else 0.0
-    minutes = lambda s: "%02d:%02d" % divmod(int(max(s, 0)), 60)  # noqa: E731
+    minutes = _minutes
     percent = int(100 * done / total) if total else 100
     if fmt == "sglang":  # srt/utils/common.py BAR_FORMAT
         return (f"{desc}: {percent:3d}% Completed | {done}/{total} [{minutes(elapsed)}<{minutes(eta)}, "
