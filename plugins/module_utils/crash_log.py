@@ -95,7 +95,10 @@ def excerpt(text, tail=40, per_rank=LINES_PER_RANK):
 
 def describe_exit(exit_code, oom_killed, text):
     """How a server that stopped on its own ended, whatever its exit code: `crashed (...): <root cause>`."""
-    if oom_killed:
+    if exit_code is None:
+        # Docker keeps only the exit code of the current run: once restarted, the crash's code is gone.
+        how = "crashed (restarted by its restart policy; Docker keeps no exit code of the run that crashed)"
+    elif oom_killed:
         how = "killed by the kernel for lack of memory (exit code %s)" % exit_code
     elif exit_code == 0:
         how = "crashed (exit code 0: SGLang ends a crash with exit code 0 when it is PID 1 of its container)"

@@ -464,7 +464,9 @@ class ServerContainer:
             if container.attrs.get("RestartCount", 0) != restarts or (
                 parse_docker_time(state.get("StartedAt")) or started_at
             ) != started_at:
-                how, logs = self.crash_report(container, state)
+                # Running again: State.ExitCode is the new run's (0), not the crashed one's.
+                how, logs = self.crash_report(container, dict(state, ExitCode=None) if state.get("Status") == "running"
+                                              else state)
                 raise ServerError(
                     "container %s %s and was restarted while starting: a crash loop" % (self.spec["name"], how),
                     restart_count=container.attrs.get("RestartCount", 0),

@@ -60,6 +60,9 @@ def test_exit_code_0_after_a_crash_reads_as_a_crash():
     assert said.startswith("crashed (exit code 0")
     assert said.endswith(": RuntimeError: CUDA error: an illegal memory access was encountered")
     assert describe_exit(137, True, "").startswith("killed by the kernel for lack of memory")
+    # restarted by Docker: the crashed run's code is gone, and 0 (the new run's) must not be claimed
+    assert "exit code 0" not in describe_exit(None, False, EIGHT_RANK_CRASH)
+    assert describe_exit(None, False, EIGHT_RANK_CRASH).startswith("crashed (restarted")
 
 
 def test_a_bare_python_traceback_before_logging_is_found():
