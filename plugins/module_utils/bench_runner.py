@@ -33,6 +33,7 @@ from ansible_collections.datacrunch.sglang.plugins.module_utils.bench_output imp
     serving_result,
 )
 from ansible_collections.datacrunch.sglang.plugins.module_utils.bench_report import utc_now
+from ansible_collections.datacrunch.sglang.plugins.module_utils.crash_log import excerpt, root_cause
 from ansible_collections.datacrunch.sglang.plugins.module_utils.env_names import EnvNameError
 from ansible_collections.datacrunch.sglang.plugins.module_utils.env_names import check_env as check_env_names
 from ansible_collections.datacrunch.sglang.plugins.module_utils.launch_spec import (
@@ -70,6 +71,10 @@ CONTAINER_NAME_PREFIX = "sglang-bench-"
 CONTAINER_WORK_DIR = "/run/datacrunch-sglang-bench"
 CONTAINER_KEY_FILE = CONTAINER_WORK_DIR + "/api-key"
 LOG_TAIL_LINES = 40
+# bench_one_batch prints while it loads (progress bars), compiles and measures; 10 minutes without a line means a
+# stuck run (a failed TP worker leaves the others waiting in NCCL for ever), not a slow one.
+DEFAULT_STALL_TIMEOUT = 600
+STALL_POLL_SECONDS = 5
 
 # (module of current releases, module of older releases): SGLang 0.5.18 moved the benchmarks into
 # sglang.benchmark and keeps the old names as deprecated shims; later releases drop some of them.
@@ -435,11 +440,13 @@ def shown_command(command):
 class BenchRunner:
     """Runs benchmark containers next to the server described by its spec."""
 
-    def __init__(self, spec, env=None, image="", timeout=3600, client=None, check_mode=False):
+    def __init__(self, spec, env=None, image="", timeout=3600, client=None, check_mode=False,
+                 stall_timeout=DEFAULT_STALL_TIMEOUT):
         self.spec = spec
         self.image = image or spec["image"]
         self.env = env or {}
         self.timeout = timeout
+        self.stall_timeout = stall_timeout
         self.check_mode = check_mode
         self.secrets = []
         self.client = client
@@ -484,10 +491,11 @@ class BenchRunner:
                 "server first or load the image (docker load)"
             ) from None
 
-    def run(self, kind, command, work_dir, gpus=False, files=()):
+    def run(self, kind, command, work_dir, gpus=False, files=(), stall_timeout=None):
         """Run one benchmark container to its end; (exit code, log text). The container is always removed.
 
         ``files`` are host files the benchmark reads (a dataset), mounted read-only at the same path.
+        ``stall_timeout``: seconds without new output after which the run counts as stuck (None: no such limit).
         """
         mounts = [Mount(target=CONTAINER_WORK_DIR, source=work_dir, type="bind", read_only=False)]
         mounts += [Mount(target=path, source=path, type="bind", read_only=True) for path in files]
@@ -514,22 +522,46 @@ class BenchRunner:
             )
         container = self.client.containers.run(self.image, command, **options)
         try:
-            try:
-                status = container.wait(timeout=self.timeout)
-                exit_code = status.get("StatusCode")
-            except (ReadTimeout, RequestsConnectionError):
-                container.kill()
-                logs = container.logs(stdout=True, stderr=True).decode(errors="replace")
-                raise BenchRunError(
-                    f"the {kind} benchmark did not finish within {self.timeout} s; raise the benchmark timeout or "
-                    "lower the number of prompts",
-                    logs=self.tail(logs),
-                ) from None
+            exit_code = self._wait(kind, container, stall_timeout if stall_timeout is not None else self.timeout)
             logs = container.logs(stdout=True, stderr=True).decode(errors="replace")
         finally:
             with contextlib.suppress(APIError, NotFound):
                 container.remove(force=True)
         return exit_code, redact(logs, self.secrets)
+
+    def _wait(self, kind, container, stall_timeout, poll=STALL_POLL_SECONDS):
+        """Wait for the benchmark container to exit; its exit code. Kills it and raises when it runs past the
+        timeout, or prints nothing new for stall_timeout seconds (SGLang's bench_one_batch with TP > 1 joins its
+        workers: when one fails, the others wait in NCCL for ever and the run neither ends nor prints)."""
+        started = last_output = time.monotonic()
+        seen = -1
+        while True:
+            try:
+                status = container.wait(timeout=poll)
+                return status.get("StatusCode")
+            except (ReadTimeout, RequestsConnectionError):
+                pass
+            now = time.monotonic()
+            logs = container.logs(stdout=True, stderr=True).decode(errors="replace")
+            if len(logs) != seen:
+                seen, last_output = len(logs), now
+            if now - started >= self.timeout:
+                container.kill()
+                raise BenchRunError(
+                    f"the {kind} benchmark did not finish within {self.timeout} s; raise the benchmark timeout or "
+                    "lower the number of prompts",
+                    logs=self.tail(logs),
+                )
+            if now - last_output >= stall_timeout:
+                container.kill()
+                cause = root_cause(logs)
+                raise BenchRunError(
+                    f"the {kind} benchmark printed nothing for {int(now - last_output)} s and was stopped"
+                    + (f"; a worker failed: {redact(cause, self.secrets)}" if cause else "")
+                    + " (SGLang's bench_one_batch waits for ever when one of its TP workers fails; raise the stall "
+                    "timeout if a run is just slow to print)",
+                    logs=redact(excerpt(logs, tail=LOG_TAIL_LINES), self.secrets),
+                )
 
     def tail(self, text, lines=LOG_TAIL_LINES):
         return redact("\n".join(text.splitlines()[-lines:]), self.secrets)
@@ -607,14 +639,19 @@ class BenchRunner:
         self.remove_leftovers()
         result["started_at"] = utc_now()
         with _private_dir() as work_dir:
-            exit_code, logs = self.run("one-batch", command, work_dir, gpus=True)
+            exit_code, logs = self.run("one-batch", command, work_dir, gpus=True, stall_timeout=self.stall_timeout)
             jsonl = _read_optional(os.path.join(work_dir, "one-batch.jsonl"))
         requested = {key: settings[key] for key in ("batch_size", "input_len", "output_len")}
         try:
             parsed = one_batch_result(logs, jsonl, requested)
         except BenchOutputError as exc:
+            # With TP > 1 a failed worker still ends in exit code 0 when every worker ended: name the failure.
+            cause = root_cause(logs)
+            worker = f"; a worker failed: {redact(cause, self.secrets)}" if cause else ""
             raise BenchRunError(
-                f"bench_one_batch failed (exit code {exit_code}): {exc}", exit_code=exit_code, logs=self.tail(logs)
+                f"bench_one_batch failed (exit code {exit_code}): {exc}{worker}",
+                exit_code=exit_code,
+                logs=redact(excerpt(logs, tail=LOG_TAIL_LINES), self.secrets),
             ) from None
         if exit_code != 0:
             raise BenchRunError(
@@ -706,6 +743,11 @@ def one_batch_with_server_stopped(runner, settings, ready_timeout=1800, stop_ser
         return runner.one_batch(settings), state
 
     state["stopped"] = server.stop(container) if was_running else False
+    if state["stopped"]:
+        # How it went: stopped on SIGTERM, or killed (SGLang ignores SIGTERM while it loads).
+        state["stop"] = server.actions[-1]
+        if server.notices:
+            state["stop_warnings"] = list(server.notices)
     failure = None
     result = None
     try:

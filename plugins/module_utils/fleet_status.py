@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 COLUMNS = ("host", "unit", "health", "model", "profile", "image", "state", "ready", "uptime", "running", "queued",
-           "gpu_mem_mib")
+           "kv_usage", "gpu_mem_mib")
 
 
 def _uptime(seconds):
@@ -25,6 +25,15 @@ def _number(value):
     if value is None:
         return "-"
     return str(int(value)) if float(value).is_integer() else "%.1f" % value
+
+
+def _usage(highest, mean):
+    """KV cache usage of the fullest DP rank, with the mean over ranks when they differ: `0.91 (mean 0.40)`."""
+    if highest is None:
+        return "-"
+    if mean is None or abs(highest - mean) < 0.005:
+        return "%.2f" % highest
+    return "%.2f (mean %.2f)" % (highest, mean)
 
 
 def unit_health(members):
@@ -62,6 +71,7 @@ def fleet_rows(statuses):
                 "uptime": _uptime(status.get("uptime_s")),
                 "running": _number(status.get("running_requests")),
                 "queued": _number(status.get("queued_requests")),
+                "kv_usage": _usage(status.get("token_usage"), status.get("token_usage_mean")),
                 "gpu_mem_mib": _number(status.get("gpu_memory_used_mib")),
             })
     return rows

@@ -16,6 +16,7 @@ import os
 import socket
 import time
 
+from ansible_collections.datacrunch.sglang.plugins.module_utils.crash_log import describe_exit, excerpt
 from ansible_collections.datacrunch.sglang.plugins.module_utils.launch_spec import (
     LABEL_PREFIX,
     LABEL_SECRETS_DIGEST,
@@ -33,7 +34,12 @@ from ansible_collections.datacrunch.sglang.plugins.module_utils.secret_files imp
     server_config_yaml,
     write_private_file,
 )
-from ansible_collections.datacrunch.sglang.plugins.module_utils.sglang_http import probe_ready, smoke, wait_drained
+from ansible_collections.datacrunch.sglang.plugins.module_utils.sglang_http import (
+    port_open,
+    probe_ready,
+    smoke,
+    wait_drained,
+)
 from ansible_collections.datacrunch.sglang.plugins.module_utils.startup_progress import startup_progress
 from ansible_collections.datacrunch.sglang.plugins.module_utils.tcp_listeners import listeners, process_ancestors
 
@@ -57,6 +63,18 @@ READY_RECORD_FILE = "ready.json"
 LOG_TAIL = 40
 # Enough of the log to find the latest start-up step (tqdm bars redraw on one line).
 PROGRESS_LOG_TAIL = 200
+# Enough of the log to hold every rank's first error after a crash (8 ranks' tracebacks and what follows them).
+CRASH_LOG_TAIL = 3000
+# How long `docker stop` waits after SIGTERM before it kills, by what the server does with SIGTERM (SGLang 0.5.18 and
+# 0.5.23, run as PID 1 of its container):
+# - rank 0 with its HTTP server up: SGLang's sigterm_watchdog (srt/managers/tokenizer_manager.py) notices within 5 s,
+#   lets the running requests finish, then waits up to 15 s for its schedulers and exits 0. Allow that plus margin,
+#   plus the drain budget the user gave for the requests.
+SERVING_STOP_GRACE = 25
+# - while loading (port closed), and on ranks >= 1, SIGTERM is ignored: there is no handler until rank 0 serves,
+#   and PID 1 ignores a signal it has no handler for (0.5.23 ranks >= 1 log it and wait for rank 0). Waiting longer
+#   saves nothing: nothing is served yet, and a rank >= 1 stops with its unit.
+SILENT_STOP_GRACE = 5
 
 
 class ServerError(Exception):
@@ -100,6 +118,10 @@ class ServerContainer:
         self.secrets = {name: value for name, value in (secrets or {}).items() if value}
         self.check_mode = check_mode
         self.actions = []
+        # What the user should see even without -v (a kill was needed); the module passes them on as warnings.
+        self.notices = []
+        # Seconds a serving rank 0 may take to finish its requests once asked to stop (drain_timeout).
+        self.drain_timeout = 0
         try:
             self.client = client or docker.from_env(timeout=120)
             self.client.ping()
@@ -303,13 +325,43 @@ class ServerContainer:
     def remove(self, container):
         if container is None:
             return False
-        self.actions.append("removed %s" % container.short_id)
         if not self.check_mode:
             with contextlib.suppress(APIError, NotFound):
-                container.stop(timeout=30)
+                self._stop_sequence(container)
+        self.actions.append("removed %s" % container.short_id)
+        if not self.check_mode:
             with contextlib.suppress(NotFound):
                 container.remove(force=True)
         return True
+
+    def _serving_rank0(self, container):
+        """Whether the container is rank 0 with its HTTP server up (SGLang then handles SIGTERM by draining)."""
+        current = self.read_spec_file(SPEC_FILE)
+        if not current or current.get("spec_hash") != (container.labels or {}).get(LABEL_SPEC_HASH):
+            current = self.spec
+        readiness = current.get("readiness") or {}
+        return readiness.get("kind") == "http" and port_open(readiness["base_url"])
+
+    def _stop_sequence(self, container):
+        """Stop as SGLang lets itself be stopped: SIGTERM and time to drain when rank 0 serves, else SIGTERM and a
+        short wait before the kill it will need. Says when a kill was needed."""
+        if container.status not in ("running", "restarting", "paused"):
+            return
+        serving = self._serving_rank0(container)
+        grace = SERVING_STOP_GRACE + self.drain_timeout if serving else SILENT_STOP_GRACE
+        asked = time.monotonic()
+        container.stop(timeout=grace)
+        container.reload()
+        state = container.attrs.get("State") or {}
+        seconds = round(time.monotonic() - asked, 1)
+        if state.get("ExitCode") == 137 and not state.get("OOMKilled"):
+            why = ("it was serving and did not finish its requests and exit in time; requests in flight were cut"
+                   if serving else "SGLang ignores SIGTERM while it loads and on ranks >= 1")
+            self.notices.append("%s did not stop on SIGTERM within %d s (%s): killed" % (self.spec["name"], grace, why))
+            self.actions.append("killed %s after %s s" % (container.short_id, seconds))
+        else:
+            self.actions.append("stopped %s in %s s (exit code %s)" % (container.short_id, seconds,
+                                                                       state.get("ExitCode")))
 
     def create(self, digest):
         spec = self.spec
@@ -354,10 +406,10 @@ class ServerContainer:
     def stop(self, container):
         if container is None or container.status not in ("running", "restarting", "paused"):
             return False
-        self.actions.append("stopped %s" % container.short_id)
-        if not self.check_mode:
-            container.stop(timeout=30)
-            container.reload()
+        if self.check_mode:
+            self.actions.append("stopped %s" % container.short_id)
+        else:
+            self._stop_sequence(container)
         return True
 
     # --- readiness -----------------------------------------------------------------------------------------------
@@ -370,6 +422,16 @@ class ServerContainer:
         text = redact(text, list(self.secrets.values()))
         # Some servers log all their arguments on one line: keep each line readable in a failure message.
         return "\n".join(line if len(line) <= 400 else line[:400] + " ..." for line in text.splitlines())
+
+    def crash_report(self, container, state):
+        """(how it ended, log excerpt): a stop of its own is a crash whatever the exit code; the excerpt holds the
+        first error of every rank, then the last lines."""
+        try:
+            text = container.logs(tail=CRASH_LOG_TAIL).decode(errors="replace")
+        except (APIError, NotFound):
+            text = ""
+        text = redact(text, list(self.secrets.values()))
+        return describe_exit(state.get("ExitCode"), state.get("OOMKilled"), text), excerpt(text, tail=LOG_TAIL)
 
     def progress(self, container):
         """(phase, detail) of the server's start-up, from its log."""
@@ -395,21 +457,23 @@ class ServerContainer:
             container.reload()
             state = container.attrs["State"]
             if state.get("Status") != "running":
+                how, logs = self.crash_report(container, state)
                 raise ServerError(
-                    "container %s %s with exit code %s%s"
-                    % (self.spec["name"], state.get("Status"), state.get("ExitCode"),
-                       " (out of memory)" if state.get("OOMKilled") else ""),
+                    "container %s %s while starting (now %s)" % (self.spec["name"], how, state.get("Status")),
                     exit_code=state.get("ExitCode"),
-                    logs=self.logs_tail(container),
+                    logs=logs,
                 )
             if container.attrs.get("RestartCount", 0) != restarts or (
                 parse_docker_time(state.get("StartedAt")) or started_at
             ) != started_at:
+                # Running again: State.ExitCode is the new run's (0), not the crashed one's.
+                how, logs = self.crash_report(container, dict(state, ExitCode=None) if state.get("Status") == "running"
+                                              else state)
                 raise ServerError(
-                    "container %s exited (last exit code %s) and was restarted while starting: a crash loop"
-                    % (self.spec["name"], state.get("ExitCode")),
+                    "container %s %s and was restarted while starting: a crash loop" % (self.spec["name"], how),
                     restart_count=container.attrs.get("RestartCount", 0),
-                    logs=self.logs_tail(container),
+                    exit_code=state.get("ExitCode"),
+                    logs=logs,
                 )
             ready, detail = probe_ready(self.spec["readiness"])
             now = time.time()

@@ -87,6 +87,13 @@ options:
     description: Seconds one benchmark container may run before it is killed.
     type: int
     default: 3600
+  stall_timeout:
+    description:
+      - O(mode=one_batch), seconds C(bench_one_batch) may print nothing before it counts as stuck, is killed, and
+        the server is started again. SGLang's C(bench_one_batch) with TP > 1 joins its workers; when one fails the
+        others wait in NCCL for ever, so without this limit the server stays stopped until O(timeout).
+    type: int
+    default: 600
   concurrency:
     description: O(mode=serving), the C(--max-concurrency) levels, run in this order.
     type: list
@@ -273,7 +280,9 @@ bench_one_batch:
     runs: {description: Every measured run of the invocation., type: list, elements: dict}
     warmup: {description: The warmup run as printed., type: dict}
     server:
-      description: What happened to the server - was_running, stopped, restarted, seconds_to_ready.
+      description: >-
+        What happened to the server - was_running, stopped, restarted, seconds_to_ready; stop (how it stopped:
+        on SIGTERM, or killed) and stop_warnings (when a kill was needed, also shown as warnings).
       type: dict
     commands: {description: The benchmark command line., type: list, elements: list}
   sample:
@@ -331,6 +340,7 @@ ARGUMENT_SPEC = {
     "env": {"type": "dict", "default": {}},
     "env_names_extra": {"type": "list", "elements": "str", "default": []},
     "timeout": {"type": "int", "default": 3600},
+    "stall_timeout": {"type": "int", "default": 600},
     "concurrency": {"type": "list", "elements": "int", "default": [1, 4, 16, 64]},
     "num_prompts": {"type": "int", "default": 0},
     "prompts_per_concurrency": {"type": "int", "default": 8},
@@ -372,7 +382,10 @@ def run_benchmark(module):
     version = image_version(params["image"]) if params["image"] else spec.get("sglang_version")
     env = check_env(params["env"], prefix, version, params["env_names_extra"])
     check_flags_for_version(settings["extra_args"], params["mode"], version, prefix)
-    runner = BenchRunner(spec, env=env, image=params["image"], timeout=params["timeout"], check_mode=module.check_mode)
+    if params["stall_timeout"] < 1:
+        raise BenchRunError(f"{prefix}stall_timeout={params['stall_timeout']} must be at least 1 second")
+    runner = BenchRunner(spec, env=env, image=params["image"], timeout=params["timeout"], check_mode=module.check_mode,
+                         stall_timeout=params["stall_timeout"])
     server = server_summary(spec)
     if params["mode"] == "serving":
         if (spec.get("readiness") or {}).get("kind") != "http":
@@ -385,7 +398,8 @@ def run_benchmark(module):
         runner, settings, ready_timeout=params["ready_timeout"], stop_server=params["stop_server"]
     )
     result["server"] = state
-    return {"changed": bool(state["stopped"]), "server": server, "bench_one_batch": result}
+    return {"changed": bool(state["stopped"]), "server": server, "bench_one_batch": result,
+            "warnings": list(state.get("stop_warnings", []))}
 
 
 def server_summary(spec):

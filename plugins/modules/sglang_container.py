@@ -49,6 +49,11 @@ options:
     description:
       - C(started) makes the container match the spec and run. C(restarted) recreates it even when it matches.
       - C(stopped) stops it; C(absent) removes it. C(pulled) only makes sure the image is on the host.
+      - "How a server is stopped (also before it is replaced): SGLang runs as PID 1 of its container. Once rank 0
+        serves, SIGTERM makes it finish its running requests (it checks every 5 s) and stop its schedulers (up to
+        15 s), so it gets 25 s plus O(drain_timeout) before it is killed. While it loads, and on ranks >= 1, SGLang
+        ignores SIGTERM (no handler yet, and PID 1 ignores signals it does not handle), so it is killed after 5 s.
+        A kill is reported as a warning and in C(actions)."
       - C(drained) waits, up to O(drain_timeout), until the running server has no request in flight; it changes
         nothing.
     type: str
@@ -108,6 +113,7 @@ options:
     description:
       - Before a running server is replaced, wait up to this many seconds until it has no running or queued
         request (from its C(/metrics)), so that a rollout does not cut requests short. 0 replaces it at once.
+      - Also added to the time a serving rank 0 gets to stop after SIGTERM (see O(state)).
     type: int
     default: 0
   only_wait:
@@ -225,8 +231,9 @@ def _run(module):
     params = module.params
     secrets = {"api_key": params["api_key"], "hf_token": params["hf_token"]}
     server = ServerContainer(params["spec"], secrets, module.check_mode)
+    server.drain_timeout = params["drain_timeout"]
     wait_timeout = params["wait_timeout"]
-    result = {"changed": False, "ready": False, "actions": server.actions, "reasons": []}
+    result = {"changed": False, "ready": False, "actions": server.actions, "reasons": [], "warnings": server.notices}
 
     if params["rollback"]:
         previous = server.rollback_spec()

@@ -82,7 +82,21 @@ running_requests:
   returned: when available
   type: float
 queued_requests:
-  description: Requests waiting, from /metrics.
+  description: Requests waiting, from /metrics (summed over DP ranks; a per-priority breakdown is not added twice).
+  returned: when available
+  type: float
+token_usage:
+  description: >-
+    KV cache usage (0 to 1) of the fullest DP rank, from /metrics. Each DP rank has its own KV pool and publishes
+    its own series; the fullest one is what limits new requests.
+  returned: when available
+  type: float
+token_usage_mean:
+  description: KV cache usage averaged over the DP ranks.
+  returned: when available
+  type: float
+gen_throughput:
+  description: Generation throughput in tokens per second, summed over the DP ranks.
   returned: when available
   type: float
 gpu_memory_used_mib:

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -150,6 +151,23 @@ def test_container_serves_with_api_key_and_stops_cleanly(images, run):
     assert len(leaking) == 1 and "server_args=ServerArgs(" in leaking[0], leaking
     docker("stop", "-t", "10", name, timeout=60)
     assert exit_code(name) == 0
+
+
+def test_as_pid_1_a_crash_exits_0_and_sigterm_is_ignored_while_loading(images, run):
+    """SGLang's kill_process_tree cannot SIGKILL PID 1, so a crash exits 0; with no SIGTERM handler while loading,
+    docker stop waits its whole timeout and kills."""
+    command = ("python3", "-m", "sglang.launch_server", "--model", REPO_ID, "--tp", "8")
+    crashed, _started = run(images["0.5.23"], *command, env={"SGLANG_STANDIN_FAULT": "start-fail:weights"})
+    wait_for(lambda: docker("inspect", "-f", "{{.State.Status}}", crashed).stdout.strip() == "exited", 30,
+             what="the crash")
+    assert exit_code(crashed) == 0
+    assert "TP0] Scheduler hit an exception: Traceback" in logs(crashed)
+    loading, _started = run(images["0.5.18"], *command, env={"SGLANG_STANDIN_LOAD_SECONDS": "60"})
+    wait_for(lambda: "Load weight begin" in logs(loading), 30, what="loading")
+    asked = time.monotonic()
+    docker("stop", "-t", "2", loading)
+    assert time.monotonic() - asked >= 2
+    assert exit_code(loading) == 137
 
 
 def _answers(url: str) -> bool:

@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -323,3 +324,44 @@ def test_launcher_without_key_file_sets_no_key(tmp_path):
 def test_redaction_and_shown_command():
     assert bench_runner.redact("key=sk-abcdef here", ["sk-abcdef", "", "abc"]) == "key=******** here"
     assert bench_runner.shown_command(["docker", "ps"]) == ["docker", "ps"]
+
+
+# --- a stuck bench_one_batch -------------------------------------------------------------------------
+
+
+STUCK_LOG = "\n".join([
+    "Process Process-5:",
+    "Traceback (most recent call last):",
+    '  File "/sgl-workspace/sglang/python/sglang/benchmark/one_batch.py", line 980, in latency_test',
+    "torch.AcceleratorError: CUDA error: invalid device ordinal",
+]) + "\n"
+
+
+class _StuckContainer:
+    """A bench_one_batch container whose TP workers wait for a failed one: it runs and prints nothing more."""
+
+    def __init__(self, text):
+        self.text = text
+        self.killed = False
+
+    def wait(self, timeout):
+        time.sleep(timeout)
+        raise bench_runner.ReadTimeout("still running")
+
+    def logs(self, **_kwargs):
+        return self.text.encode()
+
+    def kill(self):
+        self.killed = True
+
+
+def test_a_run_that_prints_nothing_for_the_stall_timeout_is_stopped_with_the_failed_worker_named():
+    runner = bench_runner.BenchRunner(server_spec(), client=object(), timeout=3600, stall_timeout=1)
+    container = _StuckContainer(STUCK_LOG)
+    started = time.monotonic()
+    with pytest.raises(BenchRunError) as failure:
+        runner._wait("one-batch", container, runner.stall_timeout, poll=0.1)
+    assert container.killed
+    assert time.monotonic() - started < 5  # not the benchmark timeout
+    assert "printed nothing for 1 s and was stopped" in str(failure.value)
+    assert "a worker failed: torch.AcceleratorError: CUDA error: invalid device ordinal" in str(failure.value)

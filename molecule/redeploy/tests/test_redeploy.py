@@ -112,6 +112,9 @@ def test_a_bad_change_stops_at_the_first_unit_and_restores_it(api_key):
     output = " ".join((result.stdout + result.stderr).split())
     assert result.returncode != 0
     assert "RuntimeError: Initialization failed" in output
+    # SGLang exits 0 after a crash (PID 1 cannot kill itself): still reported as a crash, root cause first
+    assert "container sglang-server crashed (" in output, output[-3000:]
+    assert re.search(r"first error of rank (DP0 )?TP0:", output), output[-3000:]
     assert "Rollback: restored the spec that served before" in output
     first = server(HOSTS[0])
     assert first["Id"] != before[HOSTS[0]]["Id"]
@@ -122,6 +125,26 @@ def test_a_bad_change_stops_at_the_first_unit_and_restores_it(api_key):
     assert http(endpoint(HOSTS[0]) + "/v1/models", api_key)[0] == 200
     for host in HOSTS[1:]:
         assert server(host)["Id"] == before[host]["Id"], "%s was touched after the failed unit" % host
+
+
+def test_a_load_that_hangs_is_killed_at_once_and_the_kill_is_reported(api_key):
+    """SGLang ignores SIGTERM while loading: the rollback's stop kills after a short wait, and says so."""
+    before = server(HOSTS[0])
+    started = time.monotonic()
+    result = run_playbook("playbooks/redeploy.yml", "--extra-vars",
+                          json.dumps({"sglang_server_env": {"SGLANG_STANDIN_FAULT": "hang:weights"},
+                                      "sglang_server_ready_timeout": 15}))
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0
+    assert "is running but not ready" in output and "start-up step:" in output, output[-3000:]
+    assert "did not stop on SIGTERM within 5 s (SGLang ignores SIGTERM while it loads and on ranks >= 1): killed" \
+        in output, output[-3000:]
+    assert "Rollback: restored the spec that served before" in output
+    # Kill after 5 s, not docker's 30 s default: the whole run stays well under a minute.
+    assert time.monotonic() - started < 60
+    assert server(HOSTS[0])["Config"]["Labels"]["datacrunch.sglang.spec-hash"] == \
+        before["Config"]["Labels"]["datacrunch.sglang.spec-hash"]
+    assert http(endpoint(HOSTS[0]) + "/v1/models", api_key)[0] == 200
 
 
 def test_status_shows_the_fleet():
@@ -148,7 +171,8 @@ def test_logs_land_on_the_controller_without_secrets(tmp_path, api_key):
     for host in HOSTS:
         log = tmp_path / ("%s-sglang-server.log" % host)
         assert log.stat().st_mode & 0o777 == 0o600
-        lines = log.read_text().splitlines()
+        # Docker's lines end in \n; progress bars redraw with \r inside one line (splitlines would split them).
+        lines = log.read_bytes().rstrip(b"\n").split(b"\n")
         assert len(lines) == 15
         assert api_key not in log.read_text()
     everything = run_playbook("playbooks/logs.yml", "--extra-vars", "sglang_server_logs_dir=%s" % tmp_path,

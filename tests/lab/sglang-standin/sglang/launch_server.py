@@ -10,13 +10,12 @@ answering 503), then serves SGLang's HTTP API (see sglang/standin/http_server.py
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import threading
 import time
 import warnings
 
-from sglang.standin import hardware, http_server, model, rendezvous, startup
+from sglang.standin import failure, hardware, http_server, model, rendezvous, startup
 from sglang.standin.entry import require
 from sglang.standin.flags import parse_server_args
 from sglang.standin.logs import fatal, log
@@ -62,14 +61,6 @@ def _settings():
         fatal("ValueError", f"SGLang stand-in setting: {exc}", "sglang/launch_server.py")
 
 
-def _exit_on_sigterm() -> None:
-    def handler(signum, frame):
-        log("Received sigterm. Shutting down.")
-        os._exit(0)
-
-    signal.signal(signal.SIGTERM, handler)
-
-
 def _server_args_line(args) -> str:
     # As SGLang 0.5.18 logs it at start (srt/entrypoints/engine.py: f"{server_args=}"): every argument, the API key
     # included. Whoever reads the container log (root, the docker group) sees the key; tools that show the log must
@@ -86,17 +77,19 @@ def main(argv: list[str]) -> None:
         stacklevel=1,
     )
     args = parse_server_args(argv)
-    _exit_on_sigterm()
+    # No SIGTERM handler until rank 0 serves (sglang/standin/failure.py): as PID 1 SIGTERM is ignored while loading.
     settings = _settings()
     fault_name, fault_arg = settings["fault"]
     version = standin_version()
     log(f"server_args={_server_args_line(args)}")
     phase_fault = fault_arg if fault_name in ("start-fail", "hang") else ""
     if fault_name == "start-fail" and not phase_fault:
-        fatal(
+        failure.scheduler_crash(
+            args,
             "RuntimeError",
             "Initialization failed. (SGLANG_STANDIN_FAULT=start-fail)",
             "sglang/srt/managers/scheduler.py",
+            serving=False,
         )
 
     try:
@@ -104,12 +97,6 @@ def main(argv: list[str]) -> None:
     except hardware.NoGpu as exc:
         fatal("RuntimeError", str(exc), "torch/cuda/__init__.py")
     needed, how = _gpus_needed_per_node(args)
-    if needed > gpus:
-        fatal(
-            "torch.AcceleratorError",
-            f"CUDA error: invalid device ordinal ({how} needs {needed} GPUs on this node, {gpus} visible)",
-            "sglang/srt/model_executor/model_runner.py",
-        )
 
     try:
         found = model.resolve(args.model_path, args.revision, bool(getattr(args, "trust_remote_code", False)))
@@ -131,6 +118,18 @@ def main(argv: list[str]) -> None:
             else "Hugging Face token from HF_TOKEN (not shown)"
         )
 
+    if needed > gpus:
+        # Each scheduler process sets its device (ModelRunner.__init__, sglang/srt/model_executor/model_runner.py:
+        # set_device(gpu_id)); the first one past the visible GPUs raises, and the launch ends as a crash does.
+        failure.scheduler_crash(
+            args,
+            "torch.AcceleratorError",
+            f"CUDA error: invalid device ordinal ({how} needs {needed} GPUs on this node, {gpus} visible)",
+            "sglang/srt/model_executor/model_runner.py",
+            serving=False,
+            failing=gpus,
+        )
+
     lock = hardware.GpuLock()
     if not lock.acquire():
         fatal(
@@ -147,7 +146,7 @@ def main(argv: list[str]) -> None:
     if fault_name == "hang" and not phase_fault:
         while True:
             time.sleep(3600)
-    startup.hold_or_fail("init", fault_name, phase_fault)
+    startup.hold_or_fail("init", fault_name, phase_fault, args)
     if args.nnodes > 1:
         if not args.dist_init_addr:
             fatal("ValueError", "--dist-init-addr is required when nnodes > 1", "sglang/srt/server_args.py")
@@ -163,17 +162,17 @@ def main(argv: list[str]) -> None:
             if rank == 0:
                 store = rendezvous.Rank0(args.dist_init_addr, identity, log)
                 store.wait_all(timeout)
-                store.watch(
-                    lambda reason: (
-                        log(f"Lost a node: {reason}. Rank 0 is no longer healthy."),
-                        state.mark_unhealthy(reason),
-                    )
-                )
+                # SGLang has no heartbeat between nodes: a lost node shows only as collectives that never finish.
+                # The stand-in's heartbeat stands for "the peer's processes are gone"; what it does is SGLang's:
+                # every request waits (health_generate answers 503 after its 20 s), /health still answers 200, and
+                # when the NCCL watchdog's timeout (--dist-timeout) passes, the scheduler raises: a crash.
+                store.watch(lambda reason: (state.group_hung.set(), lost.set()))
             else:
                 conn = rendezvous.join(args.dist_init_addr, identity, timeout, log)
 
                 def on_rank0_lost(reason):
-                    log(f"Lost rank 0: {reason}. Exiting.")
+                    # Ranks >= 1 do not notice either: their dummy health server keeps answering 200 until the
+                    # NCCL timeout ends them the same way.
                     lost.set()
 
                 rendezvous.watch_rank0(conn, on_rank0_lost)
@@ -191,7 +190,11 @@ def main(argv: list[str]) -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     log(f"Uvicorn running on http://{args.host}:{args.port} (Press CTRL+C to quit)")
     if rank == 0:
-        startup.warm_up(settings["durations"], fault_name, phase_fault)
+        # TokenizerManager.auto_create_handle_loop: the SIGTERM handler and its drain, from the HTTP server's start
+        failure.Shutdown(state).install()
+        startup.warm_up(settings["durations"], fault_name, phase_fault, args)
+    else:
+        failure.rank_n_sigterm(version, rank)
     if fault_name == "never-ready":
         state.never_ready = True
     state.ready.set()
@@ -203,12 +206,29 @@ def main(argv: list[str]) -> None:
     deadline = time.monotonic() + fault_arg if fault_name == "crash-after" else None
     while True:
         if lost.wait(0.2):
-            raise SystemExit(1)
+            lost_at = time.monotonic()
+            dist_timeout = float(args.dist_timeout or DEFAULT_DIST_TIMEOUT)
+            while time.monotonic() - lost_at < dist_timeout:
+                time.sleep(0.2)
+            # torch's ProcessGroupNCCL watchdog (the process group's timeout is --dist-timeout)
+            failure.scheduler_crash(
+                args,
+                "torch.distributed.DistBackendError",
+                f"[PG ID 0 PG GUID 0(default_pg) Rank {failure.local_tp_ranks(args)[0]}] Watchdog caught collective "
+                f"operation timeout: WorkNCCL(SeqNum=1024, OpType=ALLREDUCE, NumelIn=7168, NumelOut=7168, "
+                f"Timeout(ms)={int(dist_timeout * 1000)}) ran for {int(dist_timeout * 1000) + 5} milliseconds before "
+                "timing out.",
+                "torch/distributed/distributed_c10d.py",
+                serving=True,
+            )
         if deadline is not None and time.monotonic() >= deadline:
-            fatal(
+            failure.scheduler_crash(
+                args,
                 "RuntimeError",
-                f"Scheduler hit an exception (SGLANG_STANDIN_FAULT=crash-after:{fault_arg:g})",
+                "CUDA error: an illegal memory access was encountered "
+                f"(SGLANG_STANDIN_FAULT=crash-after:{fault_arg:g})",
                 "sglang/srt/managers/scheduler.py",
+                serving=True,
             )
 
 

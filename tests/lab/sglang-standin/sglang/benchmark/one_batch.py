@@ -74,6 +74,22 @@ def run_once(run_name, batch_size, input_len, output_len, log_decode_step, figur
     return result
 
 
+def _workers_fail_and_the_rest_wait(args, gpus: int) -> None:
+    """With TP > 1, main() (sglang/benchmark/one_batch.py, 0.5.18 and 0.5.23) starts one multiprocessing.Process per
+    TP rank and joins them in order; nothing watches for a failed one. Workers past the visible GPUs raise in
+    set_device (multiprocessing prints `Process Process-N:` and the traceback); the others block in the process
+    group's rendezvous, waiting for ranks that will never come, so the join never returns: no output, no exit."""
+    for rank in range(gpus, args.tp_size):
+        print(f"Process Process-{rank + 1}:", file=sys.stderr)
+        print("Traceback (most recent call last):", file=sys.stderr)
+        print('  File "/usr/lib/python3.12/multiprocessing/process.py", line 314, in _bootstrap', file=sys.stderr)
+        print('  File "/sgl-workspace/sglang/python/sglang/benchmark/one_batch.py", line 980, in latency_test',
+              file=sys.stderr)
+        print("torch.AcceleratorError: CUDA error: invalid device ordinal", file=sys.stderr, flush=True)
+    while True:
+        time.sleep(3600)
+
+
 def cli_main(argv: list[str] | None = None) -> None:
     args = bench_one_batch_parser().parse_args(argv)
     figures = _figures()
@@ -81,6 +97,8 @@ def cli_main(argv: list[str] | None = None) -> None:
         gpus = hardware.visible_gpu_count()
     except hardware.NoGpu as exc:
         fatal("RuntimeError", str(exc), "torch/cuda/__init__.py")
+    if args.tp_size > 1 and args.tp_size > gpus * args.nnodes:
+        _workers_fail_and_the_rest_wait(args, gpus)
     if args.tp_size > gpus * args.nnodes:
         fatal(
             "torch.AcceleratorError",

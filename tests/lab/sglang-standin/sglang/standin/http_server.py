@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import hmac
 import json
+import os
 import socket
 import threading
 import time
@@ -24,16 +25,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from sglang.standin import textgen
 from sglang.standin.logs import log
 
-REDACTED = "<redacted>"
-SECRET_ARGS = ("api_key", "admin_api_key", "ssl_keyfile_password")
 TTFT_BUCKETS = [0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 15.0, 20.0, 25.0, 30.0]
 DEFAULT_MAX_RUNNING = 256
 DEFAULT_MAX_TOTAL_TOKENS = 400_000
-
-
-def redacted_args(args: argparse.Namespace) -> dict:
-    """The parsed arguments with the secrets among them replaced."""
-    return {key: (REDACTED if key in SECRET_ARGS and value else value) for key, value in vars(args).items()}
 
 
 class ServerState:
@@ -50,12 +44,24 @@ class ServerState:
         self.ready = threading.Event()
         self.never_ready = False
         self.unhealthy_reason = ""
+        # A peer node is gone: every collective waits for it, so no request makes progress (see launch_server.py).
+        self.group_hung = threading.Event()
+        # SIGTERM received (failure.Shutdown): /health_generate answers 503, as SGLang's does during shutdown.
+        self.shutting_down = threading.Event()
         self.lock = threading.Condition()
         self.max_running = args.max_running_requests or DEFAULT_MAX_RUNNING
         self.max_total_tokens = args.max_total_tokens or DEFAULT_MAX_TOTAL_TOKENS
         self.running = 0
         self.queued = 0
         self.tokens_in_use = 0
+        # With DP attention each DP rank schedules its own requests in its own KV pool and publishes its own
+        # metrics (one series per DP rank); requests go to the ranks in turn (the controller's round robin).
+        dp = getattr(args, "dp_size", 1) or 1
+        self.dp_ranks = dp if getattr(args, "enable_dp_attention", False) and dp > 1 else 1
+        self.rank_running = [0] * self.dp_ranks
+        self.rank_queued = [0] * self.dp_ranks
+        self.rank_tokens = [0] * self.dp_ranks
+        self.priority_scheduling = bool(getattr(args, "enable_priority_scheduling", False))
         self.prompt_tokens_total = 0
         self.generation_tokens_total = 0
         self.requests_total = 0
@@ -72,28 +78,38 @@ class ServerState:
                 self.unhealthy_reason = reason
 
     # -- load --
-    def admit(self, tokens: int) -> None:
+    def admit(self, tokens: int) -> int:
+        """Wait for a slot; the DP rank that runs the request."""
         with self.lock:
+            rank = self.requests_total % self.dp_ranks
+            self.requests_total += 1
             self.queued += 1
+            self.rank_queued[rank] += 1
             while self.running >= self.max_running:
                 self.lock.wait()
             self.queued -= 1
+            self.rank_queued[rank] -= 1
             self.running += 1
+            self.rank_running[rank] += 1
             self.tokens_in_use += tokens
+            self.rank_tokens[rank] += tokens
             self.prompt_tokens_total += tokens
-            self.requests_total += 1
+            return rank
 
-    def token_generated(self) -> None:
+    def token_generated(self, rank: int = 0) -> None:
         now = time.monotonic()
         with self.lock:
             self.generation_tokens_total += 1
             self.tokens_in_use += 1
+            self.rank_tokens[rank] += 1
             self.recent_tokens.append(now)
 
-    def release(self, tokens: int) -> None:
+    def release(self, tokens: int, rank: int = 0) -> None:
         with self.lock:
             self.running -= 1
+            self.rank_running[rank] -= 1
             self.tokens_in_use -= tokens
+            self.rank_tokens[rank] -= tokens
             self.lock.notify()
 
     def gen_throughput(self) -> float:
@@ -103,18 +119,35 @@ class ServerState:
                 self.recent_tokens.popleft()
             return len(self.recent_tokens) / 5.0
 
-    def public_args(self) -> dict:
-        return json.loads(json.dumps(redacted_args(self.args), default=str))
+    def server_info_args(self) -> dict:
+        """Every parsed argument, secrets in plain text, as SGLang's /server_info returns them: 0.5.18 spreads
+        dataclasses.asdict(server_args) (server_info in sglang/srt/entrypoints/http_server.py); 0.5.23 spreads
+        build_server_info (sglang/srt/utils/common.py: server_args.resolved_dict()) and redacts only the watermark
+        secrets (redact_watermark_secrets, sglang/srt/sampling/watermarking/core.py). The API key, the admin API key
+        and the SSL key password are all in the answer, and bench_serving writes that answer into its result file."""
+        return json.loads(json.dumps(vars(self.args), default=str))
+
+
+def _scheduler_labels(state: ServerState, rank: int) -> dict:
+    """SchedulerMetricsCollector's labels (srt/observability/metrics_collector.py, 0.5.18 and 0.5.23): each
+    scheduler that logs stats (attn_tp_rank 0: every DP rank's first TP rank) publishes its own series; priority=""
+    marks the totals when priority scheduling is on; dp_rank is there with DP attention."""
+    tp_rank = rank * (state.args.tp_size // state.dp_ranks)
+    labels = {
+        "model_name": state.served_name,
+        "engine_type": "unified",
+        "tp_rank": str(tp_rank),
+        "pp_rank": "0",
+        "moe_ep_rank": str(tp_rank if (getattr(state.args, "ep_size", 1) or 1) > 1 else 0),
+    }
+    if state.priority_scheduling:
+        labels["priority"] = ""
+    if state.dp_ranks > 1:
+        labels["dp_rank"] = str(rank)
+    return labels
 
 
 def _prometheus(state: ServerState) -> str:
-    scheduler = {
-        "model_name": state.served_name,
-        "engine_type": "unified",
-        "tp_rank": "0",
-        "pp_rank": "0",
-        "moe_ep_rank": "0",
-    }
     tokenizer = {"model_name": state.served_name}
 
     def labels(values: dict) -> str:
@@ -126,18 +159,32 @@ def _prometheus(state: ServerState) -> str:
         lines.extend([f"# HELP {name} {doc}", f"# TYPE {name} {kind}", f"{name}{labels(label_values)} {float(value)}"])
 
     with state.lock:
-        running, queued = state.running, state.queued
-        usage = min(1.0, state.tokens_in_use / state.max_total_tokens)
+        per_rank = [
+            (_scheduler_labels(state, rank), state.rank_running[rank], state.rank_queued[rank],
+             min(1.0, state.rank_tokens[rank] / state.max_total_tokens))
+            for rank in range(state.dp_ranks)
+        ]
         prompt_total, gen_total, req_total = (
             state.prompt_tokens_total,
             state.generation_tokens_total,
             state.requests_total,
         )
         ttfts = list(state.ttft_observations)
-    metric("sglang:num_running_reqs", "gauge", "The number of running requests.", running, scheduler)
-    metric("sglang:num_queue_reqs", "gauge", "The number of requests in the waiting queue.", queued, scheduler)
-    metric("sglang:gen_throughput", "gauge", "The generation throughput (token/s).", state.gen_throughput(), scheduler)
-    metric("sglang:token_usage", "gauge", "The token usage.", round(usage, 6), scheduler)
+    throughput = state.gen_throughput() / state.dp_ranks
+
+    def per_rank_metric(name, doc, pick, breakdown=False):
+        lines.extend([f"# HELP {name} {doc}", f"# TYPE {name} gauge"])
+        for values in per_rank:
+            lines.append(f"{name}{labels(values[0])} {float(pick(values))}")
+            if breakdown and state.priority_scheduling:
+                # _log_gauge_queue_count: the same requests again, by priority (the stand-in's all have priority 0)
+                lines.append(f"{name}{labels({**values[0], 'priority': '0'})} {float(pick(values))}")
+
+    per_rank_metric("sglang:num_running_reqs", "The number of running requests.", lambda v: v[1], breakdown=True)
+    per_rank_metric("sglang:num_queue_reqs", "The number of requests in the waiting queue.", lambda v: v[2],
+                    breakdown=True)
+    per_rank_metric("sglang:gen_throughput", "The generation throughput (token/s).", lambda v: throughput)
+    per_rank_metric("sglang:token_usage", "The token usage.", lambda v: round(v[3], 6))
     metric("sglang:prompt_tokens_total", "counter", "Number of prefill tokens processed.", prompt_total, tokenizer)
     metric("sglang:generation_tokens_total", "counter", "Number of generation tokens processed.", gen_total, tokenizer)
     metric("sglang:num_requests_total", "counter", "Number of requests processed.", req_total, tokenizer)
@@ -288,7 +335,24 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- endpoints --
     def _health(self) -> None:
-        self._send(200 if self.state.healthy() else 503)
+        """health_generate (sglang/srt/entrypoints/http_server.py, 0.5.18 and 0.5.23): 503 while starting or shutting
+        down; /health answers 200 without a generation (unless SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION); otherwise
+        one generated token within SGLANG_HEALTH_CHECK_TIMEOUT (20 s) or 503 after it."""
+        state = self.state
+        if state.shutting_down.is_set() or not state.healthy():
+            self._send(503)
+            return
+        generate = self.path.split("?", 1)[0] == "/health_generate" or os.environ.get(
+            "SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION", "").lower() in ("1", "true")
+        if generate and state.group_hung.is_set():
+            timeout = float(os.environ.get("SGLANG_HEALTH_CHECK_TIMEOUT", "20"))
+            started = time.strftime("%H:%M:%S")
+            time.sleep(timeout)
+            log(f"Health check failed. Server couldn't get a response from detokenizer for last {timeout:g} seconds. "
+                f"tic start time: {started}. last_heartbeat time: {started}")
+            self._send(503)
+            return
+        self._send(200)
 
     def _model_info(self) -> None:
         args, config = self.state.args, self.state.model.config
@@ -315,7 +379,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(
             200,
             {
-                **self.state.public_args(),
+                **self.state.server_info_args(),
                 "max_total_num_tokens": self.state.max_total_tokens,
                 "startup_time": self.state.startup_time,
                 "internal_states": [
@@ -375,18 +439,20 @@ class _Handler(BaseHTTPRequestHandler):
         """Generate with the configured timing; on_token(index, token) is called as each token is produced."""
         tokens = textgen.generate(prompt, max_tokens, ignore_eos)
         state = self.state
-        state.admit(prompt_tokens)
+        rank = state.admit(prompt_tokens)
         started = time.monotonic()
         try:
             for index, token in enumerate(tokens):
+                while state.group_hung.is_set():  # the forward pass waits in a collective for the lost node
+                    time.sleep(1)
                 time.sleep(state.ttft if index == 0 else state.decode)
                 if index == 0:
                     with state.lock:
                         state.ttft_observations.append(time.monotonic() - started)
-                state.token_generated()
+                state.token_generated(rank)
                 on_token(index, token)
         finally:
-            state.release(prompt_tokens + len(tokens))
+            state.release(prompt_tokens + len(tokens), rank)
         return tokens, time.monotonic() - started
 
     def _generate(self) -> None:

@@ -33,7 +33,8 @@ from __future__ import annotations
 import sys
 import time
 
-from sglang.standin.logs import fatal, log
+from sglang.standin import failure
+from sglang.standin.logs import log
 
 PHASES = ("init", "weights", "jit", "graphs", "warmup")
 # Rough figures of one H200 (141 GB, 139.8 GiB usable) with DeepSeek-R1 FP8 over TP8, for the log lines only.
@@ -77,7 +78,7 @@ def _progress(desc: str, total: int, seconds: float, fmt: str = "sglang") -> Non
     sys.stderr.flush()
 
 
-def hold_or_fail(phase: str, fault_name: str, fault_phase: str) -> None:
+def hold_or_fail(phase: str, fault_name: str, fault_phase: str, args) -> None:
     if fault_phase != phase:
         return
     if fault_name == "hang":
@@ -92,27 +93,30 @@ def hold_or_fail(phase: str, fault_name: str, fault_phase: str) -> None:
             "graphs": "sglang/srt/model_executor/runner/decode_cuda_graph_runner.py",
             "warmup": "sglang/srt/entrypoints/http_server.py",
         }[phase]
-        fatal("RuntimeError", f"Initialization failed in the {phase} phase (SGLANG_STANDIN_FAULT=start-fail:{phase})",
-              where)
+        message = f"Initialization failed in the {phase} phase (SGLANG_STANDIN_FAULT=start-fail:{phase})"
+        if phase == "warmup":
+            failure.warmup_failure(message)
+        # the scheduler processes load the model: a failure there ends as any scheduler crash does (exit 0 as PID 1)
+        failure.scheduler_crash(args, "RuntimeError", message, where, serving=False)
 
 
 def load_model(args, found, durations: dict, fault_name: str, fault_phase: str) -> None:
     """The weights, JIT and CUDA graph phases; the port stays closed throughout."""
     shards = sorted(found.path.glob("*.safetensors")) or sorted(found.path.glob("*.bin"))
-    hold_or_fail("weights", fault_name, fault_phase)
+    hold_or_fail("weights", fault_name, fault_phase, args)
     log(f"Load weight begin. avail mem={AVAIL_MEM_START:.2f} GB")
     _progress("Multi-thread loading shards", len(shards), durations["weights"])
     architecture = (found.config.get("architectures") or ["?"])[0]
     log(f"Load weight end. elapsed={durations['weights']:.2f} s, type={architecture}, dtype=torch.bfloat16, "
         f"avail mem={AVAIL_MEM_AFTER_WEIGHTS:.2f} GB, mem usage={AVAIL_MEM_START - AVAIL_MEM_AFTER_WEIGHTS:.2f} GB.")
 
-    hold_or_fail("jit", fault_name, fault_phase)
+    hold_or_fail("jit", fault_name, fault_phase, args)
     if durations["jit"] > 0:
         log("Try DeepGEMM JIT Compiling for <GEMM_NT_F8F8BF16> N=24576, K=1536, num_groups=1 with all Ms. It only "
             "takes a little time (typically 1 sec) if you have run `python3 -m sglang.compile_deep_gemm`. ")
         _progress("DeepGEMM warmup", 8, durations["jit"], fmt="tqdm")
 
-    hold_or_fail("graphs", fault_name, fault_phase)
+    hold_or_fail("graphs", fault_name, fault_phase, args)
     if not getattr(args, "disable_cuda_graph", False):
         sizes = [bs for bs in GRAPH_BATCH_SIZES if bs <= (getattr(args, "cuda_graph_max_bs", None) or 160)]
         log(f"Capture decode CUDA graph begin. backend=full, num_tokens_per_req=1, bs={sizes}, "
@@ -129,9 +133,9 @@ def load_model(args, found, durations: dict, fault_name: str, fault_phase: str) 
             f"avail mem={AVAIL_MEM_AFTER_GRAPHS:.2f} GB.")
 
 
-def warm_up(durations: dict, fault_name: str, fault_phase: str) -> None:
+def warm_up(durations: dict, fault_name: str, fault_phase: str, args) -> None:
     """The HTTP server is up but Starting (health answers 503) while the warm-up request runs."""
-    hold_or_fail("warmup", fault_name, fault_phase)
+    hold_or_fail("warmup", fault_name, fault_phase, args)
     time.sleep(durations["warmup"])
     # The warm-up request's batch, as the scheduler logs it (srt/managers/scheduler_components/metrics_reporter.py)
     log("Prefill batch, #new-seq: 1, #new-token: 6, #cached-token: 0, token usage: 0.00, #running-req: 0, "
