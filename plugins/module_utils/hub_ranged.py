@@ -100,7 +100,7 @@ class RangeSet:
         return [(s, e) for s, e in gaps if e > s]
 
     def copy(self) -> RangeSet:
-        return RangeSet([(s, e) for s, e in self.intervals])
+        return RangeSet(list(self.intervals))
 
 
 def split_pieces(gaps: List[Tuple[int, int]], split_size: int) -> List[Tuple[int, int]]:

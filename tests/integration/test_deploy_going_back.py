@@ -36,7 +36,7 @@ def test_a_change_away_from_what_runs_is_one_warning_line_and_nothing_else_is(tm
     env = {name: value for name, value in os.environ.items() if not name.startswith("ANSIBLE_")}
     env["ANSIBLE_COLLECTIONS_PATH"] = str(ROOT / "collections")
     run = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "play.yml", "-i", "hosts.yml"],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert run.returncode == 0, run.stdout + run.stderr
     found = sorted(line for line in (run.stdout + run.stderr).splitlines() if "[WARNING]" in line)
     assert found == [

@@ -244,7 +244,7 @@ def merged(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:
             out[-1][1] = max(out[-1][1], e)
         else:
             out.append([s, e])
-    return [(s, e) for s, e in out]
+    return [tuple(pair) for pair in out]
 
 
 def gaps(size: int, ranges: list) -> list[tuple[int, int]]:

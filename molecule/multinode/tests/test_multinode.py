@@ -237,4 +237,3 @@ def test_weights_move_to_the_shared_volume_when_chosen_and_a_second_run_changes_
     again = run_playbook("deploy.yml", "--limit", unit, "--extra-vars", "sglang_model_storage=shared")
     assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
     assert set(recap_changed(again.stdout).values()) == {0}
-

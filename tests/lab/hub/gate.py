@@ -128,7 +128,8 @@ def make_handler(gate: Gate):
             if path == "/_lab/stats" and self.command == "GET":
                 with gate.lock:
                     body = json.dumps({"stats": gate.stats, "throttle_bps": gate.throttle_bps,
-                                   "ignore_range": gate.ignore_range, "mirror_errors": gate.mirror_errors}).encode()
+                                       "ignore_range": gate.ignore_range,
+                                       "mirror_errors": gate.mirror_errors}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
