@@ -31,7 +31,9 @@ FAIL = "tests/lab/verda-api/playbooks/fail.yml"
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     inventory_dir = tmp_path_factory.mktemp("lab-inventory")
-    env = {**os.environ, "LAB_NAME": LAB_NAME, "LAB_INVENTORY_DIR": str(inventory_dir)}
+    # Rented cluster workers have their local NVMe at /mnt/local_disk, where the weights go by default.
+    env = {**os.environ, "LAB_NAME": LAB_NAME, "LAB_INVENTORY_DIR": str(inventory_dir),
+           "LAB_LOCAL_DISK_DIR": "/mnt/local_disk"}
     up = subprocess.run([str(LAB_SH), "up", "2"], env=env, capture_output=True, text=True, timeout=900, check=False)
     assert up.returncode == 0, up.stderr[-3000:]
     inventory = yaml.safe_load((inventory_dir / "hosts.yml").read_text())
