@@ -53,6 +53,7 @@ ARGUMENT_SPEC = {
     "private_ip": {"type": "str", "default": ""},
     "collection_version": {"type": "str", "default": ""},
     "plan": {"type": "bool", "default": False},
+    "fleet_plan": {"type": "dict"},
 }
 
 
@@ -100,14 +101,32 @@ class ActionModule(ActionBase):
         hostvars = task_vars.get("hostvars", {})
         cluster = args["cluster"] or ""
 
-        nodes = [_node_from_vars(me, task_vars, {"private_ip": args["private_ip"], "node_rank": args["node_rank"]})]
-        if cluster:
+        fleet_plan = args["fleet_plan"]
+        if fleet_plan:
+            # The unit, its ranks and addresses as the fleet plan (datacrunch.sglang.sglang_plan) made them.
+            cluster = fleet_plan.get("cluster") or ""
+            ranks = {name: rank for rank, name in enumerate(fleet_plan.get("members") or [me])}
+            addresses = fleet_plan.get("addresses") or {}
+            nodes = [
+                _node_from_vars(
+                    name,
+                    task_vars if name == me else hostvars[name],
+                    {"private_ip": addresses.get(name) or "", "node_rank": ranks[name]},
+                )
+                for name in sorted(ranks)
+            ]
+        else:
+            nodes = [
+                _node_from_vars(me, task_vars, {"private_ip": args["private_ip"], "node_rank": args["node_rank"]})
+            ]
+        if cluster and not fleet_plan:
             for other in sorted(task_vars.get("groups", {}).get("all", [])):
                 if other == me:
                     continue
                 other_vars = hostvars[other]
                 if str(other_vars.get("sglang_cluster") or "") == cluster:
                     nodes.append(_node_from_vars(other, other_vars))
+        if cluster:
             absent = sorted(node.name for node in nodes if node.name not in task_vars.get("ansible_play_hosts", []))
             if absent and not args["plan"]:
                 raise AnsibleActionFail(
