@@ -19,6 +19,7 @@ from ansible_collections.datacrunch.sglang.plugins.module_utils.fleet_plan impor
     unit_commit,
     unit_topology,
 )
+from ansible_collections.datacrunch.sglang.plugins.module_utils.hub_names import repo_id_problem, revision_problem
 
 ARGUMENT_SPEC = {
     "profile": {"type": "dict", "required": True},
@@ -62,6 +63,9 @@ class ActionModule(ActionBase):
         repo = args["model"] or args["profile"].get("model") or ""
         revision = args["revision"] or args["profile"].get("revision") or "main"
         commit, source = None, "not resolved (this playbook loads no model)"
+        problem = repo_id_problem(repo) or revision_problem(revision)
+        if problem and args["resolve_revision"]:
+            raise AnsibleActionFail("%s: %s (profile %s)" % (me, problem, args["profile_name"]))
         if is_commit(revision):
             commit, source = revision, "pinned"
         elif args["resolve_revision"]:

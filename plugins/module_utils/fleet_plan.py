@@ -149,6 +149,11 @@ def hub_commit(endpoint, repo, revision, token="", opener=None):
                 "sglang_model_revision=%s: the Hub at %s has no branch or tag %r in %s; name an existing branch, tag "
                 "or commit" % (revision, base, revision, repo)
             ) from None
+        if exc.code == 401 and token:
+            raise PlanError(
+                "the Hub at %s rejected the token in sglang_hf_token (401) while resolving %s@%s to a commit; set "
+                "sglang_hf_token to a valid token, or leave it empty for a public model" % (base, repo, revision)
+            ) from None
         if exc.code in (401, 403, 404):
             raise PlanError(
                 "sglang_model=%s: the Hub at %s answers %d (%s) for it: check the name, and for a gated or private "
