@@ -21,8 +21,10 @@ import re
 import tempfile
 import urllib.error
 import urllib.parse
-import urllib.request
 from types import SimpleNamespace
+
+from ansible.module_utils.urls import ConnectionError as UrlConnectionError
+from ansible.module_utils.urls import open_url
 
 from ansible_collections.datacrunch.sglang.plugins.module_utils.gpu_checks import private_address
 from ansible_collections.datacrunch.sglang.plugins.module_utils.launch_spec import LaunchSpecError, Node, assign_ranks
@@ -125,22 +127,22 @@ def unit_topology(host, inventory_hosts, hostvars):
 # -- revisions -------------------------------------------------------------------------------------------------------
 
 
-def hub_commit(endpoint, repo, revision, token="", opener=None):
+def hub_commit(endpoint, repo, revision, token=""):
     """The commit a branch or tag names on the Hub (GET /api/models/{repo}/revision/{revision}, as huggingface_hub's
     model_info does). Raises PlanError with the fix; the token never enters a message."""
     base = (endpoint or DEFAULT_HUB).rstrip("/")
     if not base.startswith(("http://", "https://")):
         raise PlanError("sglang_hf_endpoint=%s is not an http(s) URL; use e.g. https://huggingface.co" % base)
     url = "%s/api/models/%s/revision/%s" % (base, repo, urllib.parse.quote(revision, safe=""))
-    request = urllib.request.Request(url, headers={"User-Agent": "datacrunch.sglang"})  # noqa: S310 - http(s) only
+    headers = {"User-Agent": "datacrunch.sglang"}
     if token:
-        request.add_header("Authorization", "Bearer %s" % token)
+        headers["Authorization"] = "Bearer %s" % token
     pin = (
         "pin the commit instead: set sglang_model_revision to the 40-character commit id of %s that the unit should "
         "load (the Hub shows it under Files and versions > History)" % repo
     )
     try:
-        with (opener or urllib.request.urlopen)(request, timeout=HUB_TIMEOUT) as answer:
+        with open_url(url, headers=headers, timeout=HUB_TIMEOUT, follow_redirects="safe") as answer:
             data = json.loads(answer.read().decode("utf-8"))
     except urllib.error.HTTPError as exc:
         code = exc.headers.get("X-Error-Code", "") if exc.headers else ""
@@ -163,7 +165,7 @@ def hub_commit(endpoint, repo, revision, token="", opener=None):
             "sglang_model_revision=%s is a branch or tag, and the Hub at %s answered %d while resolving it to a "
             "commit; %s" % (revision, base, exc.code, pin)
         ) from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (urllib.error.URLError, UrlConnectionError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         raise PlanError(
             "sglang_model_revision=%s is a branch or tag, and the controller cannot reach the Hub at %s to resolve it "

@@ -14,9 +14,10 @@ description:
   - Computes, on the controller, the container a host must run to serve a model profile - image, SGLang command line,
     environment, mounts, ulimits, shared memory, IPC and network mode, GPU request, restart policy, labels with the
     spec hash, readiness probe and endpoint. It contacts no host.
-  - For a multi-node unit (hosts sharing O(cluster)), members and ranks come from the fleet plan (O(fleet_plan)):
-    C(sglang_node_rank) first, the rest by C(inventory_hostname); rank 0's private address and O(dist_port) form C(--dist-init-addr); the layout is
-    checked against the profile (node count, GPUs per node, unique ranks, a private rendezvous address).
+  - For a multi-node unit (hosts sharing O(cluster)), members and ranks come from the fleet plan O(fleet_plan) -
+    C(sglang_node_rank) first, the rest by C(inventory_hostname); rank 0's private address and O(dist_port) form
+    C(--dist-init-addr); the layout is checked against the profile (node count, GPUs per node, unique ranks, a
+    private rendezvous address).
   - Flags are rendered in the syntax of the image's SGLang version and checked against the options that version's
     own parser accepts; a profile or user flag that conflicts with one the spec renders itself is refused.
   - Secrets never enter the spec; it names the root-only files that M(datacrunch.sglang.sglang_container) writes.

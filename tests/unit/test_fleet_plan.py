@@ -205,7 +205,7 @@ def test_the_nodes_of_a_unit_planned_at_once_get_one_commit_from_one_hub_call(hu
         barrier.wait()
         commits.append(unit_commit("u", "org/model", "main", record, moving_hub, this_run="one")[0])
 
-    nodes = [threading.Thread(target=plan_node) for _ in range(6)]
+    nodes = [threading.Thread(target=plan_node) for _node in range(6)]
     for node in nodes:
         node.start()
     for node in nodes:
