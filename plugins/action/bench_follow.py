@@ -31,6 +31,8 @@ def progress_line(host, progress):
     line = "bench_serving [%s]: concurrency %s (%s of %d levels): %s/%s requests finished, %d s" % (
         host, progress["level"], progress.get("level_index", "?"), len(levels), progress.get("requests_done", 0),
         progress.get("requests_total", "?"), int(progress.get("elapsed_s") or 0))
+    if progress.get("requests_failed"):
+        line += " (%s failed)" % progress["requests_failed"]
     return line + (": %s" % progress["state"] if progress.get("state") in ENDED else "")
 
 

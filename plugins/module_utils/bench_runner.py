@@ -683,7 +683,9 @@ class BenchRunner:
                 record["failed"] = max(0, record["num_prompts"] - (record.get("completed") or 0))
                 record["wall_s"] = round(time.monotonic() - started, 1)
                 result["results"].append(record)
-                self._progress("running", position, started, (record.get("completed") or 0, position["requests_total"]))
+                # Every request has ended, done or failed (the bar counts both; "completed" the done ones only).
+                self._progress("running", dict(position, requests_failed=record["failed"]), started,
+                               (record["num_prompts"], record["num_prompts"]))
         result["finished_at"] = utc_now()
         return result
 

@@ -15,3 +15,10 @@ def test_a_running_level_says_the_requests_finished_out_of_all():
 def test_nothing_is_said_before_the_first_level_starts():
     assert progress_line("gpu-1", {"state": "starting"}) is None
     assert progress_line("gpu-1", None) is None
+
+
+def test_failed_requests_are_counted_among_the_finished_and_named():
+    progress = {"state": "done", "level": 64, "levels": [1, 4, 16, 64], "level_index": 4, "requests_done": 512,
+                "requests_total": 512, "requests_failed": 47, "elapsed_s": 31}  # fmt: skip
+    assert progress_line("gpu-1", progress) == (
+        "bench_serving [gpu-1]: concurrency 64 (4 of 4 levels): 512/512 requests finished, 31 s (47 failed): done")
