@@ -12,7 +12,7 @@ version_added: 0.1.0
 author: datacrunch.sglang maintainers (@datacrunch-sglang)
 description:
   - Waits for a M(datacrunch.sglang.sglang_bench) O(datacrunch.sglang.sglang_bench#module:mode=serving) run started
-    in the background (C(async), C(poll: 0)) with a C(progress_file), and prints one line per round while it runs:
+    in the background (C(async) with C(poll) 0) with a C(progress_file), and prints one line per round while it runs -
     the concurrency level, and the requests finished at that level from C(bench_serving)'s own progress bar.
   - Returns the module's own result when it ends, and fails with the module's message when it failed.
   - The lines go to the controller's screen as they come (not through the result format); a line is printed only

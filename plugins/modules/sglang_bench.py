@@ -96,7 +96,7 @@ options:
     default: 600
   progress_file:
     description:
-      - O(mode=serving), a file on the host that the module keeps rewriting with its progress while it runs (JSON:
+      - O(mode=serving), a file on the host that the module keeps rewriting with its progress while it runs (JSON with
         C(state) C(running), C(done) or C(failed), C(level), C(level_index) of C(levels), C(requests_done) of
         C(requests_total) at that level from C(bench_serving)'s progress bar, C(elapsed_s)), for a caller that runs
         the module in the background (C(async)) and shows how far it is.
