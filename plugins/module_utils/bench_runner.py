@@ -114,6 +114,7 @@ class _LiveOutput:
         with self._lock:
             return self.text
 
+
 # (module of current releases, module of older releases): SGLang 0.5.18 moved the benchmarks into
 # sglang.benchmark and keeps the old names as deprecated shims; later releases drop some of them.
 SERVING_MODULES = ("sglang.benchmark.serving", "sglang.bench_serving")
