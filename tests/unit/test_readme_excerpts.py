@@ -43,8 +43,8 @@ def test_the_deploy_excerpt_ends_with_the_summary_lines():
 def test_the_benchmark_excerpt_shows_progress_lines_and_the_closing_figures():
     lines = excerpt("TASK [datacrunch.sglang.sglang_benchmark : Follow").splitlines()
     progress = [line for line in lines if line.startswith("bench_serving [")]
-    assert progress and all(re.fullmatch(r"bench_serving \[\S+\]: concurrency \d+ \(\d+ of \d+ levels\): \d+/\d+ "
-                                         r"requests finished, \d+ s( \(\d+ failed\))?(: done)?", line) for line in progress)  # fmt: skip
+    shape = r"bench_serving \[\S+\]: concurrency \d+ \(\d+ of \d+ levels\): \d+/\d+ requests finished, \d+ s"
+    assert progress and all(re.fullmatch(shape + r"( \(\d+ failed\))?(: done)?", line) for line in progress)
     assert progress[-1].endswith(": done")
     closing = lines[lines.index(next(line for line in lines if line.startswith("Benchmark of "))):]
     assert "simulated (lab stand-in)" in closing[0]
