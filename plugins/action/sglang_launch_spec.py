@@ -9,6 +9,7 @@ from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.datacrunch.sglang.plugins.module_utils.fleet_plan import PlanError, unit_topology
 from ansible_collections.datacrunch.sglang.plugins.module_utils.launch_spec import (
     LaunchRequest,
     LaunchSpecError,
@@ -53,6 +54,7 @@ ARGUMENT_SPEC = {
     "private_ip": {"type": "str", "default": ""},
     "collection_version": {"type": "str", "default": ""},
     "plan": {"type": "bool", "default": False},
+    "fleet_plan": {"type": "dict"},
 }
 
 
@@ -100,14 +102,34 @@ class ActionModule(ActionBase):
         hostvars = task_vars.get("hostvars", {})
         cluster = args["cluster"] or ""
 
-        nodes = [_node_from_vars(me, task_vars, {"private_ip": args["private_ip"], "node_rank": args["node_rank"]})]
+        fleet_plan = args["fleet_plan"]
+        if not fleet_plan:
+            # Called without the fleet plan (the module used on its own): the same plan, made here.
+            own = {
+                "sglang_cluster": cluster,
+                "sglang_node_rank": args["node_rank"],
+                "sglang_private_ip": args["private_ip"],
+                "sglang_gpu": task_vars.get("sglang_gpu"),
+            }
+            view = {name: hostvars[name] for name in task_vars.get("groups", {}).get("all", []) if name != me}
+            view[me] = own
+            try:
+                fleet_plan = unit_topology(me, sorted(view), view)
+            except PlanError as exc:
+                raise AnsibleActionFail("%s: %s" % (me, exc)) from None
+        # The unit, its ranks and addresses as the fleet plan (datacrunch.sglang.sglang_plan) made them.
+        cluster = fleet_plan.get("cluster") or ""
+        ranks = {name: rank for rank, name in enumerate(fleet_plan.get("members") or [me])}
+        addresses = fleet_plan.get("addresses") or {}
+        nodes = [
+            _node_from_vars(
+                name,
+                task_vars if name == me else hostvars[name],
+                {"private_ip": addresses.get(name) or "", "node_rank": ranks[name]},
+            )
+            for name in sorted(ranks)
+        ]
         if cluster:
-            for other in sorted(task_vars.get("groups", {}).get("all", [])):
-                if other == me:
-                    continue
-                other_vars = hostvars[other]
-                if str(other_vars.get("sglang_cluster") or "") == cluster:
-                    nodes.append(_node_from_vars(other, other_vars))
             absent = sorted(node.name for node in nodes if node.name not in task_vars.get("ansible_play_hosts", []))
             if absent and not args["plan"]:
                 raise AnsibleActionFail(

@@ -12,7 +12,7 @@ author: datacrunch.sglang maintainers (@datacrunch-sglang)
 description:
   - Groups hosts into serving units (a single-node host, or every host of one C(sglang_cluster), ordered by rank) and
     units into batches, for a play that rolls a change one batch at a time with C(serial).
-  - A host's cluster and rank come from its C(sglang_launch_spec) when built, else from C(sglang_cluster).
+  - A host's cluster and rank come from its fleet plan (fact C(sglang_plan)), else from its C(sglang_launch_spec).
 positional: _input, hostvars, batch
 options:
   _input:
@@ -50,9 +50,10 @@ from ansible_collections.datacrunch.sglang.plugins.module_utils.rollout import R
 def rollout_batches(hosts, hostvars, batch=1):
     def host_cluster(host):
         host_vars = hostvars[host]
-        spec = host_vars.get("sglang_launch_spec") or {}
-        cluster = spec.get("cluster", host_vars.get("sglang_cluster", "")) or ""
-        return str(cluster), int(spec.get("rank", 0) or 0)
+        # The unit and rank of the fleet plan (fact sglang_plan); the launch spec for hosts planned before it.
+        plan = host_vars.get("sglang_plan") or host_vars.get("sglang_launch_spec") or {}
+        cluster = plan.get("cluster", "") or ""
+        return str(cluster), int(plan.get("rank", 0) or 0)
 
     try:
         return plan_rollout(list(hosts), host_cluster, batch)

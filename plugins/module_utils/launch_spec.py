@@ -43,8 +43,11 @@ LABEL_CLUSTER = LABEL_PREFIX + "cluster"
 LABEL_RANK = LABEL_PREFIX + "rank"
 LABEL_COLLECTION_VERSION = LABEL_PREFIX + "collection-version"
 LABEL_SECRETS_DIGEST = LABEL_PREFIX + "secrets-digest"
-# Labels that do not take part in the spec hash: a collection upgrade alone must not restart a server.
-UNHASHED_LABELS = (LABEL_SPEC_HASH, LABEL_COLLECTION_VERSION, LABEL_SECRETS_DIGEST)
+# The model and the commit the unit loads (the same commit on every rank: the fleet plan resolves it once per unit).
+LABEL_MODEL = LABEL_PREFIX + "model"
+# Labels that do not take part in the spec hash: a collection upgrade alone must not restart a server. The model
+# label repeats what --model-path and --revision already put in the hash.
+UNHASHED_LABELS = (LABEL_SPEC_HASH, LABEL_COLLECTION_VERSION, LABEL_SECRETS_DIGEST, LABEL_MODEL)
 
 CONTAINER_CACHE_DIR = "/var/cache/sglang"
 CONTAINER_SECRETS_DIR = "/run/datacrunch-sglang"
@@ -589,6 +592,7 @@ def build_launch_spec(request):
             LABEL_CLUSTER: request.cluster or "",
             LABEL_RANK: str(rank),
             LABEL_COLLECTION_VERSION: request.collection_version,
+            LABEL_MODEL: "%s@%s" % (model, revision) if revision else model,
         },
         "host_dirs": {"cache": host_cache, "secrets": secrets_host_dir},
         "secret_files": secret_files,

@@ -14,8 +14,8 @@ description:
   - Computes, on the controller, the container a host must run to serve a model profile - image, SGLang command line,
     environment, mounts, ulimits, shared memory, IPC and network mode, GPU request, restart policy, labels with the
     spec hash, readiness probe and endpoint. It contacts no host.
-  - For a multi-node unit (hosts sharing O(cluster)), ranks follow C(sglang_node_rank) or the order of
-    C(inventory_hostname); rank 0's private address and O(dist_port) form C(--dist-init-addr); the layout is
+  - For a multi-node unit (hosts sharing O(cluster)), members and ranks come from the fleet plan (O(fleet_plan)):
+    C(sglang_node_rank) first, the rest by C(inventory_hostname); rank 0's private address and O(dist_port) form C(--dist-init-addr); the layout is
     checked against the profile (node count, GPUs per node, unique ranks, a private rendezvous address).
   - Flags are rendered in the syntax of the image's SGLang version and checked against the options that version's
     own parser accepts; a profile or user flag that conflicts with one the spec renders itself is refused.
@@ -186,6 +186,12 @@ options:
     description: Plan mode; values only a host can tell become explicit placeholders instead of errors.
     type: bool
     default: false
+  fleet_plan:
+    description:
+      - The host's fleet plan (fact C(sglang_plan) from M(datacrunch.sglang.sglang_plan)) - the unit's members in rank
+        order and their private addresses. When given, O(cluster), O(node_rank) and O(private_ip) are not read.
+      - Without it the same plan is made from the inventory and those options.
+    type: dict
 """
 
 EXAMPLES = r"""

@@ -12,7 +12,7 @@ PLAYBOOK = """
   gather_facts: false
   vars:
     sglang_server_rank0_host: gpu-1
-    sglang_cluster: ""
+    sglang_plan: {cluster: ""}
     sglang_profile: lab-tiny
     sglang_api_key: ""
     sglang_server_api_key_file: /root/.config/datacrunch-sglang/api-keys/lab-25e61b01

@@ -150,6 +150,10 @@ BAD_INPUTS = [
     ({"sglang_hf_home": "cache/hf"}, "sglang_hf_home='cache/hf' must be an absolute path"),
     ({"sglang_profiles_extra": {"lab-tiny": {"extends": "deepseek-r1", "tp": 16}}}, "tp=16 needs 16 GPUs"),
     ({"sglang_server_pull": "sometimes"}, "sglang_server_pull"),
+    # A branch the unit has no commit recorded for, and no Hub: refused on the controller with the fix.
+    ({"sglang_model_revision": "v1", "sglang_hf_endpoint": "http://127.0.0.1:9"},
+     ["cannot reach the Hub at http://127.0.0.1:9 to resolve it to one commit",
+      "pin the commit instead: set sglang_model_revision to the 40-character commit id"]),
     # Values a type cannot catch, refused on the controller before any host changes (they used to remove the
     # running server, or crash-loop its replacement), all reported by one run:
     ({"sglang_server_shm_size": "abc", "sglang_server_bind_host": "999.1.1.1", "sglang_tls_enabled": "ture",

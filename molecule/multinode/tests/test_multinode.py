@@ -223,18 +223,93 @@ def test_different_gpu_counts_fail_before_any_change():
         subprocess.run([*lab, "heal", RANK1], check=True, env={**os.environ, **env})
 
 
-def test_weights_move_to_the_shared_volume_when_chosen_and_a_second_run_changes_nothing(api_key):
-    unit = "%s,%s" % (RANK0, RANK1)
-    result = run_playbook("deploy.yml", "--limit", unit, "--extra-vars", "sglang_model_storage=shared")
+REPO = "datacrunch-lab/tiny-deepseek-r1"
+# The lab Hub's tiny repo: main is its second commit, tag v1 its first (tests/lab/hub/README.md).
+MAIN_COMMIT, V1_COMMIT = "3708d8ea286d0c3779da69819147dd2b2c171273", "d4b2603dbe40f660f91af0dc0f7e9316efeb55c7"
+HUB = Path(__file__).resolve().parents[3] / "tests" / "lab" / "hub" / "hub.sh"
+UNIT = "%s,%s" % (RANK0, RANK1)
+# sglang_node_rank 0 on the second host of the unit, nothing on the first: the first becomes rank 1.
+SWAPPED = "sglang_servers:\n  hosts:\n    %s:\n      sglang_node_rank: 0\n" % RANK1
+IN_ORDER = ("sglang_servers:\n  hosts:\n    %s:\n      sglang_node_rank: 0\n    %s:\n      sglang_node_rank: 1\n"
+            % (RANK0, RANK1))
+
+
+def move_main(target):
+    subprocess.run([str(HUB), "move-branch", REPO, "main", target], check=True, capture_output=True)
+
+
+def one_host_at_a_time(tmp_path, name, *inventories):
+    """Each host's plan from a play with serial: 1 and --limit of the unit."""
+    out = tmp_path / name
+    extra = []
+    for number, text in enumerate(inventories):
+        path = tmp_path / ("%s-%d.yml" % (name, number))
+        path.write_text(text)
+        extra += ["--inventory", str(path)]
+    result = run_playbook("molecule/multinode/plan_one_host_at_a_time.yml", *extra, "--limit", UNIT,
+                          "--extra-vars", "plan_out=%s" % out)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    for host in (RANK0, RANK1):
-        container = server(host)
-        assert hf_home_mount(container)[SHARED_HF_HOME] == SHARED_HF_HOME
-        assert "--weight-loader-prefetch-checkpoints" in container["Args"]
-        assert json.loads(arg(container, "--model-loader-extra-config")) == {"enable_multithread_load": True}
-    # One download into the shared volume, seen by both workers.
-    assert weight_files(RANK0, SHARED_HF_HOME) == weight_files(RANK1, SHARED_HF_HOME) != []
-    assert http(endpoint(RANK0) + "/health_generate")[0] == 200
-    again = run_playbook("deploy.yml", "--limit", unit, "--extra-vars", "sglang_model_storage=shared")
-    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
-    assert set(recap_changed(again.stdout).values()) == {0}
+    return {host: json.loads((out / ("%s.json" % host)).read_text()) for host in (RANK0, RANK1)}
+
+
+def running_ranks():
+    return {host: int(server(host)["Config"]["Labels"]["datacrunch.sglang.rank"]) for host in (RANK0, RANK1)}
+
+
+def test_the_plan_made_one_host_at_a_time_agrees_with_the_running_unit(tmp_path):
+    running = running_ranks()
+    assert running == {RANK0: 0, RANK1: 1}
+    for name, inventories in (("implicit", ()), ("explicit", (IN_ORDER,))):
+        plans = one_host_at_a_time(tmp_path, name, *inventories)
+        for host, plan in plans.items():
+            assert plan["members"] == [RANK0, RANK1], (name, plan)
+            assert plan["rank"] == running[host], (name, plan)
+            assert plan["rank0_host"] == RANK0 and plan["unit"] == "lab-unit"
+            # The commit deploy.yml resolved and recorded for the unit, which the containers load.
+            assert plan["model"]["commit"] == arg(server(host), "--revision") == MAIN_COMMIT
+    swapped = one_host_at_a_time(tmp_path, "swapped", SWAPPED)
+    assert {host: plan["rank"] for host, plan in swapped.items()} == {RANK0: 1, RANK1: 0}
+    assert {plan["rank0_host"] for plan in swapped.values()} == {RANK1}
+
+
+def test_swapped_ranks_shared_weights_and_a_moved_branch_then_a_refresh(api_key, tmp_path):
+    swapped = tmp_path / "swapped.yml"
+    swapped.write_text(SWAPPED)
+    deploy = ("deploy.yml", "--inventory", str(swapped), "--limit", UNIT, "--extra-vars", "sglang_model_storage=shared")
+    move_main(V1_COMMIT)
+    try:
+        result = run_playbook(*deploy)
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output[-3000:]
+        # The ranks follow sglang_node_rank: the second host is rank 0, and the rendezvous test, the launch and the
+        # containers agree on it.
+        assert running_ranks() == {RANK0: 1, RANK1: 0}
+        for host in (RANK0, RANK1):
+            container = server(host)
+            assert arg(container, "--node-rank") == str(running_ranks()[host])
+            assert arg(container, "--dist-init-addr") == "%s:50000" % lab_host_address(RANK1)
+            # main moved on the Hub since the unit was deployed: the unit stays on its recorded commit.
+            assert arg(container, "--revision") == MAIN_COMMIT
+            # The weights on the shared volume, read with SGLang's checkpoint prefetch.
+            assert hf_home_mount(container)[SHARED_HF_HOME] == SHARED_HF_HOME
+            assert "--weight-loader-prefetch-checkpoints" in container["Args"]
+            assert json.loads(arg(container, "--model-loader-extra-config")) == {"enable_multithread_load": True}
+        assert "reached %s:50000" % lab_host_address(RANK1) in output
+        assert "1 of 1 peers reached port 50000" in output
+        assert "Node rank 1 joined from %s (2/2)" % lab_host_address(RANK0) in lab_exec(
+            RANK1, "sh", "-c", "docker logs %s 2>&1" % CONTAINER)
+        # One download into the shared volume, seen by both workers.
+        assert weight_files(RANK0, SHARED_HF_HOME) == weight_files(RANK1, SHARED_HF_HOME) != []
+        assert http(endpoint(RANK1) + "/health_generate")[0] == 200
+        again = run_playbook(*deploy)
+        assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+        assert set(recap_changed(again.stdout).values()) == {0}
+
+        # A refresh moves both nodes of the unit to the branch's new commit, together.
+        refresh = run_playbook("playbooks/redeploy.yml", *deploy[1:], "--extra-vars", "sglang_model_refresh=true")
+        assert refresh.returncode == 0, (refresh.stdout + refresh.stderr)[-3000:]
+        for host in (RANK0, RANK1):
+            assert arg(server(host), "--revision") == V1_COMMIT
+        assert http(endpoint(RANK1) + "/health_generate")[0] == 200
+    finally:
+        move_main(MAIN_COMMIT)

@@ -10,6 +10,7 @@
 #   hub.sh url [--host A]   print the endpoint URL (for hosts: --host <lab network gateway>)
 #   hub.sh build            (re)build the repositories
 #   hub.sh token NAME       print a lab token: granted (access to the gated repo) or no-access
+#   hub.sh move-branch REPO BRANCH REV   point a branch at another commit or tag (a push to the Hub)
 #
 # Environment: HUB_PORT (18090), HUB_OLAH_PORT (HUB_PORT+1000), HUB_STATE_DIR (tests/lab/.state/hub; one per
 # instance), HUB_PYTHON (python3, >= 3.10). Several instances with their own port and state dir coexist.
@@ -174,8 +175,21 @@ stop() {
   fi
 }
 
+# Point a branch of a lab repository at another commit (or tag), as a push to the Hub would; olah serves the moved
+# branch from the next request on.
+move_branch() {
+  local repo="${1:-}" branch="${2:-}" target="${3:-}" dir commit
+  [[ -n "$repo" && -n "$branch" && -n "$target" ]] || die "move-branch REPO BRANCH COMMIT_OR_TAG"
+  dir="$STATE/mirrors/models/$repo"
+  [[ -d "$dir" ]] || die "no lab repository $repo (known: $(cd "$STATE/mirrors/models" && echo */*))"
+  commit="$(git -C "$dir" rev-parse --verify --quiet "$target^{commit}")" || die "$repo has no commit or tag $target"
+  git -C "$dir" update-ref "refs/heads/$branch" "$commit"
+  echo "hub: $repo $branch -> $commit"
+}
+
 case "${1:-}" in
   start) shift; start "$@" ;;
+  move-branch) shift; move_branch "$@" ;;
   stop) shift; stop "$@" ;;
   status)
     if alive "$STATE/gate.pid" && alive "$STATE/olah.pid" && ready; then
@@ -184,5 +198,5 @@ case "${1:-}" in
   url) shift; url "$@" ;;
   build) ensure_venv; build_repos force; cat "$STATE/repos.txt" ;;
   token) shift; token "$@" ;;
-  *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
