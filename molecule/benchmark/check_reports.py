@@ -5,6 +5,7 @@ Usage: check_reports.py REPORT_DIR API_KEY_FILE RUN_LOG...
 """
 
 import json
+import re
 import struct
 import sys
 from pathlib import Path
@@ -53,6 +54,15 @@ def main(report_dir, key_file, *logs):
     first_md, second_md = (Path(str(path).removesuffix(".json") + ".md").read_text() for path in reports)
     assert "| bench_one_batch | - | median_decode_throughput | 30." in second_md and "**MISS**" in second_md
     assert "**MISS**" not in first_md
+
+    # bench_serving's progress, shown while it runs: a line as each level starts, and the end (the requests finished
+    # inside a level show on real runs; here a level takes about a second: tests/integration/test_bench_progress.py).
+    progress = [tuple(map(int, match)) for match in re.findall(
+        r"bench_serving \[\S+\]: concurrency (\d+) \((\d+) of 3 levels\): (\d+)/(\d+) requests finished",
+        Path(logs[0]).read_text())]  # fmt: skip
+    assert {(level, index) for level, index, _done, _total in progress} == {(1, 1), (4, 2), (8, 3)}, progress
+    assert (8, 3, 32, 32) in progress, progress
+    assert re.search(r"\(3 of 3 levels\): 32/32 requests finished, \d+ s: done", Path(logs[0]).read_text())
 
     key = Path(key_file).read_text().strip()
     assert len(key) >= 16, "the scenario's API key file holds no key"

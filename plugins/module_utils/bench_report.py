@@ -643,18 +643,11 @@ def render_plots(document, previous, throughput_path, latency_path):
         # Below the plot, where it never covers a point.
         axis.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
 
+    pending = []
+
     def annotate(axis, xs, ys, fmt):
-        # Above and left of each point: the curve arrives from the lower left, so the label stays clear of it.
-        for x, y in zip(xs, ys, strict=False):
-            axis.annotate(
-                fmt.format(y),
-                (x, y),
-                textcoords="offset points",
-                xytext=(-6, 6),
-                ha="right",
-                fontsize=8,
-                bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.8},
-            )
+        # Placed once everything is drawn and scaled (place_labels): clear of every marker and of each other.
+        pending.extend((axis, x, y, fmt.format(y)) for x, y in zip(xs, ys, strict=False))
 
     def previous_on(axis, field, label):
         """The previous run's curve of one figure, dashed and grey, for comparison."""
@@ -674,7 +667,7 @@ def render_plots(document, previous, throughput_path, latency_path):
         for kind, label in (("min", "expected (floor)"), ("max", "expected (ceiling)")):
             bounds = [(row["concurrency"], row["threshold"]) for row in rows if row["kind"] == kind]
             if bounds:
-                axis.scatter(
+                bars = axis.scatter(
                     [point[0] for point in bounds],
                     [point[1] for point in bounds],
                     marker="_",
@@ -684,6 +677,7 @@ def render_plots(document, previous, throughput_path, latency_path):
                     label=label,
                     zorder=5,
                 )
+                bars.datacrunch_marker = "_"  # a flat bar: only its width covers anything
         missed = [(row["concurrency"], row["measured"]) for row in rows if row["verdict"] == "miss"]
         if missed:
             axis.scatter(
@@ -714,6 +708,7 @@ def render_plots(document, previous, throughput_path, latency_path):
     concurrency_axis(axis)
     axis.set_ylabel("tokens per second (all requests together)")
     axis.set_title(f"Serving throughput\n{title}", fontsize=10)
+    _place_labels(figure, pending)
     figure.savefig(throughput_path)
     plt.close(figure)
     written.append(throughput_path)
@@ -743,10 +738,85 @@ def render_plots(document, previous, throughput_path, latency_path):
         axis.set_ylabel("milliseconds, log scale (lower is better)")
         axis.set_title(heading, fontsize=10)
     figure.suptitle(f"Serving latency\n{title}", fontsize=10)
+    _place_labels(figure, pending)
     figure.savefig(latency_path)
     plt.close(figure)
     written.append(latency_path)
     return written
+
+
+# Where a point's label may go, in order of preference, as (x, y) offsets in points and the alignment that keeps
+# the text on that side: above left first (the curves arrive from the lower left), then the other corners, then
+# further out.
+LABEL_PLACES = [
+    ((-6, 6), "right", "bottom"), ((6, 6), "left", "bottom"), ((6, -6), "left", "top"), ((-6, -6), "right", "top"),
+    ((0, 14), "center", "bottom"), ((0, -14), "center", "top"), ((-14, 14), "right", "bottom"),
+    ((14, 14), "left", "bottom"), ((14, -14), "left", "top"), ((-14, -14), "right", "top"),
+]
+
+
+def marker_boxes(axis):
+    """The display boxes (x0, y0, x1, y1) of every marker drawn on an axis: the points of its lines and scatters."""
+    import numpy
+
+    boxes = []
+    scale = axis.figure.dpi / 72.0
+    for line in axis.get_lines():
+        if line.get_marker() in (None, "", "None", " "):
+            continue
+        half = line.get_markersize() * scale / 2 + line.get_markeredgewidth() * scale
+        points = axis.transData.transform(numpy.column_stack(line.get_data()))
+        boxes += [(x - half, y - half, x + half, y + half) for x, y in points]
+    for collection in axis.collections:
+        offsets = collection.get_offsets()
+        if not len(offsets):
+            continue
+        sizes = collection.get_sizes()
+        widths = collection.get_linewidths()
+        points = collection.get_offset_transform().transform(offsets)
+        wide_only = getattr(collection, "datacrunch_marker", "") == "_"
+        for index, (x, y) in enumerate(points):
+            side = numpy.sqrt(sizes[index % len(sizes)]) * scale
+            edge = widths[index % len(widths)] * scale if len(widths) else scale
+            half_w, half_h = side / 2 + edge, (edge if wide_only else side / 2 + edge)
+            boxes.append((x - half_w, y - half_h, x + half_w, y + half_h))
+    return boxes
+
+
+def _overlaps(box, other):
+    return box[0] < other[2] and other[0] < box[2] and box[1] < other[3] and other[1] < box[3]
+
+
+def _place_labels(figure, pending):
+    """Write each point's label at the first place where it covers no marker and no label placed before it (the
+    preferred place when none is free)."""
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    taken = {}
+    for axis, x, y, text in pending:
+        if axis not in taken:
+            taken[axis] = list(marker_boxes(axis))
+        chosen = None
+        for offset, ha, va in LABEL_PLACES:
+            label = axis.annotate(
+                text, (x, y), textcoords="offset points", xytext=offset, ha=ha, va=va, fontsize=8,
+                bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.8},
+            )  # fmt: skip
+            extent = label.get_window_extent(renderer)
+            box = (extent.x0, extent.y0, extent.x1, extent.y1)
+            if not any(_overlaps(box, other) for other in taken[axis]):
+                chosen = (label, box)
+                break
+            label.remove()
+        if chosen is None:
+            offset, ha, va = LABEL_PLACES[0]
+            label = axis.annotate(
+                text, (x, y), textcoords="offset points", xytext=offset, ha=ha, va=va, fontsize=8,
+                bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.8},
+            )  # fmt: skip
+            extent = label.get_window_extent(renderer)
+            chosen = (label, (extent.x0, extent.y0, extent.x1, extent.y1))
+        taken[axis].append(chosen[1])
 
 
 # --- files -------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 
@@ -75,6 +76,44 @@ LOG_TAIL_LINES = 40
 # stuck run (a failed TP worker leaves the others waiting in NCCL for ever), not a slow one.
 DEFAULT_STALL_TIMEOUT = 600
 STALL_POLL_SECONDS = 5
+# How often a run that reports progress (bench_serving) is looked at.
+PROGRESS_POLL_SECONDS = 2
+# bench_serving's tqdm bar, one step per finished request: " 45%|####5     | 36/80 [00:05<00:06,  7.20it/s]".
+# tqdm redraws it with carriage returns, and Docker stores a log line only once it ends, so the bar is read from
+# the container's attached output stream, not from its logs.
+TQDM_COUNT_RE = re.compile(r"\|\s*(\d+)/(\d+)\s*\[")
+LIVE_OUTPUT_CHARS = 4096
+
+
+def requests_done(text):
+    """(finished, total) requests from the last progress bar in bench_serving's output; None before the first."""
+    counts = TQDM_COUNT_RE.findall(text)
+    return (int(counts[-1][0]), int(counts[-1][1])) if counts else None
+
+
+class _LiveOutput:
+    """The last LIVE_OUTPUT_CHARS of a running container's output, read from its attached stream in a thread (the
+    progress bars that its logs do not hold yet). Nothing when the engine does not attach."""
+
+    def __init__(self, container):
+        self.text = ""
+        self._lock = threading.Lock()
+        try:
+            stream = container.attach(stdout=True, stderr=True, stream=True, logs=True)
+        except Exception:  # noqa: BLE001 - progress is a courtesy: the run goes on without it
+            return
+        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+
+    def _read(self, stream):
+        with contextlib.suppress(Exception):
+            for chunk in stream:
+                with self._lock:
+                    self.text = (self.text + chunk.decode(errors="replace"))[-LIVE_OUTPUT_CHARS:]
+
+    def tail(self):
+        with self._lock:
+            return self.text
+
 
 # (module of current releases, module of older releases): SGLang 0.5.18 moved the benchmarks into
 # sglang.benchmark and keeps the old names as deprecated shims; later releases drop some of them.
@@ -441,8 +480,11 @@ class BenchRunner:
     """Runs benchmark containers next to the server described by its spec."""
 
     def __init__(self, spec, env=None, image="", timeout=3600, client=None, check_mode=False,
-                 stall_timeout=DEFAULT_STALL_TIMEOUT):
+                 stall_timeout=DEFAULT_STALL_TIMEOUT, progress=None):
+        """progress: called with a dict (state, level, levels, level_index, requests_done, requests_total,
+        elapsed_s) while bench_serving runs and once when it ends (state done or failed)."""
         self.spec = spec
+        self.progress = progress
         self.image = image or spec["image"]
         self.env = env or {}
         self.timeout = timeout
@@ -491,11 +533,12 @@ class BenchRunner:
                 "server first or load the image (docker load)"
             ) from None
 
-    def run(self, kind, command, work_dir, gpus=False, files=(), stall_timeout=None):
+    def run(self, kind, command, work_dir, gpus=False, files=(), stall_timeout=None, on_output=None):
         """Run one benchmark container to its end; (exit code, log text). The container is always removed.
 
         ``files`` are host files the benchmark reads (a dataset), mounted read-only at the same path.
         ``stall_timeout``: seconds without new output after which the run counts as stuck (None: no such limit).
+        ``on_output``: called with the container's latest output (progress bars included) at each poll.
         """
         mounts = [Mount(target=CONTAINER_WORK_DIR, source=work_dir, type="bind", read_only=False)]
         mounts += [Mount(target=path, source=path, type="bind", read_only=True) for path in files]
@@ -521,15 +564,20 @@ class BenchRunner:
                 ulimits=[Ulimit(name=u["name"], soft=u["soft"], hard=u["hard"]) for u in self.spec.get("ulimits", [])],
             )
         container = self.client.containers.run(self.image, command, **options)
+        live = _LiveOutput(container) if on_output else None
         try:
-            exit_code = self._wait(kind, container, stall_timeout if stall_timeout is not None else self.timeout)
+            exit_code = self._wait(
+                kind, container, stall_timeout if stall_timeout is not None else self.timeout,
+                poll=PROGRESS_POLL_SECONDS if live else STALL_POLL_SECONDS,
+                on_poll=(lambda: on_output(live.tail())) if live else None,
+            )
             logs = container.logs(stdout=True, stderr=True).decode(errors="replace")
         finally:
             with contextlib.suppress(APIError, NotFound):
                 container.remove(force=True)
         return exit_code, redact(logs, self.secrets)
 
-    def _wait(self, kind, container, stall_timeout, poll=STALL_POLL_SECONDS):
+    def _wait(self, kind, container, stall_timeout, poll=STALL_POLL_SECONDS, on_poll=None):
         """Wait for the benchmark container to exit; its exit code. Kills it and raises when it runs past the
         timeout, or prints nothing new for stall_timeout seconds (SGLang's bench_one_batch with TP > 1 joins its
         workers: when one fails, the others wait in NCCL for ever and the run neither ends nor prints)."""
@@ -541,6 +589,8 @@ class BenchRunner:
                 return status.get("StatusCode")
             except (ReadTimeout, RequestsConnectionError):
                 pass
+            if on_poll:
+                on_poll()
             now = time.monotonic()
             logs = container.logs(stdout=True, stderr=True).decode(errors="replace")
             if len(logs) != seen:
@@ -595,12 +645,20 @@ class BenchRunner:
             if self.spec.get("secret_files") or api_key_file:
                 key = self._copy_key(api_key_file, work_dir)
                 self.secrets.append(key)
-            for level in settings["concurrency"]:
+            levels = settings["concurrency"]
+            for index, level in enumerate(levels):
                 output_file = f"serving-c{level}.jsonl"
                 command = serving_command(settings, self.spec, level, f"{CONTAINER_WORK_DIR}/{output_file}")
                 started = time.monotonic()
                 dataset = [settings["dataset_path"]] if settings["dataset_path"] else []
-                exit_code, logs = self.run(f"serving-c{level}", command, work_dir, files=dataset)
+                position = {"level": level, "levels": list(levels), "level_index": index + 1,
+                            "requests_total": serving_num_prompts(settings, level)}  # fmt: skip
+                self._progress("running", position, started, None)
+                exit_code, logs = self.run(
+                    f"serving-c{level}", command, work_dir, files=dataset,
+                    on_output=lambda text, position=position, started=started: self._progress(
+                        "running", position, started, requests_done(text)),
+                )
                 jsonl = _read_optional(os.path.join(work_dir, output_file))
                 requested = {
                     "max_concurrency": level,
@@ -626,8 +684,21 @@ class BenchRunner:
                 record["failed"] = max(0, record["num_prompts"] - (record.get("completed") or 0))
                 record["wall_s"] = round(time.monotonic() - started, 1)
                 result["results"].append(record)
+                # Every request has ended, done or failed (the bar counts both; "completed" the done ones only).
+                self._progress("running", dict(position, requests_failed=record["failed"]), started,
+                               (record["num_prompts"], record["num_prompts"]))
         result["finished_at"] = utc_now()
         return result
+
+    def _progress(self, state, position, started, done):
+        if self.progress is None:
+            return
+        event = dict(position, state=state, elapsed_s=round(time.monotonic() - started, 1))
+        event["requests_done"] = done[0] if done else 0
+        if done:
+            event["requests_total"] = done[1]
+        with contextlib.suppress(Exception):
+            self.progress(event)
 
     def one_batch(self, settings):
         """bench_one_batch once, with the GPUs to itself; the parsed runs."""

@@ -170,8 +170,8 @@ class HostFirewall:
         if rc != 0:
             raise FirewallError("nft refuses the rendered ruleset: %s" % err.strip())
 
-    def ensure(self, request, persist=True, environ=None):
-        """Make the table match the request; a dict for the module's result."""
+    def ensure(self, request, persist=True, environ=None, persist_note=""):
+        """Make the table match the request; a dict for the module's result. persist_note: see Persistence.ensure."""
         host = self.host_network()
         # The port this very SSH connection came in on stays open too, whatever the inventory says.
         connection_port = ssh_connection_port(os.environ if environ is None else environ)
@@ -196,7 +196,7 @@ class HostFirewall:
             changed = True
             if not self.check_mode:
                 self._load()
-        persistence = self.persistence.ensure(self.rules_file_on_host, self.nft()) if persist else \
+        persistence = self.persistence.ensure(self.rules_file_on_host, self.nft(), note=persist_note) if persist else \
             self.persistence.remove()
         changed |= persistence["changed"]
         self.actions.extend(persistence["actions"])

@@ -111,12 +111,13 @@ class Persistence:
     def _result(self, method):
         return {"changed": False, "method": method, "actions": [], "diffs": [], "warnings": []}
 
-    def ensure(self, rules_file, nft_path):
+    def ensure(self, rules_file, nft_path, note=""):
+        """note: said after the warning of a host without systemd (where that is expected, e.g. the lab's hosts)."""
         if not self.systemd_running():
             result = self._result(METHOD_NONE)
             result["warnings"].append(
                 "this host does not run systemd: the firewall is loaded now but will not come back after a reboot; "
-                "load %s at boot (nft -f %s)" % (rules_file, rules_file)
+                "load %s at boot (nft -f %s)%s" % (rules_file, rules_file, " - %s" % note if note else "")
             )
             return result
         if self._enabled("nftables.service"):

@@ -97,6 +97,7 @@ def smoke(base_url, api_key, prompt="Reply with the single word: ready.", max_to
         ok=True,
         model=model,
         latency_s=latency,
+        prompt=prompt,
         reply=text[:200],
         usage=reply.get("usage") or {},
     )

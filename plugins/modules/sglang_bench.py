@@ -94,6 +94,13 @@ options:
         others wait in NCCL for ever, so without this limit the server stays stopped until O(timeout).
     type: int
     default: 600
+  progress_file:
+    description:
+      - O(mode=serving), a file on the host that the module keeps rewriting with its progress while it runs (JSON with
+        C(state) C(running), C(done) or C(failed), C(level), C(level_index) of C(levels), C(requests_done) of
+        C(requests_total) at that level from C(bench_serving)'s progress bar, C(elapsed_s)), for a caller that runs
+        the module in the background (C(async)) and shows how far it is.
+    type: path
   concurrency:
     description: O(mode=serving), the C(--max-concurrency) levels, run in this order.
     type: list
@@ -315,6 +322,7 @@ logs:
   type: str
 """
 
+import json
 import os
 
 from ansible.module_utils.basic import AnsibleModule
@@ -341,6 +349,7 @@ ARGUMENT_SPEC = {
     "env_names_extra": {"type": "list", "elements": "str", "default": []},
     "timeout": {"type": "int", "default": 3600},
     "stall_timeout": {"type": "int", "default": 600},
+    "progress_file": {"type": "path"},
     "concurrency": {"type": "list", "elements": "int", "default": [1, 4, 16, 64]},
     "num_prompts": {"type": "int", "default": 0},
     "prompts_per_concurrency": {"type": "int", "default": 8},
@@ -384,8 +393,9 @@ def run_benchmark(module):
     check_flags_for_version(settings["extra_args"], params["mode"], version, prefix)
     if params["stall_timeout"] < 1:
         raise BenchRunError(f"{prefix}stall_timeout={params['stall_timeout']} must be at least 1 second")
+    progress = ProgressFile(params["progress_file"]) if params["progress_file"] and not module.check_mode else None
     runner = BenchRunner(spec, env=env, image=params["image"], timeout=params["timeout"], check_mode=module.check_mode,
-                         stall_timeout=params["stall_timeout"])
+                         stall_timeout=params["stall_timeout"], progress=progress)
     server = server_summary(spec)
     if params["mode"] == "serving":
         if (spec.get("readiness") or {}).get("kind") != "http":
@@ -393,13 +403,45 @@ def run_benchmark(module):
                 f"{spec['name']} on this host is a worker rank of a multi-node unit; it serves no HTTP API. "
                 "Run the serving benchmark on rank 0 only"
             )
-        return {"changed": False, "server": server, "bench_serving": runner.serving(settings, params["api_key_file"])}
+        try:
+            result = runner.serving(settings, params["api_key_file"])
+        except BaseException:
+            if progress:
+                progress.end("failed")
+            raise
+        if progress:
+            progress.end("done")
+        return {"changed": False, "server": server, "bench_serving": result}
     result, state = one_batch_with_server_stopped(
         runner, settings, ready_timeout=params["ready_timeout"], stop_server=params["stop_server"]
     )
     result["server"] = state
     return {"changed": bool(state["stopped"]), "server": server, "bench_one_batch": result,
             "warnings": list(state.get("stop_warnings", []))}
+
+
+class ProgressFile:
+    """The serving benchmark's progress as one JSON document, replaced whole at each update (a reader never sees
+    half of one)."""
+
+    def __init__(self, path):
+        self.path = path
+        self.last = {}
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        self.write({"state": "starting"})
+
+    def __call__(self, event):
+        self.write(event)
+
+    def end(self, state):
+        self.write(dict(self.last, state=state))
+
+    def write(self, event):
+        self.last = dict(event)
+        temporary = f"{self.path}.tmp"
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump(event, handle)
+        os.replace(temporary, self.path)
 
 
 def server_summary(spec):

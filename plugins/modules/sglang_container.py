@@ -199,7 +199,7 @@ reasons:
   type: list
   elements: str
 smoke:
-  description: Result of the smoke request - model, latency_s, reply, usage.
+  description: Result of the smoke request - model, latency_s, prompt, reply, usage.
   returned: with smoke
   type: dict
 drain:

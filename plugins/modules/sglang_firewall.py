@@ -100,6 +100,12 @@ options:
     description: Load the table at boot. C(false) removes the boot-time loading this module added.
     type: bool
     default: true
+  no_systemd_note:
+    description:
+      - Said at the end of the warning that a host without systemd will not load the table again after a reboot,
+        where that is expected (the lab's hosts are containers without systemd). Empty says nothing more.
+    type: str
+    default: ""
 """
 
 EXAMPLES = r"""
@@ -186,6 +192,7 @@ def main():
             "refuse": {"type": "str", "choices": ["drop", "reject"], "default": "drop"},
             "rules_file": {"type": "path", "default": "/etc/nftables.d/datacrunch-sglang.nft"},
             "persist": {"type": "bool", "default": True},
+            "no_systemd_note": {"type": "str", "default": ""},
         },
         supports_check_mode=True,
     )
@@ -210,7 +217,7 @@ def main():
                 refuse=params["refuse"],
                 table=params["table"],
             )
-            result = firewall.ensure(request, persist=params["persist"])
+            result = firewall.ensure(request, persist=params["persist"], persist_note=params["no_systemd_note"])
     except (FirewallError, OSError) as exc:
         module.fail_json(msg="host firewall: %s" % exc, actions=firewall.actions)
     for warning in result.pop("warnings"):

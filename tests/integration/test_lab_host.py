@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import socket
 import subprocess
 import time
@@ -496,11 +497,51 @@ def test_hub_stand_in_answers_a_host(lab):
     assert json.loads(answer)["id"] == "datacrunch-lab/tiny-deepseek-r1"
 
 
+def listeners(port):
+    """The local addresses of this machine's TCP listeners on PORT (ss)."""
+    rows = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout
+    return {row.split()[3].rpartition(":")[0].strip("[]") for row in rows.splitlines() if row.strip()}
+
+
+def test_lab_services_listen_where_the_first_command_says_and_nowhere_else(lab):
+    """The Hub stand-in, the wheel index and the NVIDIA apt stand-in listen on 127.0.0.1 and the lab networks'
+    gateways, as the first command's closing block (tests/lab/next-steps.sh) says: not on every interface, so that
+    nothing on another network of this machine (here: Docker's default bridge) reaches them."""
+    lab_vars = lab.inventory["all"]["vars"]
+    gateway = lab_vars["lab_gateway"]
+    ports = [int(lab_vars[name].rstrip("/").rpartition(":")[2])
+             for name in ("lab_hub_endpoint", "lab_pip_index", "lab_nvidia_apt_url")]  # fmt: skip
+    block = subprocess.run(
+        ["bash", "-c", f"source tests/lab/next-steps.sh; print_next_steps {lab.address(lab.name + '-1')} "
+         f"http://x:30000 /key {lab.inventory_dir} {gateway}"],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    said = block[block.index("The lab services") :].split(" only,")[0]
+    assert [int(port) for port in re.findall(r":(\d+)", said)] == ports
+    said_addresses = set(re.findall(r"listen on (\S+)\s+and (\S+) \(the lab network's gateway\)", said)[0])
+    assert said_addresses == {"127.0.0.1", gateway}
+    networks = docker("network", "ls", "-q", "--filter", "label=datacrunch-sglang-lab.lab").stdout.split()
+    lab_gateways = set(docker("network", "inspect", "-f", "{{range .IPAM.Config}}{{.Gateway}}{{end}}", *networks)
+                       .stdout.split())  # fmt: skip
+    bridge = docker("network", "inspect", "-f", "{{range .IPAM.Config}}{{.Gateway}}{{end}}", "bridge").stdout.strip()
+    for port in ports:
+        addresses = listeners(port)
+        assert said_addresses <= addresses, (port, addresses)
+        assert addresses <= {"127.0.0.1"} | lab_gateways, (port, addresses)
+        if bridge:
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection((bridge, port), timeout=3).close()
+
+
 def test_down_removes_everything(tmp_path):
     name = f"dcsgdev-lab-d{uuid.uuid4().hex[:6]}"
     lab = Lab(name, tmp_path)
     lab.script("up", "1")
     assert (tmp_path / "hosts.yml").exists()
+    lab_vars = lab.inventory["all"]["vars"]
+    ports = [int(lab_vars[name].rstrip("/").rpartition(":")[2])
+             for name in ("lab_hub_endpoint", "lab_pip_index", "lab_nvidia_apt_url")]  # fmt: skip
+    assert all(lab_vars["lab_gateway"] in listeners(port) for port in ports)
     docker("exec", f"{name}-1", "docker", "run", "--rm", BASE_IMAGE, "true")
     cgroups = list(Path("/sys/fs/cgroup").glob(f"*/datacrunch-sglang-lab/{name}-1"))
     assert cgroups, "the host's engine made no cgroup for its container"
@@ -511,3 +552,5 @@ def test_down_removes_everything(tmp_path):
     assert docker("network", "inspect", name, check=False).returncode != 0
     assert not (tmp_path / "hosts.yml").exists()
     assert not (tmp_path / "group_vars").exists()
+    # The lab services stop listening on the removed network's gateway (they stop altogether with the last lab).
+    assert not [port for port in ports if lab_vars["lab_gateway"] in listeners(port)]

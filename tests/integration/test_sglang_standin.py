@@ -36,7 +36,7 @@ from standin_testing import (  # noqa: E402
     wait_for,
 )
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils import bench_output, crash_log  # noqa: E402
+from ansible_collections.datacrunch.sglang.plugins.module_utils import bench_output, bench_runner, crash_log  # noqa: E402
 from ansible_collections.datacrunch.sglang.plugins.module_utils import sglang_cli_flags as flags  # noqa: E402
 from ansible_collections.datacrunch.sglang.plugins.module_utils.prometheus_text import (  # noqa: E402
     parse_metrics,
@@ -782,6 +782,11 @@ def test_bench_serving_against_the_server(tmp_path, api_server, env_for, procs):
     assert "============ Serving Benchmark Result ============" in proc.stdout
     assert "Max request concurrency:                 2         " in proc.stdout
     assert "FutureWarning: `sglang.bench_serving` is deprecated" in proc.stderr
+    # bench_serving's tqdm bar, one step per finished request, redrawn with carriage returns: what sglang_bench's
+    # progress reads (text mode reads each carriage return as a line end).
+    bars = [part for part in re.split(r"[\r\n]", proc.stderr) if "/6 [" in part]
+    assert [bench_runner.requests_done(bar)[0] for bar in bars] == list(range(7)), bars
+    assert bars[-1].startswith("100%|##########| 6/6 [")
 
 
 def test_bench_serving_reports_set_figures(tmp_path, api_server, env_for, procs):

@@ -9,8 +9,8 @@ tests/setup.sh lab
 tests/lab/lab.sh up 1
 .venv/bin/ansible-playbook deploy.yml -i inventories/lab
 
-host=$(.venv/bin/ansible-inventory -i inventories/lab --list |
-    .venv/bin/python -c 'import json, sys; inv = json.load(sys.stdin); h = inv["sglang_servers"]["hosts"][0]; print(inv["_meta"]["hostvars"][h]["ansible_host"])')
+read -r host gateway < <(.venv/bin/ansible-inventory -i inventories/lab --list |
+    .venv/bin/python -c 'import json, sys; inv = json.load(sys.stdin); h = inv["sglang_servers"]["hosts"][0]; v = inv["_meta"]["hostvars"][h]; print(v["ansible_host"], v["lab_gateway"])')
 # shellcheck source=tests/lab/next-steps.sh
 source tests/lab/next-steps.sh
 key_file=$(lab_api_key_file inventories/lab)
@@ -18,4 +18,4 @@ endpoint=http://$host:30000
 printf 'The endpoint answers with the API key:\n'
 curl -sf -H "Authorization: Bearer $(cat "$key_file")" "$endpoint/v1/models"
 printf '\n'
-print_next_steps "$host" "$endpoint" "$key_file" inventories/lab
+print_next_steps "$host" "$endpoint" "$key_file" inventories/lab "$gateway"

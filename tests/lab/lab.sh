@@ -407,21 +407,31 @@ save_images() {
 WHEEL_INDEX=$LAB_DIR/services/wheel-index.sh
 NVIDIA_APT_REPO=$LAB_DIR/services/nvidia-apt-repo.sh
 
+# The gateways of every lab network on this machine, one a line: where the lab hosts reach the lab services.
+lab_gateways() {
+    docker network ls -q --filter "label=$LABEL_LAB" |
+        xargs -r docker network inspect -f '{{range .IPAM.Config}}{{.Gateway}}{{end}}' | grep . || true
+}
+
+# The services listen on 127.0.0.1 and on the gateway of each lab network, never on every interface.
 services_start() {
-    WHEEL_INDEX_PORT=$LAB_WHEEL_PORT "$WHEEL_INDEX" start
-    NVIDIA_APT_PORT=$LAB_NVIDIA_APT_PORT "$NVIDIA_APT_REPO" start
+    local gateways=()
+    mapfile -t gateways < <(lab_gateways)
+    WHEEL_INDEX_PORT=$LAB_WHEEL_PORT "$WHEEL_INDEX" start "${gateways[@]}"
+    NVIDIA_APT_PORT=$LAB_NVIDIA_APT_PORT "$NVIDIA_APT_REPO" start "${gateways[@]}"
     if [[ -x $HUB_SCRIPT ]]; then
-        "$HUB_SCRIPT" start >&2 || die "the Hub stand-in did not start: see '$HUB_SCRIPT status'"
+        "$HUB_SCRIPT" start "${gateways[@]}" >&2 || die "the Hub stand-in did not start: see '$HUB_SCRIPT status'"
     else
         warn "$HUB_SCRIPT does not exist yet: no Hub stand-in"
     fi
 }
 
+# services_stop [GATEWAY]: stop the services; with a gateway (a lab network that is gone), only stop listening there.
 services_stop() {
-    WHEEL_INDEX_PORT=$LAB_WHEEL_PORT "$WHEEL_INDEX" stop
-    NVIDIA_APT_PORT=$LAB_NVIDIA_APT_PORT "$NVIDIA_APT_REPO" stop
+    WHEEL_INDEX_PORT=$LAB_WHEEL_PORT "$WHEEL_INDEX" stop "$@"
+    NVIDIA_APT_PORT=$LAB_NVIDIA_APT_PORT "$NVIDIA_APT_REPO" stop "$@"
     if [[ -x $HUB_SCRIPT ]]; then
-        "$HUB_SCRIPT" stop >&2 || true
+        "$HUB_SCRIPT" stop "$@" >&2 || true
     fi
 }
 
@@ -577,13 +587,17 @@ cmd_down() {
         # shellcheck disable=SC2086
         docker volume rm $volumes >/dev/null
     fi
+    local gateway=""
     if [[ -n $(network_subnet) ]]; then
+        gateway=$(network_gateway)
         docker network rm "$NETWORK" >/dev/null
     fi
     remove_inventory
     if [[ -z $(docker ps -aq --filter "label=$LABEL_LAB") ]]; then
         log "no lab left: stopping the lab services"
         with_lock services_stop
+    elif [[ -n $gateway ]]; then
+        with_lock services_stop "$gateway"
     fi
     log "lab $LAB_NAME is down"
 }

@@ -12,9 +12,10 @@ lab_api_key_file() {
     echo "$HOME/.config/datacrunch-sglang/api-keys/$(basename "$dir")-$(printf '%s' "$dir" | sha1sum | cut -c1-8)"
 }
 
-# print_next_steps HOST ENDPOINT KEY_FILE INVENTORY: the block, for a checkout at the current directory.
+# print_next_steps HOST ENDPOINT KEY_FILE INVENTORY GATEWAY: the block, for a checkout at the current directory.
+# GATEWAY: the lab network's gateway, where the lab services listen for the lab hosts (tests/lab/lab.sh).
 print_next_steps() {
-    local host=$1 endpoint=$2 key_file=$3 inventory=$4
+    local host=$1 endpoint=$2 key_file=$3 inventory=$4 gateway=$5
     cat <<INFO
 
 Deployed. The lab host $host serves the stand-in SGLang server at $endpoint
@@ -30,9 +31,12 @@ INFO
     next_step "ansible-playbook playbooks/status.yml -i $inventory" "the fleet table"
     next_step "ansible-playbook playbooks/benchmark.yml -i $inventory" "a benchmark (simulated figures)"
     next_step "ansible-playbook playbooks/logs.yml -i $inventory" "the server's last log lines"
-    printf '\nWhen you are done (the lab host and the lab services keep running until then):\n'
+    printf '\nThe lab services (Hub stand-in :%s, wheel index :%s, NVIDIA apt stand-in :%s) listen on 127.0.0.1\n' \
+        "${HUB_PORT:-18090}" "${LAB_WHEEL_PORT:-18091}" "${LAB_NVIDIA_APT_PORT:-18092}"
+    printf 'and %s (the lab network'"'"'s gateway) only, not on every interface.\n' "$gateway"
+    printf 'When you are done (the lab host and the lab services keep running until then):\n'
     next_step "ansible-playbook playbooks/teardown.yml -i $inventory" "remove the server; the lab host stays"
-    next_step "${LAB_NAME:+LAB_NAME=$LAB_NAME }tests/lab/lab.sh down" "remove the lab host, its network and the lab services"
+    next_step "${LAB_NAME:+LAB_NAME=$LAB_NAME }tests/lab/lab.sh down" "remove the lab host and its network (the services with the last lab)"
 }
 
 next_step() {

@@ -370,3 +370,63 @@ def test_changes_within_the_noise_band_are_called_within_noise(tmp_path):
     assert "a change within ±2% is run-to-run noise" in markdown
     assert "| bench_serving | 4 | output_throughput | 161.1 | 162.8 | +1.0% within noise |" in markdown
     assert " better |" not in markdown and " worse |" not in markdown
+
+
+def test_plot_labels_cover_no_marker_and_no_other_label(tmp_path, monkeypatch):
+    """Each figure label (throughput, median TTFT and TPOT) stays clear of every marker of every curve, of the
+    expected bounds' bars and of the rings around misses, and of the other labels."""
+    import matplotlib.figure
+    import numpy
+
+    def marker_boxes(axis):
+        scale = axis.figure.dpi / 72.0
+        boxes = []
+        for line in axis.get_lines():
+            if line.get_marker() in (None, "", "None", " "):
+                continue
+            half = line.get_markersize() * scale / 2
+            for x, y in axis.transData.transform(numpy.column_stack(line.get_data())):
+                boxes.append((x - half, y - half, x + half, y + half))
+        for collection in axis.collections:
+            extents = collection.get_paths()[0].get_extents()  # the marker's shape, unit size
+            for index, (x, y) in enumerate(collection.get_offset_transform().transform(collection.get_offsets())):
+                size = numpy.sqrt(collection.get_sizes()[index % len(collection.get_sizes())]) * scale
+                boxes.append((x + extents.x0 * size, y + extents.y0 * size, x + extents.x1 * size,
+                              y + extents.y1 * size))  # fmt: skip
+        return boxes
+
+    def overlap(a, b):
+        return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+    collisions = []
+    savefig = matplotlib.figure.Figure.savefig
+
+    def checking_savefig(figure, path, *args, **kwargs):
+        figure.canvas.draw()
+        renderer = figure.canvas.get_renderer()
+        for axis in figure.axes:
+            labels = [(text.get_text(), text.get_window_extent(renderer)) for text in axis.texts]
+            labels = [(name, (box.x0, box.y0, box.x1, box.y1)) for name, box in labels]
+            for index, (name, box) in enumerate(labels):
+                collisions.extend((Path(path).name, name, "marker") for marker in marker_boxes(axis)
+                                  if overlap(box, marker))  # fmt: skip
+                collisions.extend((Path(path).name, name, other) for other, other_box in labels[index + 1:]
+                                  if overlap(box, other_box))  # fmt: skip
+        return savefig(figure, path, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", checking_savefig)
+    run = serving()
+    tpot = {record["max_concurrency"]: record["median_tpot_ms"] for record in run["results"]}
+    ttft = {record["max_concurrency"]: record["median_ttft_ms"] for record in run["results"]}
+    levels = sorted(tpot)
+    # A miss (a ring around the point) and ceilings just above the points: what sits next to a label in practice.
+    expected = {"bench_serving": {
+        levels[1]: {"median_tpot_ms": tpot[levels[1]] * 0.9},
+        levels[2]: {"median_tpot_ms": tpot[levels[2]] * 1.08, "median_ttft_ms": ttft[levels[2]] * 1.1},
+        levels[0]: {"output_throughput": 1.0},
+    }}  # fmt: skip
+    document, previous = bench_report.build_document(
+        "dcsg-lab-1", "deepseek-r1", "lmsysorg/sglang:v0.5.18", serving=run, expected=expected, tolerance_pct=0,
+        report_dir=str(tmp_path))  # fmt: skip
+    bench_report.write_report(str(tmp_path), document, previous)
+    assert collisions == []

@@ -365,3 +365,66 @@ def test_a_run_that_prints_nothing_for_the_stall_timeout_is_stopped_with_the_fai
     assert time.monotonic() - started < 5  # not the benchmark timeout
     assert "printed nothing for 1 s and was stopped" in str(failure.value)
     assert "a worker failed: torch.AcceleratorError: CUDA error: invalid device ordinal" in str(failure.value)
+
+
+# --- progress while bench_serving runs -------------------------------------------------------------------------
+
+TQDM_BARS = "\r  0%|          | 0/80 [00:00<?, ?it/s]\r 45%|████▌     | 36/80 [00:05<00:06,  7.20it/s]"
+
+
+def test_requests_done_reads_the_last_tqdm_bar():
+    assert bench_runner.requests_done(TQDM_BARS) == (36, 80)
+    assert bench_runner.requests_done("#Input tokens: 5120\nStarting warmup with 1 sequences...") is None
+
+
+class _ProgressContainer:
+    """A bench_serving container whose bar is in its attached stream only (Docker's logs wait for a line end)."""
+
+    def __init__(self, chunks, polls):
+        self.chunks, self.polls = chunks, polls
+
+    def attach(self, **kwargs):
+        assert kwargs["stream"] and kwargs["logs"]
+        return iter(self.chunks)
+
+    def wait(self, timeout):
+        self.polls -= 1
+        if self.polls > 0:
+            time.sleep(timeout)
+            raise bench_runner.ReadTimeout("still running")
+        return {"StatusCode": 0}
+
+    def logs(self, **_kwargs):
+        return b"#Input tokens: 5120\n"
+
+    def remove(self, **_kwargs):
+        pass
+
+
+def test_a_run_passes_the_attached_output_with_its_bar_to_each_poll(tmp_path):
+    container = _ProgressContainer([b"#Input tokens: 5120\n", TQDM_BARS.encode()], polls=3)
+
+    class Client:
+        class containers:  # the SDK's attribute name
+            @staticmethod
+            def run(_image, _command, **_options):
+                return container
+
+    runner = bench_runner.BenchRunner(server_spec(), client=Client(), timeout=3600)
+    seen = []
+    runner.stall_timeout = 3600
+    original = runner._wait
+    runner._wait = lambda kind, box, stall, poll=None, on_poll=None: original(kind, box, stall, 0.05, on_poll)
+    exit_code, _logs = runner.run("serving-c8", ["true"], str(tmp_path), on_output=seen.append)
+    assert exit_code == 0
+    assert seen and bench_runner.requests_done(seen[-1]) == (36, 80)
+
+
+def test_progress_events_say_the_level_and_the_requests_finished():
+    events = []
+    runner = bench_runner.BenchRunner(server_spec(), client=object(), progress=events.append)
+    position = {"level": 8, "levels": [1, 4, 8], "level_index": 3, "requests_total": 80}
+    runner._progress("running", position, time.monotonic(), None)
+    runner._progress("running", position, time.monotonic(), (36, 80))
+    assert [(e["level"], e["level_index"], e["requests_done"], e["requests_total"], e["state"]) for e in events] == [
+        (8, 3, 0, 80, "running"), (8, 3, 36, 80, "running")]

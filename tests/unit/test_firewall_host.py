@@ -225,6 +225,11 @@ def test_a_host_without_systemd_is_told_that_the_table_will_not_survive(host):
     assert any("will not come back after a reboot" in warning for warning in result["warnings"])
 
 
+def test_where_no_systemd_is_expected_the_warning_says_so(host):
+    (warning,) = firewall(host).ensure(wanted(), persist_note="expected in the lab")["warnings"]
+    assert warning.startswith("this host does not run systemd") and warning.endswith(" - expected in the lab")
+
+
 def test_nftables_service_hosts_include_the_table_after_their_flush_ruleset(tmp_path):
     host = FakeHost(str(tmp_path / "host"), systemd=True, services={"nftables.service": "enabled"})
     os.makedirs(host.root + "/etc")

@@ -21,7 +21,7 @@ def bash(script, cwd=ROOT, **env):
 
 
 def closing_block(**env):
-    return bash('print_next_steps 10.211.0.11 http://10.211.0.11:30000 "$(lab_api_key_file %s)" %s'
+    return bash('print_next_steps 10.211.0.11 http://10.211.0.11:30000 "$(lab_api_key_file %s)" %s 10.211.0.1'
                 % (INVENTORY, INVENTORY), **env)
 
 
@@ -76,4 +76,14 @@ def test_the_first_command_prints_the_block_for_the_inventory_it_deployed():
     script = (ROOT / "tests/lab/deploy-to-lab.sh").read_text()
     assert "ansible-playbook deploy.yml -i %s" % INVENTORY in script
     assert "key_file=$(lab_api_key_file %s)" % INVENTORY in script
-    assert script.rstrip().endswith('print_next_steps "$host" "$endpoint" "$key_file" %s' % INVENTORY)
+    assert script.rstrip().endswith('print_next_steps "$host" "$endpoint" "$key_file" %s "$gateway"' % INVENTORY)
+    assert 'v["lab_gateway"]' in script
+
+
+def test_the_block_says_where_the_lab_services_listen():
+    """The addresses it names are where tests/integration/test_lab_host.py finds the services listening."""
+    block = closing_block()
+    assert ("The lab services (Hub stand-in :18090, wheel index :18091, NVIDIA apt stand-in :18092) listen on "
+            "127.0.0.1\nand 10.211.0.1 (the lab network's gateway) only, not on every interface.") in block
+    moved = closing_block(HUB_PORT="28090", LAB_WHEEL_PORT="28091", LAB_NVIDIA_APT_PORT="28092")
+    assert "(Hub stand-in :28090, wheel index :28091, NVIDIA apt stand-in :28092)" in moved

@@ -15,9 +15,16 @@ an unknown repository. This front passes every request through to olah and adds 
   ``POST /_lab/reset``, ``POST /_lab/faults`` with JSON ``{"throttle_bps": N}`` (0: no limit) to slow file bodies
   down so that a test can interrupt a download mid-file, ``{"ignore_range": true}`` to answer every file download
   with the whole file (``200``) as olah itself does, ``{"mirror_errors": true}`` to pass olah's own answer to an
-  unknown revision through (``401 RepoNotFound``, as a client talking to olah directly gets it).
+  unknown revision through (``401 RepoNotFound``, as a client talking to olah directly gets it);
+  ``GET /_lab/listen`` (the addresses the gate listens on), ``POST /_lab/listen`` and ``POST /_lab/unlisten`` with
+  ``{"address": A}`` (from this machine only) to listen on one more lab network's gateway, or no more, on the same
+  port, with the same state.
 
-Usage: gate.py --listen 0.0.0.0:18090 --upstream 127.0.0.1:19090 --mirrors DIR --config lab-tokens.json
+It listens on the addresses given, never on every interface unless told so: 127.0.0.1 for this machine and each lab
+network's gateway for the lab hosts.
+
+Usage: gate.py --listen 127.0.0.1:18090 [--listen 10.211.1.1:18090 ...] --upstream 127.0.0.1:19090 --mirrors DIR
+       --config lab-tokens.json
 """
 
 from __future__ import annotations
@@ -51,6 +58,31 @@ class Gate:
         self.throttle_bps = 0
         self.ignore_range = False
         self.mirror_errors = False
+        self.port = 0
+        self.handler: type | None = None
+        self.servers: dict[str, ThreadingHTTPServer] = {}
+
+    def listen(self, address: str) -> None:
+        """Serve on ADDRESS too (idempotent); an OSError when the address cannot be bound."""
+        with self.lock:
+            if address in self.servers:
+                return
+            server = ThreadingHTTPServer((address, self.port), self.handler)
+            server.daemon_threads = True
+            self.servers[address] = server
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def unlisten(self, address: str) -> None:
+        with self.lock:
+            server = self.servers.pop(address, None)
+        if server is not None:
+            # Requests are handled in threads of their own, never in serve_forever's: shutdown() cannot wait on itself.
+            server.shutdown()
+            server.server_close()
+
+    def addresses(self) -> list[str]:
+        with self.lock:
+            return sorted(self.servers)
 
     def record(
         self, method: str, path: str, status: int, nbytes: int, byte_range: str | None, client: str = ""
@@ -151,6 +183,18 @@ def make_handler(gate: Gate):
                     gate.ignore_range = bool(data.get("ignore_range", False))
                     gate.mirror_errors = bool(data.get("mirror_errors", False))
                 return self._send(200, b"{}")
+            if path == "/_lab/listen" and self.command == "GET":
+                return self._send(200, json.dumps({"addresses": gate.addresses(), "port": gate.port}).encode())
+            if path in ("/_lab/listen", "/_lab/unlisten") and self.command == "POST":
+                if self.client_address[0] != "127.0.0.1":
+                    return self._error(403, "listen controls are for this machine only (127.0.0.1)")
+                length = int(self.headers.get("Content-Length") or 0)
+                address = str(json.loads(self.rfile.read(length) or b"{}").get("address", ""))
+                try:
+                    (gate.listen if path == "/_lab/listen" else gate.unlisten)(address)
+                except OSError as error:
+                    return self._error(400, f"cannot listen on {address}:{gate.port}: {error}")
+                return self._send(200, json.dumps({"addresses": gate.addresses()}).encode())
             self._error(404, f"unknown lab control {path}")
 
         # -- the Hub behaviours ------------------------------------------------------------------------------------
@@ -304,16 +348,20 @@ def make_handler(gate: Gate):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
-    parser.add_argument("--listen", required=True, help="ADDR:PORT")
+    parser.add_argument("--listen", required=True, action="append", help="ADDR:PORT (repeated: one port for all)")
     parser.add_argument("--upstream", required=True, help="olah's ADDR:PORT")
     parser.add_argument("--mirrors", required=True, type=Path)
     parser.add_argument("--config", required=True, type=Path)
     args = parser.parse_args()
     gate = Gate(args.upstream, args.mirrors, json.loads(args.config.read_text()))
-    host, _colon, port = args.listen.rpartition(":")
-    server = ThreadingHTTPServer((host, int(port)), make_handler(gate))
-    server.daemon_threads = True
-    server.serve_forever()
+    gate.handler = make_handler(gate)
+    ports = {listen.rpartition(":")[2] for listen in args.listen}
+    if len(ports) != 1:
+        parser.error(f"--listen: one port for every address, not {sorted(ports)}")
+    gate.port = int(ports.pop())
+    for listen in args.listen:
+        gate.listen(listen.rpartition(":")[0])
+    threading.Event().wait()
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 # The lab's Hub stand-in: olah (offline mode) serving local git repositories, behind gate.py (tokens, gated repos,
 # Range, lab controls). A simulation for tests, never shipped with the collection.
 #
-#   hub.sh start            create the virtualenv and the repos if needed, start the servers (idempotent)
-#   hub.sh stop             stop this instance's servers
+#   hub.sh start [ADDR...]  create the virtualenv and the repos if needed, start the servers (idempotent): the gate
+#                           listens on 127.0.0.1 and on each ADDR (the lab networks' gateways), not on every
+#                           interface; olah on 127.0.0.1 only
+#   hub.sh stop [ADDR...]   stop this instance's servers; with ADDR, only stop listening there
 #   hub.sh status           print whether it runs and where (exit 1 if not running)
 #   hub.sh url [--host A]   print the endpoint URL (for hosts: --host <lab network gateway>)
 #   hub.sh build            (re)build the repositories
@@ -63,10 +65,28 @@ ready() {
     "http://127.0.0.1:$PORT/api/models/datacrunch-lab/tiny-deepseek-r1/revision/main"
 }
 
+# The addresses the running gate listens on, one a line (nothing from a gate that cannot say: an older one).
+listening() {
+  curl -sf --max-time 5 "http://127.0.0.1:$PORT/_lab/listen" |
+    "$PYTHON" -c 'import json, sys; print("\n".join(json.load(sys.stdin)["addresses"]))'
+}
+
+# listen_control listen|unlisten ADDR: the running gate starts or stops listening on ADDR.
+listen_control() {
+  local answer
+  answer=$(curl -sS --max-time 5 -X POST -H 'Content-Type: application/json' -d "{\"address\": \"$2\"}" \
+    -w '\n%{http_code}' "http://127.0.0.1:$PORT/_lab/$1") || die "the gate on port $PORT did not answer /_lab/$1"
+  [[ "${answer##*$'\n'}" == 200 ]] || die "the gate could not $1 on $2:$PORT: ${answer%$'\n'*}"
+}
+
 start() {
   mkdir -p "$STATE"
-  if alive "$STATE/gate.pid" && alive "$STATE/olah.pid" && ready; then
-    echo "hub: running at $(url)"
+  local address listen_args=()
+  if alive "$STATE/gate.pid" && alive "$STATE/olah.pid" && ready && [[ -n "$(listening 2>/dev/null)" ]]; then
+    for address in "$@"; do
+      listening | grep -qxF "$address" || listen_control listen "$address"
+    done
+    echo "hub: running at $(url) on $(listening | paste -sd' ' -) only"
     return 0
   fi
   stop_quiet
@@ -93,12 +113,15 @@ EOF
   # A plain command in the background (no "cd &&" list), so that no shell stays behind holding the caller's stdout.
   (cd "$STATE" || exit 1; setsid "$VENV/bin/olah-cli" --config "$STATE/olah.toml" --host 127.0.0.1 --port "$OLAH_PORT" \
      --log-path "$STATE/logs" </dev/null >"$STATE/olah.log" 2>&1 & echo $! >"$STATE/olah.pid")
-  (setsid "$VENV/bin/python" "$HERE/gate.py" --listen "0.0.0.0:$PORT" --upstream "127.0.0.1:$OLAH_PORT" \
+  for address in 127.0.0.1 "$@"; do
+    listen_args+=(--listen "$address:$PORT")
+  done
+  (setsid "$VENV/bin/python" "$HERE/gate.py" "${listen_args[@]}" --upstream "127.0.0.1:$OLAH_PORT" \
      --mirrors "$STATE/mirrors" --config "$HERE/lab-tokens.json" </dev/null >"$STATE/gate.log" 2>&1 &
    echo $! >"$STATE/gate.pid")
   for _ in $(seq 1 120); do
     if ready; then
-      echo "hub: running at $(url)"
+      echo "hub: running at $(url) on $(listening | paste -sd' ' -) only"
       return 0
     fi
     alive "$STATE/olah.pid" || { tail -20 "$STATE/olah.log" >&2; die "olah exited (log: $STATE/olah.log)"; }
@@ -138,6 +161,20 @@ token() {
   esac
 }
 
+stop() {
+  local address
+  if [[ $# -eq 0 ]]; then
+    stop_quiet
+    echo "hub: stopped (port $PORT)"
+    return 0
+  fi
+  if alive "$STATE/gate.pid" && ready; then
+    for address in "$@"; do
+      listen_control unlisten "$address"
+    done
+  fi
+}
+
 # Point a branch of a lab repository at another commit (or tag), as a push to the Hub would; olah serves the moved
 # branch from the next request on.
 move_branch() {
@@ -151,13 +188,15 @@ move_branch() {
 }
 
 case "${1:-}" in
-  start) start ;;
+  start) shift; start "$@" ;;
   move-branch) shift; move_branch "$@" ;;
-  stop) stop_quiet; echo "hub: stopped (port $PORT)" ;;
+  stop) shift; stop "$@" ;;
   status)
-    if alive "$STATE/gate.pid" && alive "$STATE/olah.pid" && ready; then echo "hub: running at $(url)"; else echo "hub: not running (port $PORT)"; exit 1; fi ;;
+    if alive "$STATE/gate.pid" && alive "$STATE/olah.pid" && ready; then
+      echo "hub: running at $(url) on $(listening | paste -sd' ' -) only"
+    else echo "hub: not running (port $PORT)"; exit 1; fi ;;
   url) shift; url "$@" ;;
   build) ensure_venv; build_repos force; cat "$STATE/repos.txt" ;;
   token) shift; token "$@" ;;
-  *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

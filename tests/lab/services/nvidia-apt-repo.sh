@@ -12,8 +12,10 @@
 # names and paths of NVIDIA's package. The key is made here, once, and kept with the repository.
 #
 #   nvidia-apt-repo.sh build               build the repository (only when its inputs changed)
-#   nvidia-apt-repo.sh start               build, then serve on 0.0.0.0:$NVIDIA_APT_PORT (idempotent)
-#   nvidia-apt-repo.sh stop | status
+#   nvidia-apt-repo.sh start [ADDR...]     build, then serve on 127.0.0.1:$NVIDIA_APT_PORT and ADDR:$NVIDIA_APT_PORT
+#                                          (the lab networks' gateways; idempotent), not on every interface
+#   nvidia-apt-repo.sh stop [ADDR...]      stop serving on ADDR (on every address when none is given)
+#   nvidia-apt-repo.sh status
 #   nvidia-apt-repo.sh url [--host ADDR]   the base URL (for hosts: --host <lab network gateway>)
 #
 # Environment: NVIDIA_APT_PORT (18092), NVIDIA_APT_DIR (tests/lab/.state/nvidia-apt).
@@ -137,7 +139,7 @@ build() {
 
 start() {
     build
-    serve_start "$ROOT"
+    serve_start "$ROOT" "$@"
 }
 
 # What the service serves, for its status line (called by serve_status).
@@ -152,8 +154,14 @@ url() {
 
 case ${1:-} in
     build) build ;;
-    start) start ;;
-    stop) serve_stop ;;
+    start)
+        shift
+        start "$@"
+        ;;
+    stop)
+        shift
+        serve_stop "$@"
+        ;;
     status) serve_status served ;;
     url)
         shift

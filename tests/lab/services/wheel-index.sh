@@ -5,8 +5,10 @@
 # Lab test material, shared by all labs on this machine.
 #
 #   wheel-index.sh sync                 download what the requirements need (only when they changed)
-#   wheel-index.sh start                sync, then serve on 0.0.0.0:$WHEEL_INDEX_PORT (idempotent)
-#   wheel-index.sh stop | status
+#   wheel-index.sh start [ADDR...]      sync, then serve on 127.0.0.1:$WHEEL_INDEX_PORT and ADDR:$WHEEL_INDEX_PORT
+#                                       (the lab networks' gateways; idempotent), not on every interface
+#   wheel-index.sh stop [ADDR...]       stop serving on ADDR (on every address when none is given)
+#   wheel-index.sh status
 #   wheel-index.sh url [--host ADDR]    the index URL (for hosts: --host <lab network gateway>)
 #
 # Environment: WHEEL_INDEX_PORT (18091), WHEEL_INDEX_DIR (tests/lab/.state/wheels), WHEEL_INDEX_PIP (pip of this
@@ -95,7 +97,7 @@ download() {
 start() {
     sync
     # The index serves the directory, wherever it moves to on a later sync.
-    serve_start "$WHEELS"
+    serve_start "$WHEELS" "$@"
 }
 
 # What the service serves, for its status line (called by serve_status).
@@ -110,8 +112,14 @@ url() {
 
 case ${1:-} in
     sync) sync ;;
-    start) start ;;
-    stop) serve_stop ;;
+    start)
+        shift
+        start "$@"
+        ;;
+    stop)
+        shift
+        serve_stop "$@"
+        ;;
     status) serve_status served ;;
     url)
         shift

@@ -382,6 +382,8 @@ def run_requests(args, backend, api_url, model, rows, extra) -> tuple[list[Outpu
     rng = random.Random(args.seed)
     threads = []
 
+    bar = _Bar(len(rows), disabled=bool(getattr(args, "disable_tqdm", False)))
+
     def one(index: int) -> None:
         if slots:
             slots.acquire()
@@ -390,6 +392,7 @@ def run_requests(args, backend, api_url, model, rows, extra) -> tuple[list[Outpu
         finally:
             if slots:
                 slots.release()
+            bar.update()
 
     start = time.perf_counter()
     for index in range(len(rows)):
@@ -400,7 +403,45 @@ def run_requests(args, backend, api_url, model, rows, extra) -> tuple[list[Outpu
             time.sleep(rng.expovariate(args.request_rate))
     for thread in threads:
         thread.join()
+    bar.close()
     return results, time.perf_counter() - start  # type: ignore[return-value]
+
+
+class _Bar:
+    """bench_serving's progress bar (``tqdm(total=len(input_requests))``, one step per finished request) on stderr,
+    redrawn with carriage returns as tqdm does when stderr is not a terminal: `` 45%|####5     | 36/80 [00:05<00:06,
+    7.20it/s]``."""
+
+    def __init__(self, total: int, disabled: bool = False) -> None:
+        self.total, self.done, self.disabled = total, 0, disabled
+        self.started = time.monotonic()
+        self.lock = threading.Lock()
+        self._draw()
+
+    def _draw(self) -> None:
+        if self.disabled:
+            return
+        elapsed = time.monotonic() - self.started
+        rate = self.done / elapsed if elapsed > 0 and self.done else 0.0
+        remaining = (self.total - self.done) / rate if rate else None
+        percent = 100 * self.done / self.total if self.total else 100.0
+        filled = int(percent // 10)
+        bar = ("#" * filled + ("" if filled == 10 else " 123456789"[int(percent % 10)])).ljust(10)[:10]
+        clock = "%02d:%02d" % divmod(int(elapsed), 60)
+        eta = "%02d:%02d" % divmod(int(remaining), 60) if remaining is not None else "?"
+        speed = f"{rate:5.2f}it/s" if rate else "?it/s"
+        sys.stderr.write(f"\r{percent:3.0f}%|{bar}| {self.done}/{self.total} [{clock}<{eta}, {speed}]")
+        sys.stderr.flush()
+
+    def update(self) -> None:
+        with self.lock:
+            self.done += 1
+            self._draw()
+
+    def close(self) -> None:
+        if not self.disabled:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
 
 
 def run_benchmark(args) -> dict:
