@@ -117,5 +117,6 @@ class ActionModule(ActionBase):
             "container_name": args["container_name"],
             "endpoint": "http://%s:%d" % (task_vars.get("ansible_host") or me, args["port"]),
         }
-        result.update(changed=False, plan=plan, ansible_facts={"sglang_plan": plan})
+        # Published by the role with set_fact (a fact returned here would be read as a top-level injected fact).
+        result.update(changed=False, plan=plan)
         return result

@@ -11,7 +11,8 @@ short_description: This host's part of the fleet plan - unit, rank, addresses, c
 version_added: 0.1.0
 author: datacrunch.sglang maintainers (@datacrunch-sglang)
 description:
-  - Computes, on the controller, the facts that make a fleet and publishes them as the fact C(sglang_plan) - the
+  - Computes, on the controller, the facts that make a fleet (role C(datacrunch.sglang.sglang) publishes them as
+    C(sglang_plan)) - the
     host's serving unit (hosts sharing C(sglang_cluster) in the inventory, else the host alone), its members ordered
     by rank, this host's rank (C(sglang_node_rank) first, the rest by C(inventory_hostname)), rank 0's private address,
     the rendezvous and serving ports, the profile, the model, the commit every node of the unit loads, the image,
