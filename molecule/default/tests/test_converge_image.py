@@ -39,7 +39,7 @@ def registry_requests(address, path):
     """Times (epoch seconds) of the registry's answers to this host for a path."""
     times = []
     for line in Path(registry("log")).read_text().splitlines():
-        if 'msg="response completed"' in line and f'remoteaddr="{address}:' in line and path in line:
+        if 'msg="response completed' in line and f'remoteaddr="{address}:' in line and path in line:
             stamp = re.search(r'time="([^"]+)"', line).group(1)
             times.append(datetime.fromisoformat(stamp[:26].rstrip("Z") + "+00:00").timestamp())
     return times
