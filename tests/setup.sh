@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up, from nothing, what the lab and the tests need on a Debian machine (run as root):
-#   packages   Docker engine, debootstrap, ssh client, git (from Debian's archive)
+#   packages   Docker engine, debootstrap, ssh client, git, the container registry (from Debian's archive)
 #   docker     a running Docker engine
 #   venv       .venv: Python >= 3.12 with the pinned tools of requirements-dev.txt
 #   py311      .venv-py311: Python 3.11 with ansible-core 2.19 (the oldest supported controller)
@@ -54,7 +54,7 @@ find_python_exact() { # find_python_exact MINOR
 }
 
 step_packages() {
-    local wanted=(docker.io debootstrap openssh-client git curl iproute2 ca-certificates gnupg) missing=() package
+    local wanted=(docker.io debootstrap openssh-client git curl iproute2 ca-certificates gnupg docker-registry openssl) missing=() package
     for package in "${wanted[@]}"; do
         dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
     done

@@ -405,38 +405,37 @@ def _docker_checks(facts, req, gpu_ok):
                 f"probe not run: {reason}",
                 ""
                 if status == SKIP
-                else "pull the image first (prefetch), or set gpu_host_container_probe_image "
-                "to an image already on the host",
-            )
-        )
-    elif not probe.get("ran") or probe.get("exit_code") != 0:
-        error = probe.get("error") or probe.get("output") or f"exit code {probe.get('exit_code')}"
-        checks.append(
-            _check(
-                "container gpus",
-                FAIL,
-                f"`docker run --gpus all {probe.get('image')} nvidia-smi -L` failed: {error[:300]}",
-                "configure the toolkit for Docker (`nvidia-ctk runtime configure --runtime=docker`, restart docker) "
-                "and check `docker run --rm --gpus all IMAGE nvidia-smi -L` by hand",
+                else "the prefetch runs it once it has pulled the image (deploy.yml), or set "
+                "gpu_host_container_probe_image to an image already on the host",
             )
         )
     else:
-        seen = [line for line in (probe.get("output") or "").splitlines() if line.startswith("GPU ")]
-        if gpu_ok and len(seen) != count:
-            checks.append(
-                _check(
-                    "container gpus",
-                    FAIL,
-                    f"a container sees {len(seen)} GPUs, the host has {count}",
-                    "check NVIDIA_VISIBLE_DEVICES / the toolkit's configuration (`nvidia-ctk config`), and CDI specs "
-                    "(`nvidia-ctk cdi list`)",
-                )
-            )
-        else:
-            checks.append(
-                _check("container gpus", PASS, f"a container sees {len(seen)} GPUs ({probe.get('seconds')} s)")
-            )
+        checks.append(container_gpus_check(probe, count if gpu_ok else None))
     return checks
+
+
+def container_gpus_check(probe, count=None):
+    """Judge ``nvidia-smi -L`` run in a container that asked for every GPU: it ran, and (when ``count`` is given) it
+    listed that many GPUs. The preflight and the prefetch's probe (once the image is pulled) both judge with it."""
+    if not probe.get("ran") or probe.get("exit_code") != 0:
+        error = probe.get("error") or probe.get("output") or f"exit code {probe.get('exit_code')}"
+        return _check(
+            "container gpus",
+            FAIL,
+            f"`docker run --gpus all {probe.get('image')} nvidia-smi -L` failed: {error[:300]}",
+            "configure the toolkit for Docker (`nvidia-ctk runtime configure --runtime=docker`, restart docker) "
+            "and check `docker run --rm --gpus all IMAGE nvidia-smi -L` by hand",
+        )
+    seen = [line for line in (probe.get("output") or "").splitlines() if line.startswith("GPU ")]
+    if count is not None and len(seen) != count:
+        return _check(
+            "container gpus",
+            FAIL,
+            f"a container sees {len(seen)} GPUs, the host has {count}",
+            "check NVIDIA_VISIBLE_DEVICES / the toolkit's configuration (`nvidia-ctk config`), and CDI specs "
+            "(`nvidia-ctk cdi list`)",
+        )
+    return _check("container gpus", PASS, f"a container sees {len(seen)} GPUs ({probe.get('seconds')} s)")
 
 
 def _storage_checks(facts, req):

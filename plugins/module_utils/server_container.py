@@ -17,6 +17,7 @@ import socket
 import time
 
 from ansible_collections.datacrunch.sglang.plugins.module_utils.crash_log import describe_exit, excerpt
+from ansible_collections.datacrunch.sglang.plugins.module_utils.image_pull import ImagePullError, ensure_image
 from ansible_collections.datacrunch.sglang.plugins.module_utils.launch_spec import (
     LABEL_PREFIX,
     LABEL_SECRETS_DIGEST,
@@ -211,33 +212,12 @@ class ServerContainer:
 
     def ensure_image(self, pull):
         """Pull per policy before anything stops: the server is down only for the swap."""
-        image = self.local_image()
-        if image is not None and pull != "always":
-            return image
-        if pull == "never":
-            raise ServerError(
-                "image %s is not on this host and sglang_server_pull=never forbids pulling it; load it (docker load) "
-                "or allow pulls" % self.spec["image"]
-            )
-        if self.check_mode:
-            self.actions.append("pull %s" % self.spec["image"])
-            return image
         try:
-            pulled = self.client.images.pull(self.spec["image"])
-        except (APIError, DockerException) as exc:
-            if image is not None and pull == "always":
-                raise ServerError(
-                    "pulling %s failed (%s); the local copy is kept, but sglang_server_pull=always asked for the "
-                    "registry's; fix registry access or set sglang_server_pull=missing" % (self.spec["image"], exc)
-                ) from None
-            raise ServerError(
-                "image %s is not on this host and cannot be pulled: %s. Check sglang_image (tag and registry), the "
-                "host's registry access and credentials, or load the image with docker load"
-                % (self.spec["image"], str(exc).strip()[:400])
-            ) from None
-        if image is None or pulled.id != image.id:
-            self.actions.append("pulled %s" % self.spec["image"])
-        return pulled
+            image, actions = ensure_image(self.client, self.spec["image"], pull, self.check_mode)
+        except ImagePullError as exc:
+            raise ServerError(str(exc)) from None
+        self.actions.extend(actions)
+        return image
 
     # --- comparing -----------------------------------------------------------------------------------------------
 

@@ -16,7 +16,8 @@
 # Environment: LAB_NAME (default dcsg-lab), LAB_INVENTORY_DIR (default inventories/lab), LAB_SHARED_DIR (absolute
 # path: one shared volume mounted there in every host), LAB_LOCAL_DISK_DIR (absolute path: each host's own volume
 # mounted there, a stand-in of an Instant Cluster worker's local NVMe at /mnt/local_disk), LAB_WHEEL_PORT (default 18091), LAB_NVIDIA_APT_PORT (default
-# 18092: the stand-in of NVIDIA's toolkit apt repository), LAB_IMAGE_NAMESPACE (default datacrunch-sglang-lab: the
+# 18092: the stand-in of NVIDIA's toolkit apt repository), LAB_REGISTRY_PORT (default 18093: the container registry
+# serving the SGLang stand-in images), LAB_IMAGE_NAMESPACE (default datacrunch-sglang-lab: the
 # lab images' repository prefix).
 
 # Functions run through with_lock are called indirectly.
@@ -33,6 +34,7 @@ LAB_SHARED_DIR=${LAB_SHARED_DIR:-}
 LAB_LOCAL_DISK_DIR=${LAB_LOCAL_DISK_DIR:-}
 LAB_WHEEL_PORT=${LAB_WHEEL_PORT:-18091}
 LAB_NVIDIA_APT_PORT=${LAB_NVIDIA_APT_PORT:-18092}
+LAB_REGISTRY_PORT=${LAB_REGISTRY_PORT:-18093}
 LAB_HUB_DEFAULT_PORT=18090
 
 # Another namespace builds the lab images apart from the ones in use (e.g. to try a change to them).
@@ -406,6 +408,7 @@ save_images() {
 
 WHEEL_INDEX=$LAB_DIR/services/wheel-index.sh
 NVIDIA_APT_REPO=$LAB_DIR/services/nvidia-apt-repo.sh
+REGISTRY=$LAB_DIR/services/registry.sh
 
 # The gateways of every lab network on this machine, one a line: where the lab hosts reach the lab services.
 lab_gateways() {
@@ -419,6 +422,7 @@ services_start() {
     mapfile -t gateways < <(lab_gateways)
     WHEEL_INDEX_PORT=$LAB_WHEEL_PORT "$WHEEL_INDEX" start "${gateways[@]}"
     NVIDIA_APT_PORT=$LAB_NVIDIA_APT_PORT "$NVIDIA_APT_REPO" start "${gateways[@]}"
+    LAB_REGISTRY_PORT=$LAB_REGISTRY_PORT "$REGISTRY" start
     if [[ -x $HUB_SCRIPT ]]; then
         "$HUB_SCRIPT" start "${gateways[@]}" >&2 || die "the Hub stand-in did not start: see '$HUB_SCRIPT status'"
     else
@@ -430,6 +434,8 @@ services_start() {
 services_stop() {
     WHEEL_INDEX_PORT=$LAB_WHEEL_PORT "$WHEEL_INDEX" stop "$@"
     NVIDIA_APT_PORT=$LAB_NVIDIA_APT_PORT "$NVIDIA_APT_REPO" stop "$@"
+    # The registry serves every lab alike: it stops with the last lab only.
+    ((${#@})) || LAB_REGISTRY_PORT=$LAB_REGISTRY_PORT "$REGISTRY" stop
     if [[ -x $HUB_SCRIPT ]]; then
         "$HUB_SCRIPT" stop "$@" >&2 || true
     fi
@@ -439,6 +445,7 @@ services_status() {
     local code=0
     WHEEL_INDEX_PORT=$LAB_WHEEL_PORT "$WHEEL_INDEX" status || code=1
     NVIDIA_APT_PORT=$LAB_NVIDIA_APT_PORT "$NVIDIA_APT_REPO" status || code=1
+    LAB_REGISTRY_PORT=$LAB_REGISTRY_PORT "$REGISTRY" status || code=1
     if [[ -x $HUB_SCRIPT ]]; then
         "$HUB_SCRIPT" status || code=1
     fi
@@ -462,6 +469,24 @@ nvidia_apt_url() {
     NVIDIA_APT_PORT=$LAB_NVIDIA_APT_PORT "$NVIDIA_APT_REPO" url --host "$1"
 }
 
+registry_name() {
+    LAB_REGISTRY_PORT=$LAB_REGISTRY_PORT "$REGISTRY" name
+}
+
+# A host reaches the lab registry by its name (the gateway's address), trusts the lab CA for it and is logged in,
+# as a site's hosts are for their private registry (`docker login`). Tests replace the login to break it.
+registry_access() {
+    local name=$1 gateway=$2 registry
+    registry=$(registry_name)
+    docker exec "$name" sh -c "grep -v ' ${registry%:*}\$' /etc/hosts > /tmp/hosts.lab; \
+        echo '$gateway ${registry%:*}' >> /tmp/hosts.lab; cat /tmp/hosts.lab > /etc/hosts; rm -f /tmp/hosts.lab; \
+        mkdir -p /etc/docker/certs.d/$registry /root/.docker"
+    docker exec -i "$name" sh -c "cat > /etc/docker/certs.d/$registry/ca.crt" \
+        <"$(LAB_REGISTRY_PORT=$LAB_REGISTRY_PORT "$REGISTRY" ca)"
+    printf '{"auths": {"%s": {"auth": "%s"}}}\n' "$registry" "$(LAB_REGISTRY_PORT=$LAB_REGISTRY_PORT "$REGISTRY" auth)" |
+        docker exec -i "$name" sh -c 'umask 077 && cat > /root/.docker/config.json'
+}
+
 # From inside a host, as the collection will: the wheel index lists wheels, the Hub answers HTTP.
 check_services_from() {
     local name=$1 gateway=$2 index hub
@@ -473,6 +498,11 @@ check_services_from() {
         docker exec "$name" curl -sS -o /dev/null --max-time 5 "$hub/" ||
             die "host $name cannot reach the Hub stand-in at $hub"
     fi
+    local registry
+    registry=$(registry_name)
+    [[ $(docker exec "$name" curl -sS -o /dev/null -w '%{http_code}' --max-time 5 \
+        --cacert "/etc/docker/certs.d/$registry/ca.crt" "https://$registry/v2/") == 401 ]] ||
+        die "host $name cannot reach the lab registry at https://$registry (is a firewall blocking port $LAB_REGISTRY_PORT?)"
 }
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -493,6 +523,7 @@ write_inventory() {
         echo "    lab_hub_endpoint: $(hub_endpoint "$gateway")"
         echo "    lab_pip_index: $(pip_index "$gateway")"
         echo "    lab_nvidia_apt_url: $(nvidia_apt_url "$gateway")"
+        echo "    lab_registry: $(registry_name)"
         echo "  children:"
         echo "    sglang_servers:"
         echo "      vars:"
@@ -563,6 +594,9 @@ cmd_up() {
         wait_for_host "$(host_name "$index")" "$(host_address "$index")"
     done
     load_images "${names[@]}"
+    for name in "${names[@]}"; do
+        registry_access "$name" "$(network_gateway)"
+    done
     check_services_from "${names[0]}" "$(network_gateway)"
     write_inventory "$count"
     log "lab $LAB_NAME: $count host(s) up; inventory $LAB_INVENTORY_DIR/hosts.yml"

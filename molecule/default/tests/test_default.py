@@ -165,7 +165,7 @@ BAD_INPUTS = [
       "sglang_api_key is blank"]),
     # Valid to the controller, refused by the host's preflight before the running server is stopped:
     ({"sglang_port": 22}, "port 22 is taken by pid"),
-    ({"sglang_image": "localhost/not-loaded:v0.5.18"}, "is not on this host and sglang_server_pull=never"),
+    ({"sglang_image": "localhost/not-loaded:v0.5.18"}, "is not on this host and cannot be pulled"),
     # A well-formed address that is not the host's: refused on the host before the running server is replaced.
     ({"sglang_server_bind_host": "10.99.99.99"}, "sglang_server_bind_host=10.99.99.99 is not an address of this host"),
 ]

@@ -13,7 +13,8 @@ an unknown repository. This front passes every request through to olah and adds 
   ``404`` with ``X-Error-Code: RepoNotFound``;
 - lab controls under ``/_lab/``: ``GET /_lab/stats`` (requests and body bytes served per path and client),
   ``POST /_lab/reset``, ``POST /_lab/faults`` with JSON ``{"throttle_bps": N}`` (0: no limit) to slow file bodies
-  down so that a test can interrupt a download mid-file, ``{"ignore_range": true}`` to answer every file download
+  down so that a test can interrupt a download mid-file (``"throttle_clients": [ADDRESS, ...]`` slows only those
+  clients), ``{"ignore_range": true}`` to answer every file download
   with the whole file (``200``) as olah itself does, ``{"mirror_errors": true}`` to pass olah's own answer to an
   unknown revision through (``401 RepoNotFound``, as a client talking to olah directly gets it);
   ``GET /_lab/listen`` (the addresses the gate listens on), ``POST /_lab/listen`` and ``POST /_lab/unlisten`` with
@@ -56,6 +57,8 @@ class Gate:
         self.lock = threading.Lock()
         self.stats: dict[str, dict] = {}
         self.throttle_bps = 0
+        # Addresses the throttle applies to (empty: every client), so that one lab's test slows only its own hosts.
+        self.throttle_clients: list[str] = []
         self.ignore_range = False
         self.mirror_errors = False
         self.port = 0
@@ -160,6 +163,7 @@ def make_handler(gate: Gate):
             if path == "/_lab/stats" and self.command == "GET":
                 with gate.lock:
                     body = json.dumps({"stats": gate.stats, "throttle_bps": gate.throttle_bps,
+                                       "throttle_clients": gate.throttle_clients,
                                        "ignore_range": gate.ignore_range,
                                        "mirror_errors": gate.mirror_errors}).encode()
                 self.send_response(200)
@@ -172,6 +176,7 @@ def make_handler(gate: Gate):
                 with gate.lock:
                     gate.stats.clear()
                     gate.throttle_bps = 0
+                    gate.throttle_clients = []
                     gate.ignore_range = False
                     gate.mirror_errors = False
                 return self._send(200, b"{}")
@@ -180,6 +185,7 @@ def make_handler(gate: Gate):
                 data = json.loads(self.rfile.read(length) or b"{}")
                 with gate.lock:
                     gate.throttle_bps = int(data.get("throttle_bps", 0))
+                    gate.throttle_clients = [str(client) for client in data.get("throttle_clients") or []]
                     gate.ignore_range = bool(data.get("ignore_range", False))
                     gate.mirror_errors = bool(data.get("mirror_errors", False))
                 return self._send(200, b"{}")
@@ -325,7 +331,7 @@ def make_handler(gate: Gate):
                         self.wfile.write(piece)
                         sent += len(piece)
                         bps = gate.throttle_bps
-                        if bps:
+                        if bps and (not gate.throttle_clients or self.client_address[0] in gate.throttle_clients):
                             ahead = sent / bps - (time.monotonic() - began)
                             if ahead > 0:
                                 time.sleep(ahead)
