@@ -8,6 +8,7 @@ The same stand-in as a container on this machine's Docker engine: tests/integrat
 
 from __future__ import annotations
 
+import contextlib
 import http.client as http_client
 import json
 import os
@@ -629,10 +630,8 @@ def _generating(port0):
     body = {"text": "a", "sampling_params": {"max_new_tokens": 4000, "ignore_eos": True}, "stream": True}
 
     def run():
-        try:
+        with contextlib.suppress(OSError, http_client.HTTPException):  # rank 0 goes away under it
             http("POST", f"http://127.0.0.1:{port0}/generate", body, timeout=120)
-        except (OSError, http_client.HTTPException):
-            pass  # rank 0 went away under it
 
     threading.Thread(target=run, daemon=True).start()
     time.sleep(0.5)
@@ -644,7 +643,7 @@ def _freeze(proc):
 
 
 def test_ranks_connect_both_ways_on_ports_from_the_ephemeral_range(env_for, procs):
-    rank0, rank1, (port0, port1) = two_ranks(env_for, procs)
+    rank0, rank1, (port0, _port1) = two_ranks(env_for, procs)
     wait_ready(rank0, port0)
     low, high = (int(word) for word in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
     seen = {}
