@@ -183,25 +183,24 @@ def join(addr: str, identity: dict, timeout: float, log: Callable[[str], None], 
     host, port = split_addr(addr)
     deadline = time.monotonic() + timeout
     attempt = 0
+    data = data_listener(data_host)
     while True:
         try:
             conn = socket.create_connection((host, port), timeout=5)
+            _send(conn, {**identity, "addr": conn.getsockname()[0], "port": data.getsockname()[1]})
+            answer = next(_lines(conn))
             break
-        except OSError as exc:
+        except (OSError, ValueError, StopIteration) as exc:
+            # Refused (rank 0 not listening yet) or closed before an answer (a rank 0 of the unit's previous run
+            # that is still going away): try again until the timeout, as a store client keeps trying to connect.
             attempt += 1
             if time.monotonic() >= deadline:
                 raise RendezvousError(
-                    f"Timed out after {timeout:.0f} seconds connecting to {host}:{port} (rank 0): {exc}"
+                    f"Timed out after {timeout:.0f} seconds connecting to {host}:{port} (rank 0): {exc or 'closed'}"
                 ) from None
             if attempt == 1 or attempt % 10 == 0:
-                log(f"Waiting for rank 0 at {host}:{port}: {exc}")
+                log(f"Waiting for rank 0 at {host}:{port}: {exc or 'closed'}")
             time.sleep(1.0)
-    data = data_listener(data_host)
-    _send(conn, {**identity, "addr": conn.getsockname()[0], "port": data.getsockname()[1]})
-    try:
-        answer = next(_lines(conn))
-    except (OSError, ValueError, StopIteration) as exc:
-        raise RendezvousError(f"rank 0 at {host}:{port} closed the rendezvous: {exc}") from None
     if not answer.get("ok"):
         raise RendezvousError(f"rank 0 refused this node: {answer.get('error')}")
     to_rank0 = connect_until(answer["addr"], answer["port"], deadline, "Gloo connect to node rank 0")
@@ -209,4 +208,5 @@ def join(addr: str, identity: dict, timeout: float, log: Callable[[str], None], 
     log(f"[stand-in] connected to node rank 0 at {answer['addr']}:{answer['port']} (NCCL/Gloo traffic; this node "
         f"listens on {data.getsockname()[1]})")
     from_rank0 = accept_ranks(data, {0}, deadline, "NCCL bootstrap from node rank 0")[0]
-    return {"to": to_rank0, "from": from_rank0, "peer": f"{answer['addr']}:{answer['port']}", "store": conn}
+    return {"to": to_rank0, "from": from_rank0, "peer": f"{answer['addr']}:{answer['port']}", "store": conn,
+            "listener": data}
