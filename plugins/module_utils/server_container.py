@@ -475,6 +475,24 @@ class ServerContainer:
                         "started_at": started_at, "seconds_since_start": round(now - started_at)}
             time.sleep(poll)
 
+    def hung_reason(self, container):
+        """Why a running rank 0 that served must restart although its spec is unchanged, or ''.
+
+        Judged from rank 0's own generation (/health_generate, bounded by PROBE_TIMEOUT), never from /health nor
+        from a rank >= 1: SGLang's /health and the dummy health server of ranks >= 1 answer 200 while the unit hangs
+        (a node lost mid-way leaves every collective waiting; idle, that lasts Gloo's two-hour timeout). A server
+        that never became ready is still starting and is left to the readiness wait."""
+        if container is None or container.status != "running" or self.spec["readiness"]["kind"] != "http":
+            return ""
+        record = self.read_spec_file(READY_RECORD_FILE) or {}
+        if record.get("container_id") != container.id:
+            return ""
+        ready, detail = probe_ready(self.spec["readiness"])
+        if ready or detail.startswith("port closed"):
+            return ""
+        return ("it served, but its generation probe fails now (%s): the unit hangs (a lost node, a stuck "
+                "collective); its ranks restart together" % detail)
+
     def record_ready(self, container, started_at):
         """Remember when this container became ready, and which spec last served (for rollback)."""
         record = self.read_spec_file(READY_RECORD_FILE) or {}

@@ -21,6 +21,9 @@ description:
     carries a keyed digest of them, so a changed key restarts the server.
   - Waits for readiness (port open, then C(GET /health_generate) 200 on rank 0; running on other ranks), failing at
     once with the exit code and the last log lines when the container exits or restarts while starting.
+  - A running rank 0 that served (its container became ready here) and now fails C(GET /health_generate) is hung
+    and is restarted although its spec is unchanged; C(/health) and the health servers of ranks >= 1 answer 200
+    while a multi-node unit hangs, so they are never asked.
   - Keeps the spec of the running container, of the last one that served, and of the one before on the host, for
     C(--diff) and O(rollback).
   - Needs the docker Python SDK on the host (role M(datacrunch.sglang.host_venv) provides it).
@@ -283,6 +286,8 @@ def _run(module):
     result["changed"] |= server.ensure_host_files()
     digest = server.secrets_digest()
     reasons = server.differences(container, image, digest)
+    if not reasons:
+        reasons = [reason for reason in [server.hung_reason(container)] if reason]
     if state == "restarted" or params["recreate"]:
         reasons.append("restart requested")
     result["reasons"] = reasons

@@ -8,6 +8,8 @@ The same stand-in as a container on this machine's Docker engine: tests/integrat
 
 from __future__ import annotations
 
+import contextlib
+import http.client as http_client
 import json
 import os
 import re
@@ -623,15 +625,46 @@ def test_mismatched_model_stops_both_ranks(hf_home, env_for, procs):
     assert f"model mismatch: rank 1 has model='{snapshot}', rank 0 has model='{REPO_ID}'" in rank0.stderr
 
 
+def _generating(port0):
+    """A long generation on rank 0 in the background, once its first tokens came: a batch is in flight."""
+    body = {"text": "a", "sampling_params": {"max_new_tokens": 4000, "ignore_eos": True}, "stream": True}
+
+    def run():
+        with contextlib.suppress(OSError, http_client.HTTPException):  # rank 0 goes away under it
+            http("POST", f"http://127.0.0.1:{port0}/generate", body, timeout=120)
+
+    threading.Thread(target=run, daemon=True).start()
+    time.sleep(0.5)
+
+
+def _freeze(proc):
+    """A lost node: its process stops answering but closes nothing (a host gone, a cut network)."""
+    os.killpg(proc.process.pid, signal.SIGSTOP)
+
+
+def test_ranks_connect_both_ways_on_ports_from_the_ephemeral_range(env_for, procs):
+    rank0, rank1, (port0, _port1) = two_ranks(env_for, procs)
+    wait_ready(rank0, port0)
+    low, high = (int(word) for word in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    seen = {}
+    for name, proc in (("rank0", rank0), ("rank1", rank1)):
+        match = re.search(r"connected to node rank \d at 127\.0\.0\.1:(\d+) .* this node listens on (\d+)", proc.stderr)
+        assert match, proc.stderr[-2000:]
+        seen[name] = int(match.group(1)), int(match.group(2))
+        assert all(low <= port <= high for port in seen[name]), (seen, low, high)
+    # each connects to the port the other listens on: rank 0 -> rank 1 (NCCL's ring) and rank 1 -> rank 0 (Gloo)
+    assert seen["rank0"][0] == seen["rank1"][1] and seen["rank1"][0] == seen["rank0"][1]
+
+
 def test_a_lost_rank_1_hangs_rank_0_until_the_nccl_timeout(env_for, procs):
     """No heartbeat in SGLang: rank 0's /health stays 200, only a generation (/health_generate) fails, after its
-    health check timeout; the collection's probe (rank 0's generation, bounded) calls it not ready; at the
-    process group's timeout rank 0 crashes."""
-    rank0, rank1, (port0, _port1) = two_ranks(env_for, procs, dist_timeout=8)
+    health check timeout; the collection's probe (rank 0's generation, bounded) calls it not ready; with a batch in
+    flight the NCCL watchdog (--dist-timeout, shorter here than --watchdog-timeout) crashes rank 0."""
+    rank0, rank1, (port0, _port1) = two_ranks(env_for, procs, dist_timeout=5)
     wait_ready(rank0, port0)
-    rank1.stop()
+    _generating(port0)
+    _freeze(rank1)
     lost = time.monotonic()
-    time.sleep(1)
     assert http("GET", f"http://127.0.0.1:{port0}/health")[0] == 200
     asked = time.monotonic()
     assert http("GET", f"http://127.0.0.1:{port0}/health_generate")[0] == 503
@@ -639,17 +672,41 @@ def test_a_lost_rank_1_hangs_rank_0_until_the_nccl_timeout(env_for, procs):
     base = f"http://127.0.0.1:{port0}"
     assert probe_ready({"kind": "http", "base_url": base, "url": base + "/health_generate"})[0] is False
     assert rank0.wait(30) == CRASHED
-    assert time.monotonic() - lost >= 7
+    assert time.monotonic() - lost >= 4.5
     assert "Watchdog caught collective operation timeout" in crash_log.root_cause(rank0.stderr)
 
 
-def test_a_lost_rank_0_leaves_rank_1_answering_200_until_the_nccl_timeout(env_for, procs):
-    rank0, rank1, (port0, port1) = two_ranks(env_for, procs, dist_timeout=6)
+def test_an_idle_unit_that_loses_rank_1_hangs_past_the_dist_timeout(env_for, procs):
+    """Idle, rank 0 waits in the Gloo broadcast of its scheduler loop, whose timeout is two hours, not
+    --dist-timeout: the unit stays hung, /health 200, generation 503."""
+    rank0, rank1, (port0, _port1) = two_ranks(env_for, procs, dist_timeout=2)
     wait_ready(rank0, port0)
-    wait_ready(rank1, port1)
-    rank0.stop()
+    _freeze(rank1)
+    time.sleep(3)
+    assert http("GET", f"http://127.0.0.1:{port0}/health_generate")[0] == 503
+    assert rank0.process.poll() is None
+    assert http("GET", f"http://127.0.0.1:{port0}/health")[0] == 200
+
+
+def test_a_rank_1_that_ends_closes_its_connections_and_rank_0_crashes_at_once(env_for, procs):
+    rank0, rank1, (port0, _port1) = two_ranks(env_for, procs, dist_timeout=60)
+    wait_ready(rank0, port0)
+    rank1.stop()
+    ended = time.monotonic()
+    assert rank0.wait(30) == CRASHED
+    assert time.monotonic() - ended < 10
+    assert "Connection closed by peer" in crash_log.root_cause(rank0.stderr)
+
+
+def test_a_lost_rank_0_leaves_rank_1_answering_200_until_the_nccl_timeout(env_for, procs):
+    rank0, rank1, (port0, port1) = two_ranks(env_for, procs, dist_timeout=5)
+    wait_ready(rank0, port0)
+    wait_for(lambda: port_open(port1), 20, what="rank 1's health server")
+    _generating(port0)
+    _freeze(rank0)
     for _index in range(3):
         assert http("GET", f"http://127.0.0.1:{port1}/health")[0] == 200
+        assert http("GET", f"http://127.0.0.1:{port1}/health_generate")[0] == 200
         time.sleep(1)
     assert rank1.wait(30) == CRASHED
     assert "Watchdog caught collective operation timeout" in rank1.stderr

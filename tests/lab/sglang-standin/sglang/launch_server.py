@@ -15,7 +15,7 @@ import threading
 import time
 import warnings
 
-from sglang.standin import failure, hardware, http_server, model, rendezvous, startup
+from sglang.standin import collective, failure, hardware, http_server, model, rendezvous, startup
 from sglang.standin.entry import require
 from sglang.standin.flags import parse_server_args
 from sglang.standin.logs import fatal, log
@@ -158,24 +158,41 @@ def main(argv: list[str]) -> None:
             "version": version,
         }
         timeout = float(args.dist_timeout or DEFAULT_DIST_TIMEOUT)
+        watchdog = getattr(args, "watchdog_timeout", None)
+        # NCCL and Gloo listen on the interface NCCL_SOCKET_IFNAME / GLOO_SOCKET_IFNAME name; the collection sets
+        # SGLANG_HOST_IP to that interface's address. Without it: every interface.
+        data_host = os.environ.get("SGLANG_HOST_IP", "")
+
+        def on_group_error(error):
+            state.group_error = error
+            lost.set()
+
         try:
             if rank == 0:
-                store = rendezvous.Rank0(args.dist_init_addr, identity, log)
+                store = rendezvous.Rank0(args.dist_init_addr, identity, log, data_host)
                 store.wait_all(timeout)
-                # SGLang has no heartbeat between nodes: a lost node shows only as collectives that never finish.
-                # The stand-in's heartbeat stands for "the peer's processes are gone"; what it does is SGLang's:
-                # every request waits (health_generate answers 503 after its 20 s), /health still answers 200, and
-                # when the NCCL watchdog's timeout (--dist-timeout) passes, the scheduler raises: a crash.
-                store.watch(lambda reason: (state.group_hung.set(), lost.set()))
+                links = store.connect_data(time.monotonic() + timeout)
+                # No heartbeat: a lost node shows only as a step that never finishes (sglang/standin/collective.py).
+                state.group = collective.Rank0Group(links, timeout, watchdog, on_group_error)
+                state.group.start()
             else:
-                conn = rendezvous.join(args.dist_init_addr, identity, timeout, log)
-
-                def on_rank0_lost(reason):
-                    # Ranks >= 1 do not notice either: their dummy health server keeps answering 200 until the
-                    # NCCL timeout ends them the same way.
-                    lost.set()
-
-                rendezvous.watch_rank0(conn, on_rank0_lost)
+                link = rendezvous.join(args.dist_init_addr, identity, timeout, log, data_host)
+                state.store_link = link
+                collective.serve_rank_n(link["from"], link["to"], link["peer"], timeout, watchdog, on_group_error)
+        except rendezvous.DataLinkError as exc:
+            # The ranks met at the store but cannot reach each other's NCCL/Gloo ports: the scheduler processes
+            # fail in their process-group set-up, a crash (exit 0 as PID 1). How long real NCCL (its socket connect
+            # retries) and Gloo (its CPU group's 2-hour timeout) wait on dropped packets is not established here;
+            # the stand-in gives up at --dist-timeout.
+            failure.scheduler_crash(
+                args,
+                "torch.distributed.DistBackendError",
+                "NCCL error: remote process exited or there was a network error, NCCL version 2.28.3\n"
+                "ncclRemoteError: A call failed possibly due to a network error or a remote process exiting "
+                f"prematurely.\nLast error:\nsocketStartConnect: {exc}",
+                "torch/distributed/distributed_c10d.py",
+                serving=False,
+            )
         except rendezvous.RendezvousError as exc:
             log(f"Multi-node rendezvous failed: {exc}")
             fatal("torch.distributed.DistStoreError", str(exc), "torch/distributed/rendezvous.py")
@@ -206,21 +223,7 @@ def main(argv: list[str]) -> None:
     deadline = time.monotonic() + fault_arg if fault_name == "crash-after" else None
     while True:
         if lost.wait(0.2):
-            lost_at = time.monotonic()
-            dist_timeout = float(args.dist_timeout or DEFAULT_DIST_TIMEOUT)
-            while time.monotonic() - lost_at < dist_timeout:
-                time.sleep(0.2)
-            # torch's ProcessGroupNCCL watchdog (the process group's timeout is --dist-timeout)
-            failure.scheduler_crash(
-                args,
-                "torch.distributed.DistBackendError",
-                f"[PG ID 0 PG GUID 0(default_pg) Rank {failure.local_tp_ranks(args)[0]}] Watchdog caught collective "
-                f"operation timeout: WorkNCCL(SeqNum=1024, OpType=ALLREDUCE, NumelIn=7168, NumelOut=7168, "
-                f"Timeout(ms)={int(dist_timeout * 1000)}) ran for {int(dist_timeout * 1000) + 5} milliseconds before "
-                "timing out.",
-                "torch/distributed/distributed_c10d.py",
-                serving=True,
-            )
+            failure.group_failure(args, state.group_error, serving=state.ready.is_set())
         if deadline is not None and time.monotonic() >= deadline:
             failure.scheduler_crash(
                 args,

@@ -119,6 +119,21 @@ def scheduler_crash(args, exception: str, message: str, where: str, serving: boo
     kill_process_tree_self()
 
 
+def group_failure(args, error, serving: bool) -> None:
+    """A rank's step between the nodes failed (sglang/standin/collective.py): Gloo or NCCL raised in a scheduler,
+    or the scheduler watchdog (sglang/srt/utils/watchdog.py WatchdogRaw) logged and sent SIGQUIT to the parent."""
+    if error.kind == "watchdog":
+        ranks = local_tp_ranks(args)
+        for rank in ranks:
+            _rank_log(rank_prefix(args, rank), str(error))
+        log("SIGQUIT received. signum=<Signals.SIGQUIT: 3>, frame=None. It usually means one child failed.")
+        kill_process_tree_self()
+    exception = "torch.distributed.DistBackendError" if error.kind == "nccl-timeout" else "RuntimeError"
+    where = ("torch/distributed/distributed_c10d.py" if error.kind == "nccl-timeout"
+             else "sglang/srt/utils/common.py")
+    scheduler_crash(args, exception, str(error), where, serving=serving)
+
+
 def warmup_failure(message: str) -> None:
     """_execute_server_warmup (sglang/srt/entrypoints/http_server.py): log, then kill_process_tree, exit 0."""
     log("Initialization failed. warmup error: Traceback (most recent call last):\n"

@@ -44,8 +44,10 @@ class ServerState:
         self.ready = threading.Event()
         self.never_ready = False
         self.unhealthy_reason = ""
-        # A peer node is gone: every collective waits for it, so no request makes progress (see launch_server.py).
-        self.group_hung = threading.Event()
+        # Rank 0 of a multi-node unit: the steps it runs with the other nodes (collective.Rank0Group); None alone.
+        # A step that never finishes (a node lost) holds every request and the health check's generation.
+        self.group = None
+        self.group_error = None
         # SIGTERM received (failure.Shutdown): /health_generate answers 503, as SGLang's does during shutdown.
         self.shutting_down = threading.Event()
         self.lock = threading.Condition()
@@ -344,10 +346,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         generate = self.path.split("?", 1)[0] == "/health_generate" or os.environ.get(
             "SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION", "").lower() in ("1", "true")
-        if generate and state.group_hung.is_set():
-            timeout = float(os.environ.get("SGLANG_HEALTH_CHECK_TIMEOUT", "20"))
-            started = time.strftime("%H:%M:%S")
-            time.sleep(timeout)
+        timeout = float(os.environ.get("SGLANG_HEALTH_CHECK_TIMEOUT", "20"))
+        if generate and state.group is not None and not state.group.progressed_since(time.monotonic(), timeout):
+            # No output from the scheduler since the check began: its steps with the other nodes do not finish.
+            started = time.strftime("%H:%M:%S", time.localtime(time.time() - timeout))
             log(f"Health check failed. Server couldn't get a response from detokenizer for last {timeout:g} seconds. "
                 f"tic start time: {started}. last_heartbeat time: {started}")
             self._send(503)
@@ -443,8 +445,8 @@ class _Handler(BaseHTTPRequestHandler):
         started = time.monotonic()
         try:
             for index, token in enumerate(tokens):
-                while state.group_hung.is_set():  # the forward pass waits in a collective for the lost node
-                    time.sleep(1)
+                if state.group is not None:  # the forward pass's collectives with the other nodes
+                    state.group.step(forward=True)
                 time.sleep(state.ttft if index == 0 else state.decode)
                 if index == 0:
                     with state.lock:
@@ -606,12 +608,14 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class _HealthOnlyHandler(_Handler):
-    """The dummy health server of ranks >= 1: /health and /health_generate, nothing else."""
+    """The dummy health server of ranks >= 1 (launch_dummy_health_check_server, sglang/srt/utils/common.py, 0.5.18
+    and 0.5.23): /ping, /health and /health_generate answer 200 whatever the schedulers do, from the moment the
+    node's schedulers were ready; nothing else is served."""
 
     def _route(self, method: str) -> None:
         path = self.path.split("?", 1)[0]
-        if path in ("/health", "/health_generate") and method in ("GET", "HEAD"):
-            self._send(200 if self.state.healthy() else 503)
+        if path in ("/ping", "/health", "/health_generate") and method in ("GET", "HEAD"):
+            self._send(200)
         else:
             self._json(404, {"detail": "Not Found"})
 
