@@ -122,7 +122,12 @@ def test_shared_mode_downloads_once_and_the_other_host_only_verifies(expected, a
     assert delta(before, after, addresses[SEED]) == total
     assert delta(before, after, addresses[PEER]) == 0
     assert host_sha256(PEER, SHARED_HOME, commit) == files
-    assert "complete, 16 files" in run.stdout
+    text = " ".join(run.stdout.split())
+    assert "complete, 16 files" in text
+    # Each host says where its copy comes from; the one that fetched nothing says so, not "fetched 0.00 Bytes".
+    assert "(the seed: one download into the shared HF home); fetched" in text, text[-3000:]
+    assert "(in the shared HF home, downloaded by %s); nothing to fetch" % SEED in text, text[-3000:]
+    assert "0.00 Bytes" not in text
 
 
 def test_shared_mode_refuses_hosts_that_do_not_share_the_hf_home(addresses):
