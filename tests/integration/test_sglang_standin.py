@@ -842,7 +842,7 @@ def test_bench_serving_against_the_server(tmp_path, api_server, env_for, procs):
     # bench_serving's tqdm bar, one step per finished request, redrawn with carriage returns: what sglang_bench's
     # progress reads (text mode reads each carriage return as a line end).
     bars = [part for part in re.split(r"[\r\n]", proc.stderr) if "/6 [" in part]
-    assert [bench_runner.requests_done(bar)[0] for bar in bars] == list(range(7)), bars
+    assert [bench_runner.requests_done(line)[0] for line in bars] == list(range(7)), bars
     assert bars[-1].startswith("100%|##########| 6/6 [")
 
 

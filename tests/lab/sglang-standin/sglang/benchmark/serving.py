@@ -382,7 +382,7 @@ def run_requests(args, backend, api_url, model, rows, extra) -> tuple[list[Outpu
     rng = random.Random(args.seed)
     threads = []
 
-    bar = _Bar(len(rows), disabled=bool(getattr(args, "disable_tqdm", False)))
+    progress = _Bar(len(rows), disabled=bool(getattr(args, "disable_tqdm", False)))
 
     def one(index: int) -> None:
         if slots:
@@ -392,7 +392,7 @@ def run_requests(args, backend, api_url, model, rows, extra) -> tuple[list[Outpu
         finally:
             if slots:
                 slots.release()
-            bar.update()
+            progress.update()
 
     start = time.perf_counter()
     for index in range(len(rows)):
@@ -403,7 +403,7 @@ def run_requests(args, backend, api_url, model, rows, extra) -> tuple[list[Outpu
             time.sleep(rng.expovariate(args.request_rate))
     for thread in threads:
         thread.join()
-    bar.close()
+    progress.close()
     return results, time.perf_counter() - start  # type: ignore[return-value]
 
 
@@ -426,11 +426,11 @@ class _Bar:
         remaining = (self.total - self.done) / rate if rate else None
         percent = 100 * self.done / self.total if self.total else 100.0
         filled = int(percent // 10)
-        bar = ("#" * filled + ("" if filled == 10 else " 123456789"[int(percent % 10)])).ljust(10)[:10]
+        drawn = ("#" * filled + ("" if filled == 10 else " 123456789"[int(percent % 10)])).ljust(10)[:10]
         clock = "%02d:%02d" % divmod(int(elapsed), 60)
         eta = "%02d:%02d" % divmod(int(remaining), 60) if remaining is not None else "?"
         speed = f"{rate:5.2f}it/s" if rate else "?it/s"
-        sys.stderr.write(f"\r{percent:3.0f}%|{bar}| {self.done}/{self.total} [{clock}<{eta}, {speed}]")
+        sys.stderr.write(f"\r{percent:3.0f}%|{drawn}| {self.done}/{self.total} [{clock}<{eta}, {speed}]")
         sys.stderr.flush()
 
     def update(self) -> None:

@@ -87,8 +87,9 @@ def accept_ranks(listener: socket.socket, ranks: set, deadline: float, what: str
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             missing = sorted(set(ranks) - set(accepted))
-            raise DataLinkError(f"{what}: no connection from node rank(s) {missing} on port "
-                                  f"{listener.getsockname()[1]} in time")
+            raise DataLinkError(
+                f"{what}: no connection from node rank(s) {missing} on port {listener.getsockname()[1]} in time"
+            )
         listener.settimeout(remaining)
         try:
             conn, _peer = listener.accept()
