@@ -68,10 +68,12 @@ def timed_playbook(*args):
 
 
 def registry_answers(address):
-    """Times (epoch seconds) at which the lab registry answered this host."""
+    """Times (epoch seconds) at which the lab registry answered this host: a completed response, or a refused login
+    (docker-registry logs that one as "error authorizing context", with no "response completed" line)."""
     times = []
     for line in Path(registry("log")).read_text().splitlines():
-        if 'msg="response completed' in line and f'remoteaddr="{address}:' in line:
+        answered = 'msg="response completed' in line or 'msg="error authorizing context' in line
+        if answered and f'remoteaddr="{address}:' in line:
             stamp = re.search(r'time="([^"]+)"', line).group(1)
             times.append(datetime.fromisoformat(stamp[:26].rstrip("Z") + "+00:00").timestamp())
     return times
