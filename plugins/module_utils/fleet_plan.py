@@ -158,8 +158,9 @@ def hub_commit(endpoint, repo, revision, token=""):
             ) from None
         if exc.code in (401, 403, 404):
             raise PlanError(
-                "sglang_model=%s: the Hub at %s answers %d (%s) for it: check the name, and for a gated or private "
-                "model set sglang_hf_token to a token with access" % (repo, base, exc.code, code or exc.reason)
+                "sglang_model=%r: the Hub at %s answers %d (%s) for it: check the name (organisation/name, e.g. "
+                "deepseek-ai/DeepSeek-R1), and for a gated or private model set sglang_hf_token to a token with access"
+                % (repo, base, exc.code, code or exc.reason)
             ) from None
         raise PlanError(
             "sglang_model_revision=%s is a branch or tag, and the Hub at %s answered %d while resolving it to a "

@@ -101,6 +101,7 @@ class Hub:
 
     def __init__(self):
         self.branches = {"main": OLD}
+        self.missing_repo = False
         self.calls = 0
         self.headers = []
         hub = self
@@ -116,7 +117,7 @@ class Hub:
                 sha = hub.branches.get(rev)
                 if sha is None:
                     self.send_response(404)
-                    self.send_header("X-Error-Code", "RevisionNotFound")
+                    self.send_header("X-Error-Code", "RepoNotFound" if hub.missing_repo else "RevisionNotFound")
                     self.end_headers()
                     return
                 body = json.dumps({"id": "org/model", "sha": sha}).encode()
@@ -156,6 +157,13 @@ def test_an_unknown_branch_and_an_unreachable_hub_say_what_to_do_and_never_show_
         hub_commit(hub.url, "org/model", "main", token=TOKEN)
     assert "pin the commit instead: set sglang_model_revision" in str(caught.value)
     assert TOKEN not in str(caught.value)
+
+
+def test_an_unknown_model_is_named_quoted(hub):
+    hub.branches = {}
+    hub.missing_repo = True
+    with pytest.raises(PlanError, match=r"sglang_model='org/nope': the Hub at .* answers 404"):
+        hub.resolve("org/nope", "main")
 
 
 def test_a_pinned_commit_needs_no_hub(tmp_path):
