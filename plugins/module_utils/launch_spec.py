@@ -617,27 +617,38 @@ def build_launch_spec(request):
 
 
 def docker_run_command(spec):
-    """The `docker run` command line equivalent to a spec (for plans and for people)."""
-    words = ["docker", "run", "--detach", "--name", spec["name"]]
+    """The `docker run` command equivalent to a spec, for plans and for people: one option per line, the lines ending
+    in a backslash, so that it pastes into a shell as it is printed. Placeholders (`<... of host>`) stay quoted."""
+    lines = [["docker", "run", "--detach", "--name", spec["name"]]]
     if spec.get("gpus"):
-        words += ["--gpus", spec["gpus"]]
-    words += ["--network", spec["network_mode"], "--ipc", spec["ipc_mode"], "--shm-size", spec["shm_size"]]
+        lines.append(["--gpus", spec["gpus"]])
+    lines += [["--network", spec["network_mode"]], ["--ipc", spec["ipc_mode"]], ["--shm-size", spec["shm_size"]]]
     for ulimit in spec["ulimits"]:
-        words += ["--ulimit", "%s=%s:%s" % (ulimit["name"], ulimit["soft"], ulimit["hard"])]
-    words += ["--restart", spec["restart_policy"]]
-    words += ["--log-driver", spec["log_config"]["type"]]
+        lines.append(["--ulimit", "%s=%s:%s" % (ulimit["name"], ulimit["soft"], ulimit["hard"])])
+    lines.append(["--restart", spec["restart_policy"]])
+    lines.append(["--log-driver", spec["log_config"]["type"]])
     for key, value in sorted(spec["log_config"]["config"].items()):
-        words += ["--log-opt", "%s=%s" % (key, value)]
+        lines.append(["--log-opt", "%s=%s" % (key, value)])
     for device in spec.get("devices") or []:
-        words += ["--device", device]
+        lines.append(["--device", device])
     for cap in spec.get("cap_add") or []:
-        words += ["--cap-add", cap]
+        lines.append(["--cap-add", cap])
     for mount in spec["mounts"]:
-        words += ["--volume", "%s:%s%s" % (mount["source"], mount["target"], ":ro" if mount["read_only"] else "")]
+        lines.append(
+            ["--volume", "%s:%s%s" % (mount["source"], mount["target"], ":ro" if mount["read_only"] else "")]
+        )
     for key, value in sorted(spec["env"].items()):
-        words += ["--env", "%s=%s" % (key, value)]
+        lines.append(["--env", "%s=%s" % (key, value)])
     for key, value in sorted(spec["labels"].items()):
-        words += ["--label", "%s=%s" % (key, value)]
-    words.append(spec["image"])
-    words += spec["command"]
-    return " ".join(shlex.quote(word) for word in words)
+        lines.append(["--label", "%s=%s" % (key, value)])
+    lines.append([spec["image"]])
+    # The server's command: its program, then one option (with its values) per line.
+    command = list(spec["command"])
+    first_option = next((at for at, word in enumerate(command) if word.startswith("--")), len(command))
+    lines.append(command[:first_option])
+    for word in command[first_option:]:
+        if word.startswith("--"):
+            lines.append([word])
+        else:
+            lines[-1].append(word)
+    return " \\\n    ".join(" ".join(shlex.quote(word) for word in line) for line in lines if line)

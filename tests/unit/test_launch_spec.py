@@ -3,6 +3,7 @@
 import copy
 import json
 import shlex
+import subprocess
 
 import pytest
 
@@ -479,14 +480,35 @@ def test_plan_mode_shows_placeholders_for_what_only_hosts_know():
         build_launch_spec(request("deepseek-r1-tp16", nodes=[Node("gpu-0"), Node("gpu-1")]))
 
 
-def test_docker_run_command_round_trips():
-    spec = build_launch_spec(request(hf_token=True))
-    words = shlex.split(docker_run_command(spec))
+def shell_words(command):
+    """The words a real shell makes of a pasted command: bash parses it with `docker` swapped for a printer."""
+    assert command.startswith("docker ")
+    script = "words() { printf '%s\\0' \"$@\"; }\nwords " + command[len("docker "):] + "\n"
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
+    return ["docker", *result.stdout.split("\0")[:-1]]
+
+
+@pytest.mark.parametrize("plan", [False, True])
+def test_docker_run_command_pastes_into_a_shell_as_the_spec(plan):
+    members = nodes(2)
+    if plan:
+        members[1] = Node("gpu-1")
+    spec = build_launch_spec(request("deepseek-r1-tp16", nodes=members, host="gpu-1", hf_token=True, plan=plan))
+    command = docker_run_command(spec)
+    lines = command.splitlines()
+    assert len(lines) > 20
+    assert all(line.endswith(" \\") for line in lines[:-1]), "every line but the last continues"
+    words = shell_words(command)
+    assert words == shlex.split(command.replace("\\\n", ""))
     assert words[:2] == ["docker", "run"]
     image_at = words.index(spec["image"])
     assert words[image_at + 1:] == spec["command"]
     assert "--gpus" in words and words[words.index("--gpus") + 1] == "all"
     assert "/etc/datacrunch-sglang/sglang-server/secrets:/run/datacrunch-sglang:ro" in words
+    env = dict(words[at + 1].split("=", 1) for at, word in enumerate(words[:image_at]) if word == "--env")
+    assert env == spec["env"]
+    if plan:
+        assert env["NCCL_SOCKET_IFNAME"] == "<interface of gpu-1>"
     json.dumps(spec)  # the spec is plain data
 
 

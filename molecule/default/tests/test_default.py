@@ -8,6 +8,7 @@ change does, and that bad inputs fail with a clear message while the running ser
 import json
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -196,6 +197,28 @@ def test_check_mode_on_the_unchanged_server_changes_nothing_and_succeeds():
     assert result.returncode == 0, output[-3000:]
     assert recap_changed(result.stdout).get(HOST_NAME) == 0, output[-3000:]
     assert server()["Id"] == before
+
+
+def test_the_plan_is_what_deploy_launched(tmp_path):
+    """plan.yml contacts no host, yet its spec hash is the running container's, and its docker run pastes into a
+    shell as the container's own command."""
+    container = server()
+    result = run_playbook("playbooks/plan.yml", "-e", "plan_dir=%s" % tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    spec = json.loads((tmp_path / (HOST_NAME + ".json")).read_text())
+    assert spec["spec_hash"] == container["Config"]["Labels"]["datacrunch.sglang.spec-hash"], output[-3000:]
+    assert "spec hash %s" % spec["spec_hash"] in output
+    assert "host facts from the preflight report" in output
+    assert "placeholders" not in output
+    start = output.index("docker run --detach")
+    lines = output[start:].splitlines()
+    end = next(at for at, line in enumerate(lines) if not line.endswith(" \\"))
+    pasted = "\n".join(lines[:end + 1])
+    script = "docker() { shift; printf '%s\\0' \"$@\"; }\n" + pasted + "\n"
+    words = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout.split("\0")[:-1]
+    image_at = words.index(container["Config"]["Image"])
+    assert words[image_at + 1:] == container["Config"]["Cmd"]
 
 
 def test_the_server_role_alone_keeps_the_server_when_the_weights_are_missing(api_key, endpoint):

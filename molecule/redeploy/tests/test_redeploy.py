@@ -103,6 +103,12 @@ def test_a_good_change_rolls_through_every_unit_one_at_a_time(api_key):
     starts = [downs[host][0][0] for host in HOSTS]
     assert starts == sorted(starts)
     assert "3 unit(s) in 3 batch(es) of up to 1 unit(s)" in result.stdout
+    # The rollout ends with one line per unit: what it runs now.
+    summary = result.stdout[result.stdout.index("Rollout done: 3 unit(s) in 3 batch(es), every one serving"):]
+    for host in HOSTS:
+        spec_hash = server(host)["Config"]["Labels"]["datacrunch.sglang.spec-hash"]
+        assert "  %s: restarted on the new spec; image %s, profile %s, spec %s" % (
+            host, NEW_IMAGE, server(host)["Config"]["Labels"]["datacrunch.sglang.profile"], spec_hash[:12]) in summary
 
 
 def test_a_bad_change_stops_at_the_first_unit_and_restores_it(api_key):
@@ -202,8 +208,13 @@ def test_teardown_removes_the_servers_and_keeps_the_weights():
                         check=False) == ""
         assert lab_exec(host, "sh", "-c", "test -d /var/cache/datacrunch-sglang && echo kept").strip() == "kept"
         assert lab_exec(host, "sh", "-c", "test -e /etc/datacrunch-sglang/sglang-server || echo gone").strip() == "gone"
+        assert ("%s: server sglang-server removed; weights kept in /root/.cache/huggingface "
+                "(-e sglang_server_purge=true removes them); JIT caches kept in /var/cache/datacrunch-sglang; "
+                "host firewall table removed" % host) in result.stdout
     purge = run_playbook("playbooks/teardown.yml", "--extra-vars", "sglang_server_purge=true", "--limit", HOSTS[0])
     assert purge.returncode == 0
+    assert ("%s: server sglang-server was not there; weights removed; JIT caches removed; host firewall table "
+            "removed" % HOSTS[0]) in purge.stdout
     assert lab_exec(HOSTS[0], "sh", "-c", "test -e /var/cache/datacrunch-sglang || echo gone").strip() == "gone"
     assert lab_exec(HOSTS[0], "sh", "-c",
                     "test -e /root/.cache/huggingface/hub/models--datacrunch-lab--tiny-deepseek-r1 || echo gone"
