@@ -61,12 +61,14 @@ stage_sanity() {
     tests/sanity/run.sh
 }
 
+# The unit and integration tests run on two workers: the machine's two cores (integration tests mostly wait on
+# containers; each test file keeps its own lab and runs on one worker).
 stage_unit() {
-    pytest_must_run pytest -q -p no:cacheprovider tests/unit
+    pytest_must_run pytest -q -p no:cacheprovider -n 2 tests/unit
 }
 
 stage_compat() {
-    pytest_must_run .venv-py311/bin/pytest -q -p no:cacheprovider tests/unit
+    pytest_must_run .venv-py311/bin/pytest -q -p no:cacheprovider -n 2 tests/unit
     local version
     version=$(.venv-py311/bin/ansible --version | head -n 1)
     printf 'compat: %s\n' "$version" >&2
@@ -104,20 +106,57 @@ stage_build() {
 
 stage_integration() {
     [[ -d tests/integration ]] || return 0
-    pytest_must_run pytest -q -p no:cacheprovider tests/integration
+    pytest_must_run pytest -q -p no:cacheprovider -n 2 --dist loadfile tests/integration
+}
+
+# Two lanes of scenarios run side by side (MOLECULE_LANES=1: one after the other). A scenario waits on its lab hosts
+# most of the time, so two at once fill the machine's cores: each scenario has its own lab hosts, inventory, commit
+# record and reports, and lab.sh serialises what the labs share (networks, services).
+MOLECULE_LANE_1=(multinode prefetch benchmark preflight)
+MOLECULE_LANE_2=(default redeploy security)
+
+molecule_lane() { # molecule_lane LOGDIR SCENARIO...: each scenario in turn; "scenario seconds rc" lines on stdout
+    local logs=$1 scenario started rc
+    shift
+    for scenario in "$@"; do
+        started=$SECONDS
+        rc=0
+        molecule test -s "$scenario" >"$logs/$scenario.log" 2>&1 || rc=$?
+        printf '%s %d %d\n' "$scenario" "$((SECONDS - started))" "$rc"
+        ((rc == 0)) || return 1
+    done
 }
 
 stage_molecule() {
-    local scenario started
+    local scenario logs=$REPO_ROOT/tests/output/molecule lanes=${MOLECULE_LANES:-2} failed=0 name seconds rc
     for scenario in "${SCENARIOS[@]}"; do
         if [[ ! -f molecule/$scenario/molecule.yml ]]; then
             printf 'molecule: scenario %s is missing\n' "$scenario" >&2
             return 1
         fi
-        started=$SECONDS
-        molecule test -s "$scenario" || { printf 'molecule: scenario %s failed\n' "$scenario" >&2; return 1; }
-        DURATIONS+=("  molecule $scenario: $((SECONDS - started)) s")
     done
+    if [[ $(printf '%s\n' "${MOLECULE_LANE_1[@]}" "${MOLECULE_LANE_2[@]}" | sort | paste -sd' ') != \
+        $(printf '%s\n' "${SCENARIOS[@]}" | sort | paste -sd' ') ]]; then
+        printf 'molecule: the lanes do not hold every scenario once\n' >&2
+        return 1
+    fi
+    rm -rf "$logs"
+    mkdir -p "$logs"
+    if ((lanes == 1)); then
+        molecule_lane "$logs" "${MOLECULE_LANE_1[@]}" "${MOLECULE_LANE_2[@]}" >"$logs/lanes.txt" || failed=1
+    else
+        molecule_lane "$logs" "${MOLECULE_LANE_1[@]}" >"$logs/lane-1.txt" &
+        local first=$!
+        molecule_lane "$logs" "${MOLECULE_LANE_2[@]}" >"$logs/lane-2.txt" || failed=1
+        wait "$first" || failed=1
+    fi
+    # Each scenario's whole output, one after the other, then its duration.
+    while read -r name seconds rc; do
+        cat "$logs/$name.log" >&2
+        DURATIONS+=("  molecule $name: $seconds s$( ((rc == 0)) || printf ' (failed)')")
+        ((rc == 0)) || printf 'molecule: scenario %s failed (output above, and in %s)\n' "$name" "$logs/$name.log" >&2
+    done < <(cat "$logs"/lane*.txt)
+    return "$failed"
 }
 
 setup=true

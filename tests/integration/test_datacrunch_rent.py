@@ -88,10 +88,10 @@ def inventory(lab, tmp_path_factory):
     return directory
 
 
-def rent(standin, lab, inventory, tmp_path, *extra, steps=(PROBE,), profile="lab-tiny"):
+def rent(standin, lab, inventory, tmp_path, *extra, steps=(PROBE,), profile="lab-tiny", step_args=()):
     variables = {"datacrunch_profile": profile, "datacrunch_ssh_keys": ["standin-default"],
                  "datacrunch_wait_timeout": 120, "datacrunch_log_dir": str(tmp_path / "logs"),
-                 "datacrunch_step_args": ["-e", f"sglang_benchmark_report_dir={tmp_path / 'reports'}"]}
+                 "datacrunch_step_args": ["-e", f"sglang_benchmark_report_dir={tmp_path / 'reports'}", *step_args]}
     if steps:
         variables["datacrunch_steps"] = list(steps)
     env = {"DATACRUNCH_SSH_PRIVATE_KEY_FILE": lab["key"], "DATACRUNCH_SSH_COMMON_ARGS": lab["ssh_args"]}
@@ -233,7 +233,10 @@ def test_the_real_deploy_on_a_rented_cluster_serves_one_tp16_unit(standin, lab, 
 
 def test_the_real_deploy_and_benchmark_on_a_rented_instance(standin, lab, inventory, tmp_path):
     address = standin.state()["pool"][0]
-    run = rent(standin, lab, inventory, tmp_path, steps=())  # the default steps: deploy, then benchmark
+    # The default steps: deploy, then benchmark (one concurrency level and no bench_one_batch here: the benchmark
+    # scenario runs the whole sweep; this test is about the steps running on the rented host).
+    run = rent(standin, lab, inventory, tmp_path, steps=(),
+               step_args=("-e", '{"sglang_benchmark_concurrency": [1], "sglang_benchmark_one_batch": false}'))
     assert run.returncode == 0, run.output
     assert "playbooks/deploy.yml, playbooks/benchmark.yml" in run.output
     assert served(lab, address)[0] == "lab-tiny"

@@ -627,13 +627,20 @@ cmd_down() {
         docker network rm "$NETWORK" >/dev/null
     fi
     remove_inventory
+    with_lock services_release "$gateway"
+    log "lab $LAB_NAME is down"
+}
+
+# services_release [GATEWAY]: under the lock, so that a lab coming up meanwhile keeps its services: stop them when no
+# lab is left, else stop listening on the gateway of the network that is gone.
+services_release() {
+    local gateway=${1:-}
     if [[ -z $(docker ps -aq --filter "label=$LABEL_LAB") ]]; then
         log "no lab left: stopping the lab services"
-        with_lock services_stop
+        services_stop
     elif [[ -n $gateway ]]; then
-        with_lock services_stop "$gateway"
+        services_stop "$gateway"
     fi
-    log "lab $LAB_NAME is down"
 }
 
 # The hosts' engines put their containers' cgroups under /datacrunch-sglang-lab/<host> of this machine's

@@ -303,7 +303,8 @@ def test_different_gpu_counts_fail_before_any_change():
 
 
 REPO = "datacrunch-lab/tiny-deepseek-r1"
-# The lab Hub's tiny repo: main is its second commit, tag v1 its first (tests/lab/hub/README.md).
+# The lab Hub's tiny repo: main is its second commit, tag v1 its first (tests/lab/hub/README.md). The unit follows the
+# scenario's own branch (create.yml), which starts at main's commit: moving it touches no other scenario.
 MAIN_COMMIT, V1_COMMIT = "3708d8ea286d0c3779da69819147dd2b2c171273", "d4b2603dbe40f660f91af0dc0f7e9316efeb55c7"
 HUB = Path(__file__).resolve().parents[3] / "tests" / "lab" / "hub" / "hub.sh"
 UNIT = "%s,%s" % (RANK0, RANK1)
@@ -313,8 +314,11 @@ IN_ORDER = ("sglang_servers:\n  hosts:\n    %s:\n      sglang_node_rank: 0\n    
             % (RANK0, RANK1))
 
 
-def move_main(target):
-    subprocess.run([str(HUB), "move-branch", REPO, "main", target], check=True, capture_output=True)
+BRANCH = "lab-multinode"
+
+
+def move_branch(target):
+    subprocess.run([str(HUB), "move-branch", REPO, BRANCH, target], check=True, capture_output=True)
 
 
 def one_host_at_a_time(tmp_path, name, *inventories):
@@ -355,7 +359,7 @@ def test_swapped_ranks_shared_weights_and_a_moved_branch_then_a_refresh(api_key,
     swapped = tmp_path / "swapped.yml"
     swapped.write_text(SWAPPED)
     deploy = ("deploy.yml", "--inventory", str(swapped), "--limit", UNIT, "--extra-vars", "sglang_model_storage=shared")
-    move_main(V1_COMMIT)
+    move_branch(V1_COMMIT)
     try:
         result = run_playbook(*deploy)
         output = result.stdout + result.stderr
@@ -367,7 +371,7 @@ def test_swapped_ranks_shared_weights_and_a_moved_branch_then_a_refresh(api_key,
             container = server(host)
             assert arg(container, "--node-rank") == str(running_ranks()[host])
             assert arg(container, "--dist-init-addr") == "%s:50000" % lab_host_address(RANK1)
-            # main moved on the Hub since the unit was deployed: the unit stays on its recorded commit.
+            # The branch moved on the Hub since the unit was deployed: the unit stays on its recorded commit.
             assert arg(container, "--revision") == MAIN_COMMIT
             # The weights on the shared volume, read with SGLang's checkpoint prefetch.
             assert hf_home_mount(container)[SHARED_HF_HOME] == SHARED_HF_HOME
@@ -391,4 +395,4 @@ def test_swapped_ranks_shared_weights_and_a_moved_branch_then_a_refresh(api_key,
             assert arg(server(host), "--revision") == V1_COMMIT
         assert http(endpoint(RANK1) + "/health_generate")[0] == 200
     finally:
-        move_main(MAIN_COMMIT)
+        move_branch(MAIN_COMMIT)
