@@ -42,6 +42,33 @@ stage() {
     DURATIONS+=("$name: $((SECONDS - started)) s")
 }
 
+side_by_side() { # side_by_side A B: stages A and B at once; each one's output shown whole once both have ended
+    local logs=$REPO_ROOT/tests/output/stages name failed=0 rc seconds
+    rm -rf "$logs"
+    mkdir -p "$logs"
+    log "stages $1 and $2, side by side"
+    for name in "$1" "$2"; do
+        (
+            started=$SECONDS rc=0
+            "stage_$name" >"$logs/$name.log" 2>&1 || rc=$?
+            printf '%d %d\n' "$rc" "$((SECONDS - started))" >"$logs/$name.status"
+        ) &
+    done
+    wait
+    for name in "$1" "$2"; do
+        log "stage $name"
+        cat "$logs/$name.log" >&2
+        read -r rc seconds <"$logs/$name.status"
+        if ((rc == 0)); then
+            DURATIONS+=("$name: $seconds s (beside ${1/$name/$2})")
+        else
+            DURATIONS+=("$name: $seconds s (failed)")
+            failed=1
+        fi
+    done
+    ((failed == 0)) || die "stage $1 or $2"
+}
+
 pytest_must_run() { # pytest exit 5 means no test was collected: a broken suite, not a pass
     local rc=0
     "$@" || rc=$?
@@ -173,8 +200,19 @@ done
 if $setup; then
     stage setup tests/setup.sh all
 fi
-for name in "${stages[@]}"; do
-    stage "$name" "stage_$name"
+# Stages that each keep one core busy run two at a time: lint beside sanity, build beside compat.
+SIDE_BY_SIDE=(lint:sanity compat:build)
+index=0
+while ((index < ${#stages[@]})); do
+    name=${stages[index]}
+    next=${stages[index + 1]:-}
+    if [[ " ${SIDE_BY_SIDE[*]} " == *" $name:$next "* ]]; then
+        side_by_side "$name" "$next"
+        index=$((index + 2))
+    else
+        stage "$name" "stage_$name"
+        index=$((index + 1))
+    fi
 done
 summary
 log "all stages passed"

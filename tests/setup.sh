@@ -138,6 +138,34 @@ for step in "${steps[@]}"; do
         *) die "unknown step $step (steps: lab all packages docker venv py311 parser images)" ;;
     esac
 done
+# The environments and the lab images are independent of each other (each its own directory, pip's cache is shared
+# safely): once the packages and the engine are there, they build at once, each step's output kept apart and shown
+# when it ends. SETUP_PARALLEL=0 builds them one after the other.
+PARALLEL_STEPS=" venv py311 parser images "
+run_parallel() { # run_parallel STEP...: at once; fails when any fails
+    local logs=$REPO_ROOT/tests/output/setup step failed=0
+    rm -rf "$logs"
+    mkdir -p "$logs"
+    log "building at once: $*"
+    for step in "$@"; do
+        (timed "$step" "step_$step" >"$logs/$step.log" 2>&1) &
+        printf '%s\n' "$!" >"$logs/$step.pid"
+    done
+    for step in "$@"; do
+        if ! wait "$(cat "$logs/$step.pid")"; then
+            failed=1
+        fi
+        cat "$logs/$step.log" >&2
+    done
+    ((failed == 0)) || die "a step failed (its output is above)"
+}
+batch=()
 for step in "${expanded[@]}"; do
+    if [[ ${SETUP_PARALLEL:-1} != 0 && $PARALLEL_STEPS == *" $step "* ]]; then
+        batch+=("$step")
+        continue
+    fi
+    ((${#batch[@]} == 0)) || { run_parallel "${batch[@]}"; batch=(); }
     timed "$step" "step_$step"
 done
+((${#batch[@]} == 0)) || run_parallel "${batch[@]}"
