@@ -136,10 +136,9 @@ stage_integration() {
     pytest_must_run pytest -q -p no:cacheprovider -n 2 --dist loadfile tests/integration
 }
 
-# Scenarios run one after the other; MOLECULE_LANES=2 runs two lanes side by side (the image-pull timing test of
-# the default scenario can miss its window under the load of the other lane, so CI keeps one lane). A scenario waits on its lab hosts
-# most of the time, so two at once fill the machine's cores: each scenario has its own lab hosts, inventory, commit
-# record and reports, and lab.sh serialises what the labs share (networks, services).
+# Scenarios run one after the other; MOLECULE_LANES=2 runs two lanes side by side. CI keeps one lane: the default
+# scenario's image-pull timing test can miss its window under the load of the other lane. Each scenario has its own
+# lab hosts, inventory, commit record and reports, and lab.sh serialises what the labs share (networks, services).
 MOLECULE_LANE_1=(multinode prefetch benchmark preflight)
 MOLECULE_LANE_2=(default redeploy security)
 
