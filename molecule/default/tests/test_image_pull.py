@@ -54,9 +54,10 @@ def hub_faults(body):
 
 def timed_playbook(*args):
     """Run deploy.yml; each output line with the time (epoch seconds) at which it appeared."""
-    # One line per result (json), so that a long message is never wrapped across the lines timed here.
+    # One line per result (json), so that a long message is never wrapped across the lines timed here; the default
+    # output, whose task headers (shown as each task starts) time the steps.
     environment = dict(os.environ, ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0",
-                       ANSIBLE_CALLBACK_RESULT_FORMAT="json",
+                       ANSIBLE_CALLBACK_RESULT_FORMAT="json", ANSIBLE_STDOUT_CALLBACK="ansible.builtin.default",
                        PYTHONUNBUFFERED="1")
     command = [str(ANSIBLE_PLAYBOOK), str(REPO_ROOT / "deploy.yml"), *scenario_inventory_args(), *args]
     lines = []
