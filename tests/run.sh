@@ -136,8 +136,7 @@ stage_integration() {
     pytest_must_run pytest -q -p no:cacheprovider -n 2 --dist loadfile tests/integration
 }
 
-# Scenarios run one after the other; MOLECULE_LANES=2 runs two lanes side by side. CI keeps one lane: the default
-# scenario's image-pull timing test can miss its window under the load of the other lane. Each scenario has its own
+# Scenarios run in two lanes side by side; MOLECULE_LANES=1 runs them one after the other. Each scenario has its own
 # lab hosts, inventory, commit record and reports, and lab.sh serialises what the labs share (networks, services).
 MOLECULE_LANE_1=(multinode prefetch benchmark preflight)
 MOLECULE_LANE_2=(default redeploy security)
@@ -155,7 +154,7 @@ molecule_lane() { # molecule_lane LOGDIR SCENARIO...: each scenario in turn; "sc
 }
 
 stage_molecule() {
-    local scenario logs=$REPO_ROOT/tests/output/molecule lanes=${MOLECULE_LANES:-1} failed=0 name seconds rc
+    local scenario logs=$REPO_ROOT/tests/output/molecule lanes=${MOLECULE_LANES:-2} failed=0 name seconds rc
     for scenario in "${SCENARIOS[@]}"; do
         if [[ ! -f molecule/$scenario/molecule.yml ]]; then
             printf 'molecule: scenario %s is missing\n' "$scenario" >&2
