@@ -6,12 +6,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.common.text.converters import to_bytes
 from ansible.plugins.action import ActionBase
+
+from ansible_collections.datacrunch.sglang.plugins.module_utils.atomic_file import replace_file
 
 ARGUMENT_SPEC = {
     "path": {"type": "path", "required": True},
@@ -56,14 +57,5 @@ class ActionModule(ActionBase):
         if not result["changed"] or self._task.check_mode:
             return result
         os.makedirs(directory, mode=_mode(args["directory_mode"], "directory_mode"), exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-        try:
-            os.fchmod(fd, mode)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(temp, path)
-        except BaseException:
-            if os.path.exists(temp):
-                os.unlink(temp)
-            raise
+        replace_file(path, data, mode=mode)
         return result

@@ -34,6 +34,7 @@ import json
 import os
 import re
 
+from ansible_collections.datacrunch.sglang.plugins.module_utils.atomic_file import replace_file
 from ansible_collections.datacrunch.sglang.plugins.module_utils.bench_output import PER_USER_DECODE
 from ansible_collections.datacrunch.sglang.plugins.module_utils.image_ref import ImageRefError, parse_image_ref
 
@@ -854,7 +855,4 @@ def write_report(report_dir, document, previous=None, check_mode=False):
 
 
 def _write_text(path, text):
-    temporary = path + ".tmp"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(temporary, path)
+    replace_file(path, text)

@@ -18,7 +18,6 @@ import fcntl
 import json
 import os
 import re
-import tempfile
 import urllib.error
 import urllib.parse
 from types import SimpleNamespace
@@ -26,6 +25,7 @@ from types import SimpleNamespace
 from ansible.module_utils.urls import ConnectionError as UrlConnectionError
 from ansible.module_utils.urls import open_url
 
+from ansible_collections.datacrunch.sglang.plugins.module_utils.atomic_file import replace_file
 from ansible_collections.datacrunch.sglang.plugins.module_utils.gpu_checks import private_address
 from ansible_collections.datacrunch.sglang.plugins.module_utils.launch_spec import LaunchSpecError, Node, assign_ranks
 
@@ -218,18 +218,7 @@ def _read_record(path):
 
 
 def _write_record(path, data):
-    directory = os.path.dirname(path) or "."
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".commits-")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(data, out, indent=2, sort_keys=True)
-            out.write("\n")
-        os.chmod(temporary, 0o600)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
+    replace_file(path, json.dumps(data, indent=2, sort_keys=True) + "\n", mode=0o600)
 
 
 def unit_commit(unit, repo, revision, record_file, resolve, refresh=False, write=True, this_run=None):

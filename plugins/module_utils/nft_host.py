@@ -17,6 +17,7 @@ import os
 import shutil
 import tempfile
 
+from ansible_collections.datacrunch.sglang.plugins.module_utils.atomic_file import replace_file
 from ansible_collections.datacrunch.sglang.plugins.module_utils.nft_persist import Persistence
 from ansible_collections.datacrunch.sglang.plugins.module_utils.nft_ruleset import (
     FirewallError,
@@ -57,16 +58,7 @@ def write_file(path, content, mode=0o644):
         return False
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, mode=0o755, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(content)
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
+    replace_file(path, content, mode=mode)
     return True
 
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import os
 
+from ansible_collections.datacrunch.sglang.plugins.module_utils.atomic_file import replace_file
+
 NFTABLES_CONF = "/etc/nftables.conf"
 UNIT_NAME = "datacrunch-sglang-firewall.service"
 UNIT_FILE = "/etc/systemd/system/" + UNIT_NAME
@@ -84,13 +86,9 @@ def _read(path):
 def _write(path, content, mode=0o644):
     directory = os.path.dirname(path)
     os.makedirs(directory, mode=0o755, exist_ok=True)
-    temp = os.path.join(directory, ".tmp-datacrunch-sglang-" + os.path.basename(path))
-    with open(temp, "w", encoding="utf-8") as handle:
-        handle.write(content)
     if os.path.exists(path):
         mode = os.stat(path).st_mode & 0o7777
-    os.chmod(temp, mode)
-    os.replace(temp, path)
+    replace_file(path, content, mode=mode)
 
 
 class Persistence:

@@ -15,7 +15,8 @@ import hmac
 import json
 import os
 import secrets
-import tempfile
+
+from ansible_collections.datacrunch.sglang.plugins.module_utils.atomic_file import replace_file
 
 SALT_FILE = ".digest-salt"
 
@@ -51,17 +52,7 @@ def write_private_file(path, content, check_mode=False):
         return False
     if check_mode:
         return True
-    directory = os.path.dirname(path)
-    fd, temp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
+    replace_file(path, data, mode=0o600)
     return True
 
 

@@ -16,6 +16,7 @@ import os
 import socket
 import time
 
+from ansible_collections.datacrunch.sglang.plugins.module_utils.atomic_file import replace_file
 from ansible_collections.datacrunch.sglang.plugins.module_utils.crash_log import describe_exit, excerpt
 from ansible_collections.datacrunch.sglang.plugins.module_utils.image_pull import ImagePullError, ensure_image
 from ansible_collections.datacrunch.sglang.plugins.module_utils.launch_spec import (
@@ -152,13 +153,7 @@ class ServerContainer:
         if self.check_mode:
             return
         os.makedirs(self.host_dir, mode=0o755, exist_ok=True)
-        path = os.path.join(self.host_dir, name)
-        temp = path + ".tmp"
-        with open(temp, "w", encoding="utf-8") as handle:
-            json.dump(spec, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
+        replace_file(os.path.join(self.host_dir, name), json.dumps(spec, indent=2, sort_keys=True) + "\n")
 
     def secrets_digest(self):
         if not self.spec.get("secret_files"):

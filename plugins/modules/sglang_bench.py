@@ -328,6 +328,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.datacrunch.sglang.plugins.module_utils import bench_report
+from ansible_collections.datacrunch.sglang.plugins.module_utils.atomic_file import replace_file
 from ansible_collections.datacrunch.sglang.plugins.module_utils.bench_runner import (
     BenchRunError,
     BenchRunner,
@@ -438,10 +439,7 @@ class ProgressFile:
 
     def write(self, event):
         self.last = dict(event)
-        temporary = f"{self.path}.tmp"
-        with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump(event, handle)
-        os.replace(temporary, self.path)
+        replace_file(self.path, json.dumps(event))
 
 
 def server_summary(spec):
