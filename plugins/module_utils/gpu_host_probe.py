@@ -27,6 +27,10 @@ import time
 
 from ansible_collections.datacrunch.sglang.plugins.module_utils import gpu_docker, host_command, nvidia_smi
 from ansible_collections.datacrunch.sglang.plugins.module_utils.network_address import is_private_address
+from ansible_collections.datacrunch.sglang.plugins.module_utils.tcp_listeners import (
+    listening_sockets,
+    socket_owners,
+)
 
 SUBSETS = ("gpu", "toolkit", "docker", "storage", "ports", "network")
 OUR_LABEL_PREFIX = "datacrunch.sglang."
@@ -160,56 +164,6 @@ def bytes_under(path):
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _decode_address(hex_address):
-    address, port = hex_address.split(":")
-    raw = bytes.fromhex(address)
-    if len(raw) == 4:
-        ip = socket.inet_ntop(socket.AF_INET, raw[::-1])
-    else:
-        # /proc/net/tcp6 prints four 32-bit words, each in host (little-endian) order.
-        words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
-        ip = socket.inet_ntop(socket.AF_INET6, words)
-    return ip, int(port, 16)
-
-
-def parse_proc_net_tcp(text):
-    """LISTEN sockets from /proc/net/tcp or tcp6: [{address, port, inode}]."""
-    listeners = []
-    for line in text.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) < 10 or fields[3] != "0A":
-            continue
-        address, port = _decode_address(fields[1])
-        listeners.append({"address": address, "port": port, "inode": int(fields[9])})
-    return listeners
-
-
-def _socket_owners(inodes):
-    """inode -> pid for the given socket inodes, by reading /proc/*/fd (needs root to see every process)."""
-    wanted = {f"socket:[{inode}]": inode for inode in inodes}
-    owners = {}
-    if not wanted:
-        return owners
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        fd_dir = f"/proc/{pid}/fd"
-        try:
-            fds = os.listdir(fd_dir)
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                target = os.readlink(f"{fd_dir}/{fd}")
-            except OSError:
-                continue
-            if target in wanted:
-                owners.setdefault(wanted[target], int(pid))
-        if len(owners) == len(wanted):
-            break
-    return owners
-
-
 def _process_name(pid):
     try:
         with open(f"/proc/{pid}/comm", encoding="utf-8") as handle:
@@ -279,16 +233,9 @@ def describe_process(pid, client):
 
 def listeners_state(ports, client):
     """For each port: the TCP listeners on it and who holds them."""
-    listeners = []
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table, encoding="ascii") as handle:
-                listeners.extend(parse_proc_net_tcp(handle.read()))
-        except OSError:
-            continue
     state = {}
-    watched = [listener for listener in listeners if listener["port"] in ports]
-    owners = _socket_owners([listener["inode"] for listener in watched])
+    watched = [listener for listener in listening_sockets() if listener["port"] in ports]
+    owners = socket_owners([listener["inode"] for listener in watched])
     for port in ports:
         held = []
         for listener in watched:

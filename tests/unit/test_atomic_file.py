@@ -5,6 +5,7 @@ import os
 import stat
 
 import pytest
+
 from ansible_collections.datacrunch.sglang.plugins.module_utils import atomic_file
 from ansible_collections.datacrunch.sglang.plugins.module_utils.atomic_file import replace_file
 

@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 
 from ansible_collections.datacrunch.sglang.plugins.module_utils import gpu_host_probe as probe
+from ansible_collections.datacrunch.sglang.plugins.module_utils import tcp_listeners
 
 STANDIN = Path(__file__).resolve().parents[1] / "fixtures" / "nvidia-smi" / "nvidia-smi-standin"
 
@@ -20,11 +21,11 @@ PROC_NET_TCP6 = """  sl  local_address                         remote_address   
 
 
 def test_parse_proc_net_tcp_keeps_listeners_only():
-    assert probe.parse_proc_net_tcp(PROC_NET_TCP) == [{"address": "127.0.0.1", "port": 30000, "inode": 4242}]
+    assert tcp_listeners.parse_proc_net_tcp(PROC_NET_TCP) == [{"address": "127.0.0.1", "port": 30000, "inode": 4242}]
 
 
 def test_parse_proc_net_tcp6():
-    assert probe.parse_proc_net_tcp(PROC_NET_TCP6) == [
+    assert tcp_listeners.parse_proc_net_tcp(PROC_NET_TCP6) == [
         {"address": "::", "port": 22, "inode": 99},
         {"address": "::ffff:127.0.0.1", "port": 50000, "inode": 98},
     ]
