@@ -22,41 +22,13 @@ author:
 extends_documentation_fragment:
   - constructed
   - inventory_cache
+  - datacrunch.sglang.datacrunch.inventory
 options:
   plugin:
     description: Marks this file as a config of this plugin.
     required: true
     type: str
     choices: [datacrunch.sglang.datacrunch]
-  base_url:
-    description:
-      - The API's base URL. Plain C(http://) is accepted on loopback only, so the client secret never travels
-        unencrypted.
-    type: str
-    default: https://api.verda.com/v1
-    env:
-      - name: VERDA_BASE_URL
-      - name: DATACRUNCH_BASE_URL
-  client_id:
-    description:
-      - OAuth2 client id of an API key (DataCrunch/Verda console, Keys).
-      - Prefer the environment; the older C(DATACRUNCH_CLIENT_ID) is read too.
-    type: str
-    env:
-      - name: VERDA_CLIENT_ID
-      - name: DATACRUNCH_CLIENT_ID
-  client_secret:
-    description:
-      - OAuth2 client secret of that API key. Never printed, also not at C(-vvvv).
-      - Prefer the environment, or a vault-encrypted value in the config file.
-    type: str
-    env:
-      - name: VERDA_CLIENT_SECRET
-      - name: DATACRUNCH_CLIENT_SECRET
-  timeout:
-    description: Seconds to wait for each answer of the API.
-    type: float
-    default: 30
   statuses:
     description:
       - Keep only instances, clusters and workers with one of these statuses. An empty list keeps all.

@@ -27,6 +27,8 @@ attributes:
   diff_mode:
     support: none
     description: Changes nothing, so there is nothing to compare.
+extends_documentation_fragment:
+  - datacrunch.sglang.datacrunch
 options:
   instance_type:
     description: Instance type, such as C(8H200.141S.176V). One of O(instance_type) and O(cluster_type) is required.
@@ -50,22 +52,6 @@ options:
     description: Take O(image) as it is, unchecked.
     type: bool
     default: false
-  api_url:
-    description:
-      - API base URL; defaults to E(VERDA_BASE_URL) (or E(DATACRUNCH_BASE_URL)), else C(https://api.verda.com/v1).
-      - Plain C(http://) is accepted on loopback only.
-    type: str
-    aliases: [base_url]
-  client_id:
-    description: OAuth2 client id; defaults to E(VERDA_CLIENT_ID) (or E(DATACRUNCH_CLIENT_ID)).
-    type: str
-  client_secret:
-    description: OAuth2 client secret; defaults to E(VERDA_CLIENT_SECRET) (or E(DATACRUNCH_CLIENT_SECRET)).
-    type: str
-  timeout:
-    description: Seconds to wait for each answer of the API.
-    type: int
-    default: 30
 seealso:
   - module: datacrunch.sglang.datacrunch_instance
   - module: datacrunch.sglang.datacrunch_cluster

@@ -24,6 +24,8 @@ attributes:
   diff_mode:
     support: full
     description: Hostname, status, type, location and image before and after.
+extends_documentation_fragment:
+  - datacrunch.sglang.datacrunch
 options:
   hostname:
     description: Hostname of the instance; its identity for this module. Letters, digits and hyphens.
@@ -128,22 +130,6 @@ options:
     description: Port of the SSH server.
     type: int
     default: 22
-  api_url:
-    description:
-      - API base URL; defaults to E(VERDA_BASE_URL) (or E(DATACRUNCH_BASE_URL)), else C(https://api.verda.com/v1).
-      - Plain C(http://) is accepted on loopback only.
-    type: str
-    aliases: [base_url]
-  client_id:
-    description: OAuth2 client id; defaults to E(VERDA_CLIENT_ID) (or E(DATACRUNCH_CLIENT_ID)).
-    type: str
-  client_secret:
-    description: OAuth2 client secret; defaults to E(VERDA_CLIENT_SECRET) (or E(DATACRUNCH_CLIENT_SECRET)).
-    type: str
-  timeout:
-    description: Seconds to wait for each answer of the API.
-    type: int
-    default: 30
 seealso:
   - module: datacrunch.sglang.datacrunch_cluster
   - plugin: datacrunch.sglang.datacrunch
