@@ -7,7 +7,7 @@ from __future__ import annotations
 
 class ModuleDocFragment:
     """The DataCrunch (Verda) API options, said once: DOCUMENTATION for the modules (datacrunch_instance,
-    datacrunch_cluster, datacrunch_image; their argument spec is verda_provision.API_OPTIONS), INVENTORY for the
+    datacrunch_cluster, datacrunch_image; their argument spec is datacrunch_provision.API_OPTIONS), INVENTORY for the
     inventory plugin, which reads the same environment variables through Ansible's config."""
 
     DOCUMENTATION = r"""

@@ -140,7 +140,7 @@ import hashlib
 from ansible.errors import AnsibleParserError
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils import verda_api, verda_inventory
+from ansible_collections.datacrunch.sglang.plugins.module_utils import datacrunch_api, datacrunch_inventory
 
 try:
     from ansible.utils.unsafe_proxy import wrap_var as make_unsafe
@@ -157,12 +157,12 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
     def _settings(self):
         try:
-            settings = verda_api.resolve_settings(
+            settings = datacrunch_api.resolve_settings(
                 client_id=self.get_option("client_id"),
                 client_secret=self.get_option("client_secret"),
                 base_url=self.get_option("base_url"),
             )
-        except verda_api.VerdaError as error:
+        except datacrunch_api.DataCrunchError as error:
             raise AnsibleParserError(str(error)) from None
         # A vault-encrypted secret arrives as an object that decrypts on str().
         settings.client_secret = str(settings.client_secret)
@@ -170,18 +170,18 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         return settings
 
     def _fetch(self, settings):
-        client = verda_api.VerdaClient(settings, timeout=self.get_option("timeout"), log=self.display.vvvv)
+        client = datacrunch_api.DataCrunchClient(settings, timeout=self.get_option("timeout"), log=self.display.vvvv)
         try:
             instances = client.list_instances() if self.get_option("include_instances") else []
             clusters = client.list_clusters() if self.get_option("include_clusters") else []
-        except verda_api.VerdaError as error:
+        except datacrunch_api.DataCrunchError as error:
             raise AnsibleParserError(str(error)) from None
         # What is cached holds no secret: the cache may be a world-readable file.
-        return {"instances": [verda_api.without_secrets(item) for item in instances],
-                "clusters": [verda_api.without_secrets(item) for item in clusters]}
+        return {"instances": [datacrunch_api.without_secrets(item) for item in instances],
+                "clusters": [datacrunch_api.without_secrets(item) for item in clusters]}
 
     def _inventory_options(self):
-        return verda_inventory.InventoryOptions(
+        return datacrunch_inventory.InventoryOptions(
             statuses=self.get_option("statuses"),
             instance_types=self.get_option("instance_types"),
             locations=self.get_option("locations"),
@@ -197,7 +197,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
     def _populate(self, data):
         options = self._inventory_options()
-        hosts, skipped = verda_inventory.build_hosts(data.get("instances"), data.get("clusters"), options)
+        hosts, skipped = datacrunch_inventory.build_hosts(data.get("instances"), data.get("clusters"), options)
         for name, reason in skipped:
             self.display.warning(f"DataCrunch inventory: left out {name!r}: {reason}")
         strict = self.get_option("strict")

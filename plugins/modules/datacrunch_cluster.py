@@ -150,7 +150,7 @@ ssh_banner:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils import verda_api, verda_provision
+from ansible_collections.datacrunch.sglang.plugins.module_utils import datacrunch_api, datacrunch_provision
 
 
 def main():
@@ -172,14 +172,14 @@ def main():
             "wait_timeout": {"type": "int", "default": 3600},
             "wait_for_ssh": {"type": "bool", "default": True},
             "ssh_port": {"type": "int", "default": 22},
-            **verda_provision.API_ARGUMENT_SPEC,
+            **datacrunch_provision.API_ARGUMENT_SPEC,
         },
         supports_check_mode=True,
     )
     try:
-        client = verda_provision.client_from_params(module.params, log=module.debug)
-        result = verda_provision.ensure_cluster(client, module.params, check_mode=module.check_mode)
-    except verda_api.VerdaError as error:
+        client = datacrunch_provision.client_from_params(module.params, log=module.debug)
+        result = datacrunch_provision.ensure_cluster(client, module.params, check_mode=module.check_mode)
+    except datacrunch_api.DataCrunchError as error:
         module.fail_json(msg=str(error), code=error.code)
     module.exit_json(**result)
 

@@ -107,7 +107,11 @@ reason:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils import verda_api, verda_images, verda_provision
+from ansible_collections.datacrunch.sglang.plugins.module_utils import (
+    datacrunch_api,
+    datacrunch_images,
+    datacrunch_provision,
+)
 
 
 def main():
@@ -119,7 +123,7 @@ def main():
             "sglang_image_version": {"type": "str", "default": ""},
             "image": {"type": "str", "default": ""},
             "force": {"type": "bool", "default": False},
-            **verda_provision.API_ARGUMENT_SPEC,
+            **datacrunch_provision.API_ARGUMENT_SPEC,
         },
         required_one_of=[("instance_type", "cluster_type")],
         mutually_exclusive=[("instance_type", "cluster_type")],
@@ -129,13 +133,13 @@ def main():
     cluster = bool(p["cluster_type"])
     type_name = p["cluster_type"] or p["instance_type"]
     try:
-        client = verda_provision.client_from_params(p, log=module.debug)
+        client = datacrunch_provision.client_from_params(p, log=module.debug)
         accepted = client.list_images(type_name, cluster=cluster)
-        result = verda_images.choose_os_image(
+        result = datacrunch_images.choose_os_image(
             accepted, ("cluster type " if cluster else "instance type ") + type_name, p["sglang_image"],
             p["sglang_image_version"], p["image"], p["force"], cluster=cluster,
         )
-    except verda_api.VerdaError as error:
+    except datacrunch_api.DataCrunchError as error:
         module.fail_json(msg=str(error), code=error.code)
     module.exit_json(changed=False, **result)
 

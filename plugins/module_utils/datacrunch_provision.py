@@ -14,14 +14,14 @@ import time
 
 from ansible.module_utils.basic import env_fallback
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.verda_api import (
+from ansible_collections.datacrunch.sglang.plugins.module_utils.datacrunch_api import (
     BASE_URL_ENV,
     CLIENT_ID_ENV,
     CLIENT_SECRET_ENV,
-    VerdaActionError,
-    VerdaAPIError,
-    VerdaClient,
-    VerdaError,
+    DataCrunchActionError,
+    DataCrunchAPIError,
+    DataCrunchClient,
+    DataCrunchError,
     is_gone,
     is_gone_message,
     resolve_settings,
@@ -38,7 +38,7 @@ FAILED = frozenset({"error", "no_capacity", "discontinued", "notfound"})
 LOCATIONS_HINT = "FIN-01, FIN-02, FIN-03, ICE-01"
 
 
-class ProvisionError(VerdaError):
+class ProvisionError(DataCrunchError):
     """A request that cannot be met, with what to change."""
 
 
@@ -58,7 +58,7 @@ def client_from_params(params, log=None):
         base_url=params.get("api_url"),
         base_url_variable="api_url (VERDA_BASE_URL)",
     )
-    return VerdaClient(settings, timeout=params.get("timeout") or 30, log=log)
+    return DataCrunchClient(settings, timeout=params.get("timeout") or 30, log=log)
 
 
 def public(record):
@@ -255,7 +255,7 @@ def ensure_instance(client, params, check_mode=False, clock=time.monotonic, slee
                 volume_ids = [v for v in [current.get("os_volume_id"), *(current.get("volume_ids") or [])] if v]
             try:
                 client.instance_action([current["id"]], "delete", volume_ids=volume_ids)
-            except VerdaAPIError as error:
+            except DataCrunchAPIError as error:
                 # Deleted meanwhile (by another run, or in the console): what was asked for holds.
                 if not _already_gone(error):
                     raise
@@ -339,7 +339,7 @@ def _changed_instance(before, current, status, actions):
 
 
 def _already_gone(error):
-    if isinstance(error, VerdaActionError):
+    if isinstance(error, DataCrunchActionError):
         return bool(error.failures) and all(status == 404 or is_gone_message(message)
                                             for _id, message, status in error.failures)
     return is_gone(error)
@@ -355,7 +355,7 @@ def _release(call, done):
     """Releases a failed order; says whether that worked, for the error message."""
     try:
         call()
-    except VerdaAPIError as error:
+    except DataCrunchAPIError as error:
         return f"could not be {done} ({error.message}); release it in the console, it may be billed"
     return f"was {done}"
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.verda_api import VerdaClient, resolve_settings
-from ansible_collections.datacrunch.sglang.plugins.module_utils.verda_images import (
+from ansible_collections.datacrunch.sglang.plugins.module_utils.datacrunch_api import DataCrunchClient, resolve_settings
+from ansible_collections.datacrunch.sglang.plugins.module_utils.datacrunch_images import (
     ImageChoiceError,
     choose_os_image,
     os_image_cuda,
@@ -24,7 +24,7 @@ R1_IMAGE = "lmsysorg/sglang:v0.5.18"  # CUDA 13.0: needs an R580+ driver
 def accepted():
     """What the stand-in lists for an 8x H200 instance and for a 16H200 cluster."""
     with standin_control.in_thread() as control:
-        client = VerdaClient(resolve_settings(CLIENT_ID, CLIENT_SECRET, control.base_url))
+        client = DataCrunchClient(resolve_settings(CLIENT_ID, CLIENT_SECRET, control.base_url))
         yield {"instance": client.list_images("8H200.141S.176V"), "cluster": client.list_images("16H200", cluster=True)}
 
 

@@ -54,7 +54,7 @@ _FIXES = {
 }
 
 
-class VerdaError(Exception):
+class DataCrunchError(Exception):
     """Any failure talking to the API. ``str()`` is a complete, user-facing message."""
 
     def __init__(self, message, code=None, status=None, api_message=None):
@@ -66,15 +66,15 @@ class VerdaError(Exception):
         self.api_message = api_message
 
 
-class VerdaConfigError(VerdaError):
+class DataCrunchConfigError(DataCrunchError):
     """Bad or missing settings, found before any request is sent."""
 
 
-class VerdaAPIError(VerdaError):
+class DataCrunchAPIError(DataCrunchError):
     """The API answered with an error, or could not be reached."""
 
 
-class VerdaActionError(VerdaAPIError):
+class DataCrunchActionError(DataCrunchAPIError):
     """A batch action that some instances refused; ``failures`` holds ``(instance id, message, HTTP status)``."""
 
     def __init__(self, message, failures, code=None, status=None):
@@ -109,7 +109,7 @@ def yes_answer(data):
     return data is True or (isinstance(data, str) and data.strip().lower() == "true")
 
 
-class VerdaSettings:
+class DataCrunchSettings:
     """Where and as whom to talk to the API."""
 
     __slots__ = ("base_url", "client_id", "client_secret")
@@ -120,7 +120,7 @@ class VerdaSettings:
         self.client_secret = client_secret
 
     def __repr__(self):
-        return f"VerdaSettings(base_url={self.base_url!r}, client_id={mask(self.client_id)!r}, client_secret=...)"
+        return f"DataCrunchSettings(base_url={self.base_url!r}, client_id={mask(self.client_id)!r}, client_secret=...)"
 
 
 def without_secrets(record):
@@ -157,17 +157,19 @@ def check_base_url(base_url, variable="base_url"):
     """The base URL without a trailing slash; refuses what would leak the secret or cannot work."""
     parsed = urllib.parse.urlsplit(base_url or "")
     if parsed.scheme not in ("https", "http") or not parsed.hostname:
-        raise VerdaConfigError(
+        raise DataCrunchConfigError(
             f"{variable}={base_url!r} is not an API URL: use the form {DEFAULT_BASE_URL} (or set VERDA_BASE_URL)"
         )
     if parsed.query or parsed.fragment:
-        raise VerdaConfigError(f"{variable}={base_url!r} must not carry a query or fragment: use {DEFAULT_BASE_URL}")
+        raise DataCrunchConfigError(
+            f"{variable}={base_url!r} must not carry a query or fragment: use {DEFAULT_BASE_URL}"
+        )
     if parsed.username or parsed.password:
-        raise VerdaConfigError(
+        raise DataCrunchConfigError(
             f"{variable} must not carry credentials in the URL: set VERDA_CLIENT_ID / VERDA_CLIENT_SECRET instead"
         )
     if parsed.scheme == "http" and not _is_loopback(parsed.hostname):
-        raise VerdaConfigError(
+        raise DataCrunchConfigError(
             f"{variable}={base_url!r} would send the client secret unencrypted to {parsed.hostname}: use https:// "
             "(plain http is accepted on loopback only)"
         )
@@ -186,12 +188,12 @@ def resolve_settings(client_id=None, client_secret=None, base_url=None, environ=
         base_url = _first_env(BASE_URL_ENV, environ)
     missing = [name for name, value in (("client_id", client_id), ("client_secret", client_secret)) if not value]
     if missing:
-        raise VerdaConfigError(
+        raise DataCrunchConfigError(
             "no DataCrunch (Verda) API credentials: {} not set. Export VERDA_CLIENT_ID and VERDA_CLIENT_SECRET "
             "(the older DATACRUNCH_CLIENT_ID / DATACRUNCH_CLIENT_SECRET also work), or set client_id and "
             "client_secret in the inventory config or module arguments".format(" and ".join(missing))
         )
-    return VerdaSettings(check_base_url(base_url or DEFAULT_BASE_URL, base_url_variable), client_id, client_secret)
+    return DataCrunchSettings(check_base_url(base_url or DEFAULT_BASE_URL, base_url_variable), client_id, client_secret)
 
 
 def parse_retry_after(value, now=None):
@@ -234,7 +236,7 @@ class _Response:
         return json.loads(self.body)
 
 
-class VerdaClient:
+class DataCrunchClient:
     """Talks to the API as one OAuth2 client; authenticates on first use and refreshes as tokens expire."""
 
     def __init__(
@@ -271,7 +273,7 @@ class VerdaClient:
         return text
 
     def _fail(self, message, code=None, status=None, api_message=None):
-        return VerdaAPIError(self._redact(message), code=code, status=status, api_message=api_message)
+        return DataCrunchAPIError(self._redact(message), code=code, status=status, api_message=api_message)
 
     def _send(self, method, path, params=None, body=None, token=None):
         url = self.settings.base_url + path
@@ -438,7 +440,7 @@ class VerdaClient:
     # ---- requests ----------------------------------------------------------------------------------------------
 
     def request(self, method, path, params=None, body=None):
-        """Sends an authenticated request; returns the response. Errors raise VerdaAPIError."""
+        """Sends an authenticated request; returns the response. Errors raise DataCrunchAPIError."""
         response, attempts = self._send_retrying(method, path, params=params, body=body, token=self._token())
         if response.status == 401:
             # The token may have been revoked or expired early: one more try with a fresh one.
@@ -467,7 +469,7 @@ class VerdaClient:
     def _get_or_none(self, path):
         try:
             return self._json("GET", path)
-        except VerdaAPIError as error:
+        except DataCrunchAPIError as error:
             if is_gone(error):
                 return None
             raise
@@ -476,7 +478,7 @@ class VerdaClient:
     def _segment(value, what):
         value = str(value)
         if not value or value in (".", "..") or not all(c.isalnum() or c in "-._~" for c in value):
-            raise VerdaConfigError(f"{what}={value!r} is not a valid identifier: use the id the API returned")
+            raise DataCrunchConfigError(f"{what}={value!r} is not a valid identifier: use the id the API returned")
         return value
 
     # Instances
@@ -513,7 +515,7 @@ class VerdaClient:
         return data
 
     def instance_action(self, instance_ids, action, volume_ids=None, delete_permanently=False):
-        """Runs an action on instances; returns the per-instance results. Raises VerdaActionError naming each
+        """Runs an action on instances; returns the per-instance results. Raises DataCrunchActionError naming each
         instance the API refused (a 207 answer: Go SDK pkg/verda/instances_types.go, InstanceActionResult)."""
         body = {"id": list(instance_ids), "action": action, "volume_ids": volume_ids}
         if delete_permanently:
@@ -534,7 +536,7 @@ class VerdaClient:
                 )
                 for item in failures
             )
-            raise VerdaActionError(
+            raise DataCrunchActionError(
                 self._redact(f"DataCrunch API PUT /instances ({action}) failed for {len(failures)} of "
                              f"{len(body['id'])} instance(s): {described}"),
                 [(item.get("instanceId"), item.get("error") or item.get("status"), item.get("statusCode"))

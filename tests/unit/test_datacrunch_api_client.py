@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils import verda_api
-from ansible_collections.datacrunch.sglang.plugins.module_utils.verda_api import (
-    VerdaAPIError,
-    VerdaClient,
-    VerdaConfigError,
+from ansible_collections.datacrunch.sglang.plugins.module_utils import datacrunch_api
+from ansible_collections.datacrunch.sglang.plugins.module_utils.datacrunch_api import (
+    DataCrunchAPIError,
+    DataCrunchClient,
+    DataCrunchConfigError,
     resolve_settings,
 )
 
@@ -52,7 +52,7 @@ def clock():
 
 def client_for(control, clock, secret=CLIENT_SECRET, **options):
     settings = resolve_settings(CLIENT_ID, secret, control.base_url)
-    return VerdaClient(settings, sleep=clock.sleep, clock=clock, **options)
+    return DataCrunchClient(settings, sleep=clock.sleep, clock=clock, **options)
 
 
 def api_requests(control):
@@ -85,7 +85,7 @@ def test_settings_explicit_values_win_over_the_environment():
 
 
 def test_missing_credentials_name_the_variables_to_set():
-    with pytest.raises(VerdaConfigError) as error:
+    with pytest.raises(DataCrunchConfigError) as error:
         resolve_settings(environ={"VERDA_CLIENT_ID": "only-the-id"})
     message = str(error.value)
     assert "client_secret not set" in message
@@ -103,22 +103,22 @@ def test_missing_credentials_name_the_variables_to_set():
     ],
 )
 def test_bad_base_urls_are_refused_before_any_request(url, expected):
-    with pytest.raises(VerdaConfigError) as error:
-        verda_api.check_base_url(url, variable="VERDA_BASE_URL")
+    with pytest.raises(DataCrunchConfigError) as error:
+        datacrunch_api.check_base_url(url, variable="VERDA_BASE_URL")
     assert expected in str(error.value)
     assert "VERDA_BASE_URL" in str(error.value)
 
 
 def test_plain_http_is_accepted_on_loopback_only():
-    assert verda_api.check_base_url("http://127.0.0.1:8799/v1/") == "http://127.0.0.1:8799/v1"
-    assert verda_api.check_base_url("http://localhost:1/v1") == "http://localhost:1/v1"
+    assert datacrunch_api.check_base_url("http://127.0.0.1:8799/v1/") == "http://127.0.0.1:8799/v1"
+    assert datacrunch_api.check_base_url("http://localhost:1/v1") == "http://localhost:1/v1"
 
 
 def test_retry_after_reads_seconds_and_http_dates():
-    assert verda_api.parse_retry_after("7") == 7.0
-    assert verda_api.parse_retry_after("Thu, 01 Jan 1970 00:01:40 GMT", now=90.0) == 10.0
-    assert verda_api.parse_retry_after("soon") is None
-    assert verda_api.parse_retry_after(None) is None
+    assert datacrunch_api.parse_retry_after("7") == 7.0
+    assert datacrunch_api.parse_retry_after("Thu, 01 Jan 1970 00:01:40 GMT", now=90.0) == 10.0
+    assert datacrunch_api.parse_retry_after("soon") is None
+    assert datacrunch_api.parse_retry_after(None) is None
 
 
 # --- auth and refresh --------------------------------------------------------------------------------------
@@ -180,7 +180,7 @@ def test_a_token_revoked_early_is_replaced_once_and_the_request_repeated(standin
 def test_bad_credentials_say_so_and_never_print_the_secret(standin, clock):
     wrong = "wrong-secret-0123456789"
     client = client_for(standin, clock, secret=wrong)
-    with pytest.raises(VerdaAPIError) as error:
+    with pytest.raises(DataCrunchAPIError) as error:
         client.list_instances()
     message = str(error.value)
     assert "refused the client credentials" in message
@@ -206,7 +206,7 @@ def test_rate_limits_are_waited_out_as_retry_after_asks(standin, clock):
 def test_a_rate_limit_that_lasts_ends_in_a_clear_error(standin, clock):
     client = client_for(standin, clock, max_retries=2)
     standin.fault("rate_limit", count=10, path="/v1/clusters", retry_after=120)
-    with pytest.raises(VerdaAPIError) as error:
+    with pytest.raises(DataCrunchAPIError) as error:
         client.list_clusters()
     message = str(error.value)
     assert "HTTP 429" in message and "3 attempts" in message and "Retry-After: 120s" in message
@@ -225,7 +225,7 @@ def test_server_errors_on_orders_are_not_repeated(standin, clock):
     client = client_for(standin, clock)
     standin.fault("server_error", count=1, method="POST", path="/v1/instances")
     payload = {"instance_type": H200_TYPE, "image": IMAGE, "hostname": "x1", "description": "", "ssh_key_ids": []}
-    with pytest.raises(VerdaAPIError) as error:
+    with pytest.raises(DataCrunchAPIError) as error:
         client.create_instance(payload)
     assert error.value.status == 500 and error.value.code == "server_error"
     assert "run again later" in str(error.value)
@@ -244,8 +244,8 @@ def test_an_unreachable_api_names_the_url_and_the_fix(clock):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     settings = resolve_settings(CLIENT_ID, CLIENT_SECRET, f"http://127.0.0.1:{port}/v1")
-    client = VerdaClient(settings, sleep=clock.sleep, clock=clock, max_server_retries=1)
-    with pytest.raises(VerdaAPIError) as error:
+    client = DataCrunchClient(settings, sleep=clock.sleep, clock=clock, max_server_retries=1)
+    with pytest.raises(DataCrunchAPIError) as error:
         client.list_instances()
     message = str(error.value)
     assert f"http://127.0.0.1:{port}/v1 is unreachable" in message
@@ -258,7 +258,7 @@ def test_insufficient_funds_is_reported_with_its_fix(standin, clock):
     client = client_for(standin, clock)
     standin.fault("insufficient_funds")
     payload = {"instance_type": H200_TYPE, "image": IMAGE, "hostname": "x1", "description": "", "ssh_key_ids": []}
-    with pytest.raises(VerdaAPIError) as error:
+    with pytest.raises(DataCrunchAPIError) as error:
         client.create_instance(payload)
     assert error.value.code == "insufficient_funds"
     assert "add funds" in str(error.value)
@@ -268,7 +268,7 @@ def test_insufficient_funds_is_reported_with_its_fix(standin, clock):
 def test_invalid_requests_repeat_the_apis_reason(standin, clock):
     client = client_for(standin, clock)
     payload = {"instance_type": "9X999.1V", "image": IMAGE, "hostname": "x1", "description": "", "ssh_key_ids": []}
-    with pytest.raises(VerdaAPIError) as error:
+    with pytest.raises(DataCrunchAPIError) as error:
         client.create_instance(payload)
     assert "HTTP 400 invalid_request: instance_type '9X999.1V' is invalid" in str(error.value)
 
@@ -277,15 +277,15 @@ def test_a_secret_echoed_by_the_server_is_redacted(standin, clock):
     client = client_for(standin, clock)
     payload = {"instance_type": H200_TYPE, "image": IMAGE, "hostname": "bad_" + CLIENT_SECRET, "description": "",
                "ssh_key_ids": []}
-    with pytest.raises(VerdaAPIError) as error:
+    with pytest.raises(DataCrunchAPIError) as error:
         client.create_instance(payload)
-    assert verda_api.REDACTED in str(error.value)
+    assert datacrunch_api.REDACTED in str(error.value)
     assert_no_secret(str(error.value), client)
 
 
 def test_ids_that_are_not_plain_identifiers_never_reach_the_url(standin, clock):
     client = client_for(standin, clock)
-    with pytest.raises(VerdaConfigError):
+    with pytest.raises(DataCrunchConfigError):
         client.get_instance("../clusters")
     assert api_requests(standin) == []
 
@@ -347,8 +347,8 @@ def test_a_base_url_that_is_not_the_api_is_named(clock):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         settings = resolve_settings(CLIENT_ID, CLIENT_SECRET, f"http://127.0.0.1:{server.server_address[1]}/v1")
-        with pytest.raises(VerdaAPIError) as error:
-            VerdaClient(settings, sleep=clock.sleep, clock=clock).list_instances()
+        with pytest.raises(DataCrunchAPIError) as error:
+            DataCrunchClient(settings, sleep=clock.sleep, clock=clock).list_instances()
         assert "answered without an access_token" in str(error.value)
         assert "VERDA_BASE_URL" in str(error.value)
     finally:
@@ -384,11 +384,11 @@ def test_an_error_answer_is_reported_by_its_code_and_message_only(clock):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         settings = resolve_settings(CLIENT_ID, CLIENT_SECRET, f"http://127.0.0.1:{server.server_address[1]}/v1")
-        client = VerdaClient(settings, sleep=clock.sleep, clock=clock)
-        with pytest.raises(VerdaAPIError) as error:
+        client = DataCrunchClient(settings, sleep=clock.sleep, clock=clock)
+        with pytest.raises(DataCrunchAPIError) as error:
             client.list_instances()
         assert "HTTP 409: an answer that is not an API error object (application/json, 54 bytes)" in str(error.value)
-        with pytest.raises(VerdaAPIError) as error:
+        with pytest.raises(DataCrunchAPIError) as error:
             client.list_clusters()
         assert "HTTP 409 forbidden_action: Not allowed. Fix:" in str(error.value)
         assert "jupyter-canary-77ab" not in str(error.value)

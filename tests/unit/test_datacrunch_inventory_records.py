@@ -6,8 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils import verda_inventory
-from ansible_collections.datacrunch.sglang.plugins.module_utils.verda_inventory import InventoryOptions, build_hosts
+from ansible_collections.datacrunch.sglang.plugins.module_utils import datacrunch_inventory
+from ansible_collections.datacrunch.sglang.plugins.module_utils.datacrunch_inventory import (
+    InventoryOptions,
+    build_hosts,
+)
 
 FLEET = json.loads((Path(__file__).resolve().parents[1] / "lab" / "verda-api" / "fleet-demo.json").read_text())
 
@@ -146,20 +149,20 @@ def test_cluster_workers_listed_among_instances_too_are_hosts_once():
      ("8A100.176V", (8, "A100")), ("CPU.4V.16G", (0, "")), ("", (0, ""))],
 )
 def test_type_names(name, expected):
-    assert verda_inventory.parse_type(name) == expected
+    assert datacrunch_inventory.parse_type(name) == expected
 
 
 def test_group_names_are_valid_ansible_names():
-    assert verda_inventory.group_name("datacrunch", "type", "8H200.141S.176V") == "datacrunch_type_8H200_141S_176V"
-    assert verda_inventory.group_name("16H200") == "_16H200"
-    assert verda_inventory.group_name("dc", "cluster", "a b/c") == "dc_cluster_a_b_c"
+    assert datacrunch_inventory.group_name("datacrunch", "type", "8H200.141S.176V") == "datacrunch_type_8H200_141S_176V"
+    assert datacrunch_inventory.group_name("16H200") == "_16H200"
+    assert datacrunch_inventory.group_name("dc", "cluster", "a b/c") == "dc_cluster_a_b_c"
 
 
 def test_prices_as_numbers_strings_or_nothing():
-    assert verda_inventory.price("28.72") == 28.72
-    assert verda_inventory.price(3) == 3.0
-    assert verda_inventory.price(None) is None
-    assert verda_inventory.price("n/a") is None
+    assert datacrunch_inventory.price("28.72") == 28.72
+    assert datacrunch_inventory.price(3) == 3.0
+    assert datacrunch_inventory.price(None) is None
+    assert datacrunch_inventory.price("n/a") is None
 
 
 def test_a_host_without_a_location_or_type_is_in_no_location_or_type_group():

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils import verda_provision
-from ansible_collections.datacrunch.sglang.plugins.module_utils.verda_api import (
-    VerdaClient,
-    VerdaError,
+from ansible_collections.datacrunch.sglang.plugins.module_utils import datacrunch_provision
+from ansible_collections.datacrunch.sglang.plugins.module_utils.datacrunch_api import (
+    DataCrunchClient,
+    DataCrunchError,
     resolve_settings,
 )
-from ansible_collections.datacrunch.sglang.plugins.module_utils.verda_provision import (
+from ansible_collections.datacrunch.sglang.plugins.module_utils.datacrunch_provision import (
     ProvisionError,
     ensure_cluster,
     ensure_instance,
@@ -46,7 +46,7 @@ def standin():
 
 @pytest.fixture
 def client(standin):
-    return VerdaClient(resolve_settings(CLIENT_ID, CLIENT_SECRET, standin.base_url))
+    return DataCrunchClient(resolve_settings(CLIENT_ID, CLIENT_SECRET, standin.base_url))
 
 
 def instance_params(sshd, **overrides):
@@ -223,7 +223,7 @@ def test_an_answer_that_is_not_ssh_is_not_taken_for_ssh():
 
     try:
         with pytest.raises(ProvisionError) as error:
-            verda_provision.wait_for_ssh("127.0.0.1", http.port, timeout=6, clock=lambda: now[0], sleep=sleep)
+            datacrunch_provision.wait_for_ssh("127.0.0.1", http.port, timeout=6, clock=lambda: now[0], sleep=sleep)
         assert "no SSH server answered on 127.0.0.1" in str(error.value)
         assert "not an SSH banner" in str(error.value)
     finally:
@@ -245,7 +245,7 @@ def test_an_order_answered_with_the_instance_as_json_is_rented_and_its_token_nev
 
 
 def test_an_order_answered_without_a_usable_id_is_reported_without_quoting_the_answer(standin, client, sshd):
-    class Odd(VerdaClient):
+    class Odd(DataCrunchClient):
         def request(self, method, path, params=None, body=None):
             response = super().request(method, path, params=params, body=body)
             if method == "POST" and path == "/instances":
@@ -253,7 +253,7 @@ def test_an_order_answered_without_a_usable_id_is_reported_without_quoting_the_a
             return response
 
     odd = Odd(client.settings)
-    with pytest.raises(VerdaError) as error:
+    with pytest.raises(DataCrunchError) as error:
         ensure_instance(odd, instance_params(sshd))
     assert "answered without a usable instance id" in str(error.value)
     assert "look for hostname 'sglang-r1-t1' in the console" in str(error.value)
@@ -285,7 +285,7 @@ def test_an_instance_deleted_meanwhile_counts_as_gone(standin, client, sshd):
     standin.seed(instances=[{"id": "aaaa0009", "hostname": "sglang-r1-t1", "status": "running", "ip": "127.0.0.1",
                              "instance_type": H200, "location": "FIN-01"}])
 
-    class Racing(VerdaClient):
+    class Racing(DataCrunchClient):
         def list_instances(self, status=None):
             listed = super().list_instances(status)
             standin.reset(pool=[])  # someone deletes it between the read and the delete
@@ -328,7 +328,7 @@ def test_a_batch_action_answered_207_names_each_failing_instance(standin, client
         {"id": "aaaa0011", "hostname": "a", "status": "running", "ip": "127.0.0.1", "instance_type": H200},
         {"id": "aaaa0012", "hostname": "b", "status": "offline", "ip": "127.0.0.2", "instance_type": H200},
     ])
-    with pytest.raises(VerdaError) as error:
+    with pytest.raises(DataCrunchError) as error:
         client.instance_action(["aaaa0011", "aaaa0012", "aaaa0013"], "shutdown")
     message = str(error.value)
     assert "PUT /instances (shutdown) failed for 2 of 3 instance(s)" in message
@@ -345,12 +345,12 @@ def test_a_shutdown_refused_for_the_instance_is_reported_by_instance(standin, cl
     ensure_instance(client, instance_params(sshd))
     held = instances(standin)["sglang-r1-t1"]
 
-    class Refusing(VerdaClient):
+    class Refusing(DataCrunchClient):
         def instance_action(self, instance_ids, action, **kwargs):
             standin.seed(instances=[{**held, "status": "provisioning"}])  # it changed under our feet
             return super().instance_action(instance_ids, action, **kwargs)
 
-    with pytest.raises(VerdaError) as error:
+    with pytest.raises(DataCrunchError) as error:
         ensure_instance(Refusing(client.settings), instance_params(sshd, state="stopped", wait_timeout=3))
     assert f"instance {held['id']}: HTTP 400 Instance {held['id']} is provisioning, not running" in str(error.value)
 

@@ -17,15 +17,15 @@ from __future__ import annotations
 import re
 
 from ansible_collections.datacrunch.sglang.plugins.module_utils import cuda_compat
+from ansible_collections.datacrunch.sglang.plugins.module_utils.datacrunch_api import DataCrunchError
 from ansible_collections.datacrunch.sglang.plugins.module_utils.image_ref import DEFAULT_SGLANG_IMAGE
-from ansible_collections.datacrunch.sglang.plugins.module_utils.verda_api import VerdaError
 
 _OS_CUDA = re.compile(r"(?:^|-)cuda-?(\d+)\.(\d+)(?=-|$)")
 _OS_UBUNTU = re.compile(r"ubuntu-(\d+)\.(\d+)")
 FORCE_HINT = "datacrunch_image_force: true (module option force)"
 
 
-class ImageChoiceError(VerdaError):
+class ImageChoiceError(DataCrunchError):
     """No OS image fits, or the one asked for does not; the message names both images and the way out."""
 
 
