@@ -6,7 +6,7 @@
 #   compat       the unit tests and a plan run on Python 3.11 with ansible-core 2.19
 #   build        ansible-galaxy collection build + install + ansible-doc of every module
 #   integration  pytest tests/integration (real Docker engine, lab hosts, Hub stand-in)
-#   molecule     every scenario under molecule/ against lab hosts
+#   molecule     every scenario under extensions/molecule/ against lab hosts
 # Usage: tests/run.sh [--no-setup] [STAGE...]   Prints each stage's duration; exits non-zero on the first failure.
 set -euo pipefail
 
@@ -156,7 +156,7 @@ molecule_lane() { # molecule_lane LOGDIR SCENARIO...: each scenario in turn; "sc
 stage_molecule() {
     local scenario logs=$REPO_ROOT/tests/output/molecule lanes=${MOLECULE_LANES:-2} failed=0 name seconds rc
     for scenario in "${SCENARIOS[@]}"; do
-        if [[ ! -f molecule/$scenario/molecule.yml ]]; then
+        if [[ ! -f extensions/molecule/$scenario/molecule.yml ]]; then
             printf 'molecule: scenario %s is missing\n' "$scenario" >&2
             return 1
         fi

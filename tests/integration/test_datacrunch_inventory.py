@@ -332,7 +332,7 @@ def test_cluster_workers_publish_their_storage_and_group_vars_still_win(fleet, t
                                           "cache_dir": "/mnt/local_disk/datacrunch-sglang/cache"}
     assert paths["sglang-r1-a"] == {"hf_home": "/root/.cache/huggingface",
                                     "cache_dir": "/var/cache/datacrunch-sglang"}
-    # sglang_model_storage=shared (the shared mount's path) is deployed in molecule/multinode.
+    # sglang_model_storage=shared (the shared mount's path) is deployed in extensions/molecule/multinode.
 
     inventory = custom_config(tmp_path, "")
     group_vars = Path(inventory) / "group_vars"

@@ -1,4 +1,4 @@
-"""Every molecule scenario, merged on the shared base (.config/molecule/config.yml) as molecule merges them (dicts key
+"""Every molecule scenario, merged on the shared base (extensions/molecule/config.yml) as molecule merges them (dicts key
 by key, lists replaced), runs against this checkout: its ansible.cfg and collections, the lab's create and destroy
 playbooks of its own folder, no Galaxy dependency step."""
 
@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-BASE = yaml.safe_load((ROOT / ".config/molecule/config.yml").read_text())
-SCENARIOS = sorted(path.parent.name for path in (ROOT / "molecule").glob("*/molecule.yml"))
+BASE = yaml.safe_load((ROOT / "extensions/molecule/config.yml").read_text())
+SCENARIOS = sorted(path.parent.name for path in (ROOT / "extensions/molecule").glob("*/molecule.yml"))
 
 
 def merged(base, top):
@@ -25,7 +25,7 @@ def test_every_scenario_is_found():
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_the_scenario_runs_against_this_checkout(scenario):
-    folder = ROOT / "molecule" / scenario
+    folder = ROOT / "extensions/molecule" / scenario
     config = merged(BASE, yaml.safe_load((folder / "molecule.yml").read_text()))
     env = config["provisioner"]["env"]
     assert env["ANSIBLE_CONFIG"] == "${MOLECULE_PROJECT_DIRECTORY}/ansible.cfg"
