@@ -1,6 +1,6 @@
-"""Every molecule scenario, merged on the shared base (extensions/molecule/config.yml) as molecule merges them (dicts key
-by key, lists replaced), runs against this checkout: its ansible.cfg and collections, the lab's create and destroy
-playbooks of its own folder, no Galaxy dependency step."""
+"""Every molecule scenario, merged on the shared base (extensions/molecule/config.yml) as molecule merges them
+(dicts key by key, lists replaced), runs against this checkout: its ansible.cfg and collections, the lab's create and
+destroy playbooks of its own folder, no Galaxy dependency step."""
 
 from pathlib import Path
 
