@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 DEFAULT_TABLE = "datacrunch_sglang"
 # The word in sglang_firewall_client_cidrs that stands for the RFC 1918 networks the host is on.
@@ -200,8 +200,8 @@ def parse_ephemeral_range(text):
     return low, high
 
 
-def check_request(request):
-    """Every input checked, before the host is touched; returns the parsed pieces."""
+def check_names(request):
+    """The table's name and the refuse action."""
     if not _TABLE_NAME.match(str(request.table or "")):
         raise FirewallError(
             "sglang_firewall_table: %r is not an nftables table name; use letters, digits and _ (at most 32), "
@@ -211,6 +211,11 @@ def check_request(request):
         raise FirewallError(
             "sglang_firewall_refuse: %r is not one of %s" % (request.refuse, ", ".join(sorted(REFUSE_ACTIONS)))
         )
+
+
+def check_request(request):
+    """Every input checked, before the host is touched; returns the parsed pieces."""
+    check_names(request)
     client_ports = parse_ports(request.client_ports, "sglang_firewall_client_ports")
     local_ports = parse_ports(request.local_ports, "sglang_firewall_local_ports")
     ssh_ports = parse_ports(request.ssh_ports, "sglang_firewall_ssh_ports")
@@ -233,6 +238,31 @@ def check_request(request):
     for value in request.unit_peers or []:
         _network(value, "sglang_firewall_unit_peers")
     return client_ports, local_ports, ssh_ports, unit_ranges
+
+
+def input_problems(request, cross=True):
+    """Every error in the user's inputs of the request, not only the first (check_request stops there): what the
+    controller says before any host changes. With cross, also the checks between the port lists (they need every
+    list, defaults included). The unit's peers come from the fleet plan, not from
+    the user, and are checked on the host."""
+    problems = []
+
+    def attempt(check, *args):
+        try:
+            check(*args)
+        except FirewallError as error:
+            problems.append(str(error))
+
+    for name in ("client_ports", "local_ports", "ssh_ports"):
+        attempt(parse_ports, getattr(request, name), "sglang_firewall_" + name)
+    attempt(parse_port_ranges, request.unit_ports, "sglang_firewall_unit_ports")
+    for value in request.client_cidrs or []:
+        if str(value).strip().lower() != PRIVATE_KEYWORD:
+            attempt(_network, value, "sglang_firewall_client_cidrs")
+    attempt(check_names, request)
+    if cross and not problems:
+        attempt(check_request, replace(request, unit_peers=[]))
+    return problems
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ import re
 
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
+from ansible_collections.datacrunch.sglang.plugins.module_utils.nft_ruleset import FirewallRequest, input_problems
+
 # Docker's size grammar as the docker SDK reads it (docker/utils/utils.py parse_bytes): digits with an optional
 # fraction, an optional unit b, k, m or g, and an optional trailing b ("32g", "32gb", "512m").
 DOCKER_SIZE = re.compile(r"^[0-9]+(\.[0-9]+)?([bkmgBKMG][bB]?)?$")
@@ -24,6 +26,16 @@ SIZE_VARIABLES = ("sglang_server_shm_size", "sglang_server_log_max_size")
 ADDRESS_VARIABLES = ("sglang_server_bind_host", "sglang_private_ip", "model_cache_fanout_address")
 API_KEY_MIN_LENGTH = 16
 SECRET_VARIABLES = ("sglang_api_key", "sglang_hf_token")
+# The firewall's inputs, read by nft_ruleset as the host module reads them: {variable: FirewallRequest field}.
+FIREWALL_FIELDS = {
+    "sglang_firewall_client_ports": "client_ports",
+    "sglang_firewall_local_ports": "local_ports",
+    "sglang_firewall_ssh_ports": "ssh_ports",
+    "sglang_firewall_unit_ports": "unit_ports",
+    "sglang_firewall_client_cidrs": "client_cidrs",
+    "sglang_firewall_refuse": "refuse",
+    "sglang_firewall_table": "table",
+}
 
 # What argument_specs types take, in the words a user understands.
 TYPE_FIX = {
@@ -123,6 +135,28 @@ def api_key_error(value):
     return None
 
 
+def firewall_errors(values):
+    """The firewall's inputs among values, checked by the code the host module runs (nft_ruleset). The checks
+    between its port lists run only when every list is there (inside the role, its defaults included): before the
+    roles run, a list the user left to its default is not known yet."""
+    errors = []
+    span = values.get("sglang_firewall_dist_port_span")
+    if span is not None:
+        try:
+            too_small = int(span) < 1
+        except (TypeError, ValueError):
+            too_small = True
+        if too_small:
+            errors.append("sglang_firewall_dist_port_span=%r must be a whole number of at least 1 (64 covers "
+                          "SGLang's ports above the rendezvous port)" % (span,))
+    given = {field: values[name] for name, field in FIREWALL_FIELDS.items() if name in values}
+    if given:
+        cross = all(name in values for name in ("sglang_firewall_client_ports", "sglang_firewall_local_ports",
+                                                 "sglang_firewall_ssh_ports"))
+        errors += input_problems(FirewallRequest(**given), cross=cross)
+    return errors
+
+
 def check_role_inputs(spec_files, values):
     """Errors (a list of sentences) for the user-set values of the roles' variables.
 
@@ -158,6 +192,8 @@ def check_role_inputs(spec_files, values):
             errors.append("%s=%r is refused by role %s: %s; set %s" % (name, value, role, detail, fix))
             continue
         message = None
+        if name in FIREWALL_FIELDS:
+            continue  # firewall_errors, below
         if (kind == "int" and name.endswith("_port")) or (kind == "list" and option.get("elements") == "int"
                                                           and name.endswith("_ports")):
             message = _port_error(name, value)
@@ -169,4 +205,8 @@ def check_role_inputs(spec_files, values):
             message = api_key_error(value)
         if message:
             errors.append(message)
+    refused = {name for name in values if any(error.startswith(name + "=") or error.startswith(name + " ")
+                                              for error in errors)}
+    errors += firewall_errors({name: value for name, value in values.items()
+                               if name not in refused and value is not None and name in options})
     return errors

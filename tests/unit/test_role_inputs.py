@@ -50,6 +50,14 @@ def test_the_defaults_of_every_role_pass():
         ({"sglang_server_bind_host": "999.1.1.1"}, "sglang_server_bind_host='999.1.1.1' is not an IP address"),
         ({"sglang_private_ip": "10.0.0"}, "sglang_private_ip='10.0.0' is not an IP address"),
         ({"model_cache_mode": "torrent"}, "model_cache_mode='torrent' is refused by role model_cache"),
+        ({"sglang_firewall_client_ports": [70000]}, "sglang_firewall_client_ports: 70000 is not a TCP port; use a "
+                                                    "number from 1 to 65535"),
+        ({"sglang_firewall_client_cidrs": ["10.0.0.300/8"]}, "sglang_firewall_client_cidrs: '10.0.0.300/8' is not an "
+                                                             "IP address or network"),
+        ({"sglang_firewall_client_cidrs": ["10.0.0.5/8"]}, "has host bits set; use the network 10.0.0.0/8"),
+        ({"sglang_firewall_unit_ports": ["50063-50000"]}, "sglang_firewall_unit_ports: '50063-50000' runs backwards"),
+        ({"sglang_firewall_dist_port_span": 0}, "sglang_firewall_dist_port_span=0 must be a whole number of at least"),
+        ({"sglang_firewall_table": "1bad"}, "sglang_firewall_table: '1bad' is not an nftables table name"),
     ],
 )
 def test_bad_values_name_the_variable_the_value_and_the_fix(values, message):
@@ -136,3 +144,27 @@ def test_every_documented_role_option_is_a_known_name():
             for name in entry.get("options") or {}:
                 if name.startswith(("sglang_", "gpu_host_", "host_venv_", "model_cache_")):
                     assert name in known_names(), (role, name)
+
+
+def test_the_firewall_inputs_are_all_reported_at_once_by_the_hosts_own_checks():
+    found = errors(sglang_firewall_client_ports=[70000], sglang_firewall_client_cidrs=["private", "10.0.0.300/8"],
+                   sglang_firewall_unit_ports=["50000-50063", "x"])
+    assert [error.split(":")[0] for error in found] == [
+        "sglang_firewall_client_ports", "sglang_firewall_unit_ports", "sglang_firewall_client_cidrs"]
+
+
+def test_the_firewall_port_lists_are_compared_only_when_every_list_is_known():
+    # Before the roles run, an unset list has the role's default, which is not known here: no comparison.
+    assert errors(sglang_firewall_local_ports=[30000]) == []
+    # Inside the role every list is there (defaults included): a port both open and local is refused.
+    both = errors(sglang_firewall_client_ports=[30000], sglang_firewall_local_ports=[30000],
+                  sglang_firewall_ssh_ports=[22])
+    assert both == ["sglang_firewall_client_ports and sglang_firewall_local_ports both list 30000; a port is either "
+                    "open to clients or local to the host"]
+    ssh = errors(sglang_firewall_client_ports=[22], sglang_firewall_local_ports=[], sglang_firewall_ssh_ports=[22])
+    assert "SSH always stays open" in ssh[0]
+
+
+def test_a_value_refused_by_its_type_is_not_reported_twice():
+    found = errors(sglang_firewall_client_ports=["http"])
+    assert len(found) == 1 and found[0].startswith("sglang_firewall_client_ports=['http'] is refused by role"), found
