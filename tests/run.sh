@@ -7,6 +7,7 @@
 #   build        ansible-galaxy collection build + install + ansible-doc of every module
 #   integration  pytest tests/integration (real Docker engine, lab hosts, Hub stand-in)
 #   molecule     every scenario under extensions/molecule/ against lab hosts
+#   coverage     (only when named) unit + integration again, with the line coverage of each module_utils file
 # Usage: tests/run.sh [--no-setup] [STAGE...]   Prints each stage's duration; exits non-zero on the first failure.
 set -euo pipefail
 
@@ -136,6 +137,19 @@ stage_integration() {
     pytest_must_run pytest -q -p no:cacheprovider -n 2 --dist loadfile tests/integration
 }
 
+# Not in the default run: the unit and integration tests again, measuring the line coverage of each
+# plugins/module_utils file by them alone (code run on lab hosts and the molecule scenarios do not count). The table
+# lands in tests/output/coverage/module_utils.md.
+stage_coverage() {
+    local out=$REPO_ROOT/tests/output/coverage measure=(--cov=plugins/module_utils --cov-report=)
+    rm -rf "$out"
+    mkdir -p "$out"
+    export COVERAGE_FILE=$out/coverage.data
+    pytest_must_run pytest -q -p no:cacheprovider -n 2 "${measure[@]}" tests/unit
+    pytest_must_run pytest -q -p no:cacheprovider -n 2 --dist loadfile "${measure[@]}" --cov-append tests/integration
+    coverage report --format=markdown --sort=cover | tee "$out/module_utils.md"
+}
+
 # Scenarios run in two lanes side by side; MOLECULE_LANES=1 runs them one after the other. Each scenario has its own
 # lab hosts, inventory, commit record and reports, and lab.sh serialises what the labs share (networks, services).
 MOLECULE_LANE_1=(multinode prefetch benchmark preflight)
@@ -190,7 +204,7 @@ stages=()
 for arg in "$@"; do
     case $arg in
         --no-setup) setup=false ;;
-        lint | sanity | unit | compat | build | integration | molecule) stages+=("$arg") ;;
+        lint | sanity | unit | compat | build | integration | molecule | coverage) stages+=("$arg") ;;
         *) die "unknown argument $arg" ;;
     esac
 done
