@@ -527,6 +527,8 @@ def main():
         module.fail_json(msg=str(exc), **evidence)
     except (bench_report.BenchReportError, ImageRefError) as exc:
         module.fail_json(msg=str(exc))
+    for warning in result.pop("warnings", []):
+        module.warn(warning)
     if result.pop("failed", False):
         module.fail_json(**result)
     module.exit_json(**result)

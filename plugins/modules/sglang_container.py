@@ -382,6 +382,8 @@ def main():
         module.fail_json(msg=str(exc), **evidence)
     except DOCKER_ERRORS as exc:
         module.fail_json(msg="the Docker engine refused: %s" % str(exc).strip()[:1000])
+    for warning in result.pop("warnings", []):
+        module.warn(warning)
     module.exit_json(**result)
 
 

@@ -283,6 +283,7 @@ def test_a_profile_change_recreates_the_container_and_serves(api_key, endpoint):
     # "ok" line, and each task header stands above a line shown under it; about 117 headers before, far fewer now.
     assert not re.search(r"^(skipping|included): |Validating arguments|^ok: \[[^]]*\]$", result.stdout, re.M), (
         result.stdout[-3000:])
+    assert "DEPRECATION WARNING" not in result.stdout + result.stderr, (result.stdout + result.stderr)[-3000:]
     blocks = task_blocks(result.stdout)
     assert all(lines for _name, lines in blocks) and len(blocks) <= 60, "%d task headers:\n%s" % (
         len(blocks), "\n".join(name for name, _lines in blocks))
