@@ -151,8 +151,8 @@ def firewall_errors(values):
                           "SGLang's ports above the rendezvous port)" % (span,))
     given = {field: values[name] for name, field in FIREWALL_FIELDS.items() if name in values}
     if given:
-        cross = all(name in values for name in ("sglang_firewall_client_ports", "sglang_firewall_local_ports",
-                                                 "sglang_firewall_ssh_ports"))
+        lists = ("sglang_firewall_client_ports", "sglang_firewall_local_ports", "sglang_firewall_ssh_ports")
+        cross = all(name in values for name in lists)
         errors += input_problems(FirewallRequest(**given), cross=cross)
     return errors
 
