@@ -140,6 +140,8 @@ def firewall_errors(values):
     between its port lists run only when every list is there (inside the role, its defaults included): before the
     roles run, a list the user left to its default is not known yet."""
     errors = []
+    if str(values.get("sglang_firewall_enabled", True)).strip().lower() in ("false", "no", "off", "0"):
+        return errors  # the role removes the firewall: its lists are not used
     span = values.get("sglang_firewall_dist_port_span")
     if span is not None:
         try:

@@ -168,3 +168,8 @@ def test_the_firewall_port_lists_are_compared_only_when_every_list_is_known():
 def test_a_value_refused_by_its_type_is_not_reported_twice():
     found = errors(sglang_firewall_client_ports=["http"])
     assert len(found) == 1 and found[0].startswith("sglang_firewall_client_ports=['http'] is refused by role"), found
+
+
+def test_the_firewall_lists_are_not_checked_when_the_firewall_is_off():
+    assert errors(sglang_firewall_enabled=False, sglang_firewall_client_ports=[22], sglang_firewall_local_ports=[],
+                  sglang_firewall_ssh_ports=[22]) == []
