@@ -17,7 +17,7 @@ description:
     inputs validated, the role argument checks). Shown are every change, every failure, every warning, every message
     (C(debug), the preflight table, the progress rounds, the summaries) and the recap.
   - Tasks that print while they run (C(datacrunch.sglang.print_text), C(datacrunch.sglang.bench_follow)) get their
-    header before their text.
+    header before their text; a warning (C(print_text) with C(warning=true)) goes to stderr with no header.
   - With C(-v) or more it prints what C(ansible.builtin.default) prints.
   - The playbooks of this collection use it through the checkout's C(ansible.cfg). Your own playbooks can use it
     with C(stdout_callback = datacrunch.sglang.steps) in their C(ansible.cfg) or C(ANSIBLE_STDOUT_CALLBACK).
@@ -81,7 +81,9 @@ class CallbackModule(DefaultCallbackModule):
         )
 
     def v2_runner_on_start(self, host, task):
-        if self._quiet() and task.action in PRINTING_ACTIONS and self._last_task_banner != task._uuid:
+        # A warning goes to stderr on its own line: it needs no header, and an empty one would stand alone.
+        prints = task.action in PRINTING_ACTIONS and str(task.args.get("warning", "")).lower() not in ("true", "yes")
+        if self._quiet() and prints and self._last_task_banner != task._uuid:
             self._print_task_banner(task)
         super().v2_runner_on_start(host, task)
 

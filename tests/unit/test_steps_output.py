@@ -65,6 +65,10 @@ PLAYBOOK = """- name: Probe the screen output
       datacrunch.sglang.print_text:
         text: something to know
         warning: true
+    - name: Warn about nothing
+      datacrunch.sglang.print_text:
+        text: ""
+        warning: true
     - name: Fail on purpose
       ansible.builtin.fail:
         msg: the failure is shown
