@@ -28,6 +28,7 @@ requirements:
   - set as stdout in configuration
 """
 
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.playbook.task_include import TaskInclude
 from ansible.plugins.callback.default import CallbackModule as DefaultCallbackModule
 
@@ -82,7 +83,7 @@ class CallbackModule(DefaultCallbackModule):
 
     def v2_runner_on_start(self, host, task):
         # A warning goes to stderr on its own line: it needs no header, and an empty one would stand alone.
-        prints = task.action in PRINTING_ACTIONS and str(task.args.get("warning", "")).lower() not in ("true", "yes")
+        prints = task.action in PRINTING_ACTIONS and not boolean(task.args.get("warning", False), strict=False)
         if self._quiet() and prints and self._last_task_banner != task._uuid:
             self._print_task_banner(task)
         super().v2_runner_on_start(host, task)

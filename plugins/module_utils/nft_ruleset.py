@@ -243,8 +243,8 @@ def check_request(request):
 def input_problems(request, cross=True):
     """Every error in the user's inputs of the request, not only the first (check_request stops there): what the
     controller says before any host changes. With cross, also the checks between the port lists (they need every
-    list, defaults included). The unit's peers come from the fleet plan, not from
-    the user, and are checked on the host."""
+    list, defaults included). The unit's peers come from the fleet plan, not from the user, and are checked on the
+    host."""
     problems = []
 
     def attempt(check, *args):

@@ -16,6 +16,7 @@ import ipaddress
 import re
 
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible.module_utils.parsing.convert_bool import boolean
 
 from ansible_collections.datacrunch.sglang.plugins.module_utils.nft_ruleset import FirewallRequest, input_problems
 
@@ -140,7 +141,7 @@ def firewall_errors(values):
     between its port lists run only when every list is there (inside the role, its defaults included): before the
     roles run, a list the user left to its default is not known yet."""
     errors = []
-    if str(values.get("sglang_firewall_enabled", True)).strip().lower() in ("false", "no", "off", "0"):
+    if not boolean(values.get("sglang_firewall_enabled", True), strict=False):
         return errors  # the role removes the firewall: its lists are not used
     span = values.get("sglang_firewall_dist_port_span")
     if span is not None:
@@ -167,6 +168,7 @@ def check_role_inputs(spec_files, values):
     """
     options = _option_specs(spec_files)
     errors = []
+    typed = {}  # the values their role's spec accepts, for the firewall's own checks
     for name in sorted(values):
         if name not in options:
             continue
@@ -193,9 +195,10 @@ def check_role_inputs(spec_files, values):
                 fix = "one of %s" % ", ".join(str(choice) for choice in option["choices"])
             errors.append("%s=%r is refused by role %s: %s; set %s" % (name, value, role, detail, fix))
             continue
-        message = None
+        typed[name] = value
         if name in FIREWALL_FIELDS:
             continue  # firewall_errors, below
+        message = None
         if (kind == "int" and name.endswith("_port")) or (kind == "list" and option.get("elements") == "int"
                                                           and name.endswith("_ports")):
             message = _port_error(name, value)
@@ -207,8 +210,4 @@ def check_role_inputs(spec_files, values):
             message = api_key_error(value)
         if message:
             errors.append(message)
-    refused = {name for name in values if any(error.startswith(name + "=") or error.startswith(name + " ")
-                                              for error in errors)}
-    errors += firewall_errors({name: value for name, value in values.items()
-                               if name not in refused and value is not None and name in options})
-    return errors
+    return errors + firewall_errors(typed)
