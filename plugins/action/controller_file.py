@@ -12,7 +12,7 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.common.text.converters import to_bytes
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.atomic_file import replace_file
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common.atomic_file import replace_file
 
 ARGUMENT_SPEC = {
     "path": {"type": "path", "required": True},

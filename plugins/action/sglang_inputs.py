@@ -15,7 +15,7 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.role_inputs import check_role_inputs
+from ansible_collections.datacrunch.sglang.plugins.module_utils.plan.role_inputs import check_role_inputs
 
 try:
     from yaml import CSafeLoader as SafeLoader

@@ -9,14 +9,14 @@ from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.fleet_plan import PlanError, unit_topology
-from ansible_collections.datacrunch.sglang.plugins.module_utils.launch_spec import (
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.spec import (
     LaunchRequest,
     LaunchSpecError,
     Node,
     build_launch_spec,
     docker_run_command,
 )
+from ansible_collections.datacrunch.sglang.plugins.module_utils.plan.fleet_plan import PlanError, unit_topology
 
 ARGUMENT_SPEC = {
     "profile": {"type": "dict", "required": True},

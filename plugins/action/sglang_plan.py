@@ -11,7 +11,8 @@ from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.fleet_plan import (
+from ansible_collections.datacrunch.sglang.plugins.module_utils.hub.names import repo_id_problem, revision_problem
+from ansible_collections.datacrunch.sglang.plugins.module_utils.plan.fleet_plan import (
     PlanError,
     hub_commit,
     is_commit,
@@ -19,7 +20,6 @@ from ansible_collections.datacrunch.sglang.plugins.module_utils.fleet_plan impor
     unit_commit,
     unit_topology,
 )
-from ansible_collections.datacrunch.sglang.plugins.module_utils.hub_names import repo_id_problem, revision_problem
 
 ARGUMENT_SPEC = {
     "profile": {"type": "dict", "required": True},

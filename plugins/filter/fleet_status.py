@@ -38,7 +38,7 @@ _value:
   type: list
 """
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.fleet_status import fleet_rows, fleet_table
+from ansible_collections.datacrunch.sglang.plugins.module_utils.plan.fleet_status import fleet_rows, fleet_table
 
 
 def fleet_status(statuses, rows=False):

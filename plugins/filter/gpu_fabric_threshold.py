@@ -33,7 +33,7 @@ _value:
   type: float
 """
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.gpu_checks import fabric_threshold
+from ansible_collections.datacrunch.sglang.plugins.module_utils.gpu.checks import fabric_threshold
 
 
 def gpu_fabric_threshold(gpu_count, fraction=0.8):

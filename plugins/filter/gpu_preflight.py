@@ -19,7 +19,7 @@ options:
     type: dict
     required: true
   requirements:
-    description: What the host must offer (see C(plugins/module_utils/gpu_checks.py) for the keys).
+    description: What the host must offer (see C(plugins/module_utils/gpu/checks.py) for the keys).
     type: dict
     required: true
   host:
@@ -46,7 +46,7 @@ _value:
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.gpu_checks import (
+from ansible_collections.datacrunch.sglang.plugins.module_utils.gpu.checks import (
     evaluate,
     render_table,
     sglang_gpu,

@@ -37,7 +37,7 @@ _value:
   type: str
 """
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.hub_names import repo_id_problem
+from ansible_collections.datacrunch.sglang.plugins.module_utils.hub.names import repo_id_problem
 
 
 def hub_repo_id_problem(value, variable="sglang_model"):

@@ -39,7 +39,7 @@ _value:
   type: str
 """
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.hub_names import revision_problem
+from ansible_collections.datacrunch.sglang.plugins.module_utils.hub.names import revision_problem
 
 
 def hub_revision_problem(value, variable="sglang_model_revision"):

@@ -44,7 +44,7 @@ _value:
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.rollout import RolloutError, plan_rollout
+from ansible_collections.datacrunch.sglang.plugins.module_utils.plan.rollout import RolloutError, plan_rollout
 
 
 def rollout_batches(hosts, hostvars, batch=1):

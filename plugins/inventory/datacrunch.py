@@ -140,7 +140,8 @@ import hashlib
 from ansible.errors import AnsibleParserError
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils import datacrunch_api, datacrunch_inventory
+from ansible_collections.datacrunch.sglang.plugins.module_utils.datacrunch import api as datacrunch_api
+from ansible_collections.datacrunch.sglang.plugins.module_utils.datacrunch import inventory as datacrunch_inventory
 
 try:
     from ansible.utils.unsafe_proxy import wrap_var as make_unsafe

@@ -76,7 +76,7 @@ _raw:
 from ansible.errors import AnsibleLookupError
 from ansible.plugins.lookup import LookupBase
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.profiles import (
+from ansible_collections.datacrunch.sglang.plugins.module_utils.plan.profiles import (
     ProfileError,
     load_profile_files,
     resolve_profile,

@@ -150,7 +150,8 @@ ssh_banner:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils import datacrunch_api, datacrunch_provision
+from ansible_collections.datacrunch.sglang.plugins.module_utils.datacrunch import api as datacrunch_api
+from ansible_collections.datacrunch.sglang.plugins.module_utils.datacrunch import provision as datacrunch_provision
 
 
 def main():

@@ -107,11 +107,9 @@ reason:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils import (
-    datacrunch_api,
-    datacrunch_images,
-    datacrunch_provision,
-)
+from ansible_collections.datacrunch.sglang.plugins.module_utils.datacrunch import api as datacrunch_api
+from ansible_collections.datacrunch.sglang.plugins.module_utils.datacrunch import images as datacrunch_images
+from ansible_collections.datacrunch.sglang.plugins.module_utils.datacrunch import provision as datacrunch_provision
 
 
 def main():

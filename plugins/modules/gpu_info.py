@@ -214,7 +214,7 @@ seconds:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.gpu_host_probe import SUBSETS, gather
+from ansible_collections.datacrunch.sglang.plugins.module_utils.gpu.host_probe import SUBSETS, gather
 
 
 def main():

@@ -264,7 +264,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.hub import (
+from ansible_collections.datacrunch.sglang.plugins.module_utils.hub.snapshot import (
     CacheLayout,
     HubError,
     SnapshotRequest,
@@ -333,7 +333,7 @@ def main():
         )
     diff = result.pop("diff")
     if p["serve"] and not module.check_mode:
-        from ansible_collections.datacrunch.sglang.plugins.module_utils.hub_peer import PeerServer
+        from ansible_collections.datacrunch.sglang.plugins.module_utils.hub.peer import PeerServer
 
         serve = p["serve"]
         try:

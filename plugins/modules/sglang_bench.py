@@ -327,9 +327,8 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils import bench_report
-from ansible_collections.datacrunch.sglang.plugins.module_utils.atomic_file import replace_file
-from ansible_collections.datacrunch.sglang.plugins.module_utils.bench_runner import (
+from ansible_collections.datacrunch.sglang.plugins.module_utils.bench import report as bench_report
+from ansible_collections.datacrunch.sglang.plugins.module_utils.bench.runner import (
     BenchRunError,
     BenchRunner,
     check_env,
@@ -339,7 +338,8 @@ from ansible_collections.datacrunch.sglang.plugins.module_utils.bench_runner imp
     one_batch_with_server_stopped,
     serving_settings,
 )
-from ansible_collections.datacrunch.sglang.plugins.module_utils.image_ref import ImageRefError, image_version
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common.atomic_file import replace_file
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common.image_ref import ImageRefError, image_version
 
 ARGUMENT_SPEC = {
     "mode": {"type": "str", "choices": ["serving", "one_batch", "report"], "required": True},

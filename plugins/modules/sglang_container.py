@@ -221,13 +221,13 @@ import shutil
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.server_container import (
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.container import (
     DOCKER_ERRORS,
     READY_RECORD_FILE,
     ServerContainer,
     ServerError,
 )
-from ansible_collections.datacrunch.sglang.plugins.module_utils.sglang_http import probe_ready
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.sglang_http import probe_ready
 
 
 def _run(module):

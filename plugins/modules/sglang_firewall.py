@@ -173,8 +173,8 @@ actions:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.nft_host import HostFirewall
-from ansible_collections.datacrunch.sglang.plugins.module_utils.nft_ruleset import FirewallError, FirewallRequest
+from ansible_collections.datacrunch.sglang.plugins.module_utils.firewall.host import HostFirewall
+from ansible_collections.datacrunch.sglang.plugins.module_utils.firewall.ruleset import FirewallError, FirewallRequest
 
 
 def main():

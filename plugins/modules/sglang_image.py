@@ -93,7 +93,7 @@ seconds:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.image_pull import ImagePullError, prefetch_image
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.image_pull import ImagePullError, prefetch_image
 
 try:
     import docker

@@ -115,8 +115,8 @@ log_lines:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.server_container import ServerError
-from ansible_collections.datacrunch.sglang.plugins.module_utils.server_status import server_status
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.container import ServerError
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.status import server_status
 
 
 def main():

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils import bench_runner
+from ansible_collections.datacrunch.sglang.plugins.module_utils.bench import runner as bench_runner
 
 IMAGE = "datacrunch-sglang-lab/debian:bookworm"  # the lab's base image (tests/lab/lab.sh build): python3
 # bench_serving's bar as tqdm draws it without a terminal: one step per finished request, 0.4 s apart.

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils import nvidia_smi as parser
+from ansible_collections.datacrunch.sglang.plugins.module_utils.gpu import nvidia_smi as parser
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STANDIN = REPO_ROOT / "tests/lab/host/nvidia/nvidia_smi.py"

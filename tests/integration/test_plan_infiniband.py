@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils import gpu_checks
-from ansible_collections.datacrunch.sglang.plugins.module_utils import gpu_host_probe as probe
+from ansible_collections.datacrunch.sglang.plugins.module_utils.gpu import checks as gpu_checks
+from ansible_collections.datacrunch.sglang.plugins.module_utils.gpu import host_probe as probe
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "sysfs-infiniband"

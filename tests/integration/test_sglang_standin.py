@@ -38,14 +38,16 @@ from standin_testing import (  # noqa: E402
     wait_for,
 )
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils import bench_output, bench_runner, crash_log  # noqa: E402
-from ansible_collections.datacrunch.sglang.plugins.module_utils import sglang_cli_flags as flags  # noqa: E402
-from ansible_collections.datacrunch.sglang.plugins.module_utils.prometheus_text import (  # noqa: E402
+from ansible_collections.datacrunch.sglang.plugins.module_utils.bench import output as bench_output  # noqa: E402
+from ansible_collections.datacrunch.sglang.plugins.module_utils.bench import runner as bench_runner  # noqa: E402
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common.prometheus_text import (  # noqa: E402
     parse_metrics,
     serving_load,
 )
-from ansible_collections.datacrunch.sglang.plugins.module_utils.sglang_http import probe_ready  # noqa: E402
-from ansible_collections.datacrunch.sglang.plugins.module_utils.startup_progress import (  # noqa: E402
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch import cli_flags as flags  # noqa: E402
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch import crash_log  # noqa: E402
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.sglang_http import probe_ready  # noqa: E402
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.startup_progress import (  # noqa: E402
     startup_progress,
 )
 

@@ -31,7 +31,7 @@ from standin_testing import (  # noqa: E402
     wait_for,
 )
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils import bench_output  # noqa: E402
+from ansible_collections.datacrunch.sglang.plugins.module_utils.bench import output as bench_output  # noqa: E402
 
 BASE_IMAGE = "datacrunch-sglang-lab/debian:bookworm"
 PREFIX = os.environ.get("STANDIN_TEST_PREFIX", "sglang-standin-test")

@@ -1,13 +1,13 @@
-"""module_utils/atomic_file.py: the one way the collection replaces a file (secrets, specs, firewall rules, reports,
-the commit record): the new content with its mode from the first byte, or the old file untouched."""
+"""module_utils/common/atomic_file.py: the one way the collection replaces a file (secrets, specs, firewall rules,
+reports, the commit record): the new content with its mode from the first byte, or the old file untouched."""
 
 import os
 import stat
 
 import pytest
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils import atomic_file
-from ansible_collections.datacrunch.sglang.plugins.module_utils.atomic_file import replace_file
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common import atomic_file
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common.atomic_file import replace_file
 
 
 def mode(path):

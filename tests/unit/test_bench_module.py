@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils import bench_output
+from ansible_collections.datacrunch.sglang.plugins.module_utils.bench import output as bench_output
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULE = ROOT / "plugins" / "modules" / "sglang_bench.py"

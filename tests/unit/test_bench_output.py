@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils import bench_output
-from ansible_collections.datacrunch.sglang.plugins.module_utils.bench_output import BenchOutputError
+from ansible_collections.datacrunch.sglang.plugins.module_utils.bench import output as bench_output
+from ansible_collections.datacrunch.sglang.plugins.module_utils.bench.output import BenchOutputError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "bench"
 

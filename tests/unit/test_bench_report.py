@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils import bench_output, bench_report
-from ansible_collections.datacrunch.sglang.plugins.module_utils.bench_report import BenchReportError
+from ansible_collections.datacrunch.sglang.plugins.module_utils.bench import output as bench_output
+from ansible_collections.datacrunch.sglang.plugins.module_utils.bench import report as bench_report
+from ansible_collections.datacrunch.sglang.plugins.module_utils.bench.report import BenchReportError
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "bench"
@@ -291,7 +292,7 @@ def mtp_run(median_tpot_ms, accept_length):
 
 @pytest.mark.parametrize(("median_tpot_ms", "verdict"), [(12.5, "pass"), (20.98, "miss")])
 def test_mtp_profile_is_judged_by_bench_serving_at_concurrency_one(tmp_path, median_tpot_ms, verdict):
-    from ansible_collections.datacrunch.sglang.plugins.module_utils.profiles import (
+    from ansible_collections.datacrunch.sglang.plugins.module_utils.plan.profiles import (
         load_profile_files,
         resolve_profile,
     )

@@ -9,14 +9,12 @@ import time
 
 import pytest
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils import (
-    bench_runner,
-    launch_spec,
-    profiles,
-    sglang_cli_flags,
-)
-from ansible_collections.datacrunch.sglang.plugins.module_utils.bench_runner import BenchRunError
-from ansible_collections.datacrunch.sglang.plugins.module_utils.secret_files import server_config_yaml
+from ansible_collections.datacrunch.sglang.plugins.module_utils.bench import runner as bench_runner
+from ansible_collections.datacrunch.sglang.plugins.module_utils.bench.runner import BenchRunError
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common.secret_files import server_config_yaml
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch import cli_flags as sglang_cli_flags
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch import spec as launch_spec
+from ansible_collections.datacrunch.sglang.plugins.module_utils.plan import profiles
 
 SERVING_DEFAULTS = {
     "concurrency": [1, 4, 16],

@@ -1,6 +1,6 @@
 """A crash as SGLang 0.5.18/0.5.23 logs it: every rank's first error is found, not only the last lines."""
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.crash_log import (
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.crash_log import (
     crashed,
     describe_exit,
     excerpt,

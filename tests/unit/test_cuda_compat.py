@@ -2,7 +2,7 @@
 
 import pytest
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils import cuda_compat
+from ansible_collections.datacrunch.sglang.plugins.module_utils.gpu import cuda_compat
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils import datacrunch_api
-from ansible_collections.datacrunch.sglang.plugins.module_utils.datacrunch_api import (
+from ansible_collections.datacrunch.sglang.plugins.module_utils.datacrunch import api as datacrunch_api
+from ansible_collections.datacrunch.sglang.plugins.module_utils.datacrunch.api import (
     DataCrunchAPIError,
     DataCrunchClient,
     DataCrunchConfigError,

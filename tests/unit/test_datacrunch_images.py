@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.datacrunch_api import DataCrunchClient, resolve_settings
-from ansible_collections.datacrunch.sglang.plugins.module_utils.datacrunch_images import (
+from ansible_collections.datacrunch.sglang.plugins.module_utils.datacrunch.api import DataCrunchClient, resolve_settings
+from ansible_collections.datacrunch.sglang.plugins.module_utils.datacrunch.images import (
     ImageChoiceError,
     choose_os_image,
     os_image_cuda,

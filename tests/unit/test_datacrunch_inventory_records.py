@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils import datacrunch_inventory
-from ansible_collections.datacrunch.sglang.plugins.module_utils.datacrunch_inventory import (
+from ansible_collections.datacrunch.sglang.plugins.module_utils.datacrunch import inventory as datacrunch_inventory
+from ansible_collections.datacrunch.sglang.plugins.module_utils.datacrunch.inventory import (
     InventoryOptions,
     build_hosts,
 )

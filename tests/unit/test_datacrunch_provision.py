@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils import datacrunch_provision
-from ansible_collections.datacrunch.sglang.plugins.module_utils.datacrunch_api import (
+from ansible_collections.datacrunch.sglang.plugins.module_utils.datacrunch import provision as datacrunch_provision
+from ansible_collections.datacrunch.sglang.plugins.module_utils.datacrunch.api import (
     DataCrunchClient,
     DataCrunchError,
     resolve_settings,
 )
-from ansible_collections.datacrunch.sglang.plugins.module_utils.datacrunch_provision import (
+from ansible_collections.datacrunch.sglang.plugins.module_utils.datacrunch.provision import (
     ProvisionError,
     ensure_cluster,
     ensure_instance,

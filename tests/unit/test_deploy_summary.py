@@ -19,7 +19,7 @@ PLAYBOOK = """
     sglang_server_public_endpoint: http://10.211.4.11:30000
     sglang_launch_spec: {model: datacrunch-lab/tiny-deepseek-r1, revision: 3708d8ea286d0c3779da69819147dd2b2c171273,
                          image: "localhost/sglang-standin:v0.5.18", nnodes: 1}
-    sglang_server_round:
+    __sglang_server_round:
       seconds_to_ready: 12.6
       smoke: {prompt: "Reply with the single word: ready.", reply: "  <think>\\nOK.\\n</think>\\n\\nready",
               latency_s: 0.25, usage: {completion_tokens: 9}}

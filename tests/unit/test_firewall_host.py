@@ -9,9 +9,9 @@ import re
 
 import pytest
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils import nft_persist
-from ansible_collections.datacrunch.sglang.plugins.module_utils.nft_host import STATE_FILE, HostFirewall
-from ansible_collections.datacrunch.sglang.plugins.module_utils.nft_ruleset import FirewallError, FirewallRequest
+from ansible_collections.datacrunch.sglang.plugins.module_utils.firewall import persist as nft_persist
+from ansible_collections.datacrunch.sglang.plugins.module_utils.firewall.host import STATE_FILE, HostFirewall
+from ansible_collections.datacrunch.sglang.plugins.module_utils.firewall.ruleset import FirewallError, FirewallRequest
 
 RULES_FILE = "/etc/nftables.d/datacrunch-sglang.nft"
 IP_ADDR = json.dumps(

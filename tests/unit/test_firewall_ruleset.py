@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.nft_ruleset import (
+from ansible_collections.datacrunch.sglang.plugins.module_utils.firewall.ruleset import (
     FirewallError,
     FirewallRequest,
     HostNetwork,

@@ -6,7 +6,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.fleet_plan import (
+from ansible_collections.datacrunch.sglang.plugins.module_utils.plan.fleet_plan import (
     PlanError,
     hub_commit,
     member_address,

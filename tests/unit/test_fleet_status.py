@@ -1,6 +1,10 @@
 """The fleet table: rows per host, units judged whole."""
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.fleet_status import fleet_rows, fleet_table, unit_health
+from ansible_collections.datacrunch.sglang.plugins.module_utils.plan.fleet_status import (
+    fleet_rows,
+    fleet_table,
+    unit_health,
+)
 
 SOLO = {"state": "running", "ready": True, "rank": "0", "cluster": "", "model": "m", "profile": "p", "image": "i",
         "uptime_s": 3725, "running_requests": 2.0, "queued_requests": 0.0, "gpu_memory_used_mib": 1024}

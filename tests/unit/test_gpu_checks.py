@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils import gpu_checks, nvidia_smi
+from ansible_collections.datacrunch.sglang.plugins.module_utils.gpu import checks as gpu_checks
+from ansible_collections.datacrunch.sglang.plugins.module_utils.gpu import nvidia_smi
 
 STANDIN = Path(__file__).resolve().parents[1] / "fixtures" / "nvidia-smi" / "nvidia-smi-standin"
 GIB = 1024**3
@@ -396,7 +397,7 @@ def test_table_lists_fixes_of_failures(healthy, req, monkeypatch):
 def test_role_default_image_is_the_launch_default():
     import yaml
 
-    from ansible_collections.datacrunch.sglang.plugins.module_utils.image_ref import DEFAULT_SGLANG_IMAGE
+    from ansible_collections.datacrunch.sglang.plugins.module_utils.common.image_ref import DEFAULT_SGLANG_IMAGE
 
     role_vars = Path(__file__).resolve().parents[2] / "roles" / "gpu_host" / "vars" / "main.yml"
     assert yaml.safe_load(role_vars.read_text())["gpu_host_default_image"] == DEFAULT_SGLANG_IMAGE

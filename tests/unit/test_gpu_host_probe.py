@@ -5,8 +5,8 @@ import socket
 import threading
 from pathlib import Path
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils import gpu_host_probe as probe
-from ansible_collections.datacrunch.sglang.plugins.module_utils import tcp_listeners
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common import tcp_listeners
+from ansible_collections.datacrunch.sglang.plugins.module_utils.gpu import host_probe as probe
 
 STANDIN = Path(__file__).resolve().parents[1] / "fixtures" / "nvidia-smi" / "nvidia-smi-standin"
 

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.hub_names import (
+from ansible_collections.datacrunch.sglang.plugins.module_utils.hub.names import (
     REPO_ID_RULE,
     REVISION_RULE,
     repo_id_problem,

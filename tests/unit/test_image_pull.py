@@ -3,8 +3,8 @@
 import pytest
 from docker.errors import APIError, ImageNotFound
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils import image_pull
-from ansible_collections.datacrunch.sglang.plugins.module_utils.gpu_checks import container_gpus_check
+from ansible_collections.datacrunch.sglang.plugins.module_utils.gpu.checks import container_gpus_check
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch import image_pull
 
 REGISTRY_IMAGE = "lab-registry.test:18093/sglang-standin:v0.5.18"
 

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.launch_spec import (
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.spec import (
     LABEL_COLLECTION_VERSION,
     LABEL_SPEC_HASH,
     LaunchRequest,
@@ -16,7 +16,7 @@ from ansible_collections.datacrunch.sglang.plugins.module_utils.launch_spec impo
     build_launch_spec,
     docker_run_command,
 )
-from ansible_collections.datacrunch.sglang.plugins.module_utils.profiles import (
+from ansible_collections.datacrunch.sglang.plugins.module_utils.plan.profiles import (
     load_profile_files,
     resolve_profile,
     shipped_profiles_dir,
@@ -360,7 +360,7 @@ def test_sglang_tuning_variables_pass_the_env_rule(version):
 
 @pytest.mark.parametrize("version", ["0.5.18", "0.5.23"])
 def test_sglang_variables_the_spec_sets_are_read_by_that_version(version):
-    from ansible_collections.datacrunch.sglang.plugins.module_utils.sglang_cli_flags import SGLANG_ENV_NAMES
+    from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.cli_flags import SGLANG_ENV_NAMES
 
     spec = build_launch_spec(request("deepseek-r1-tp16", count=2, image="lmsysorg/sglang:v%s" % version))
     rendered = sorted(name for name in spec["env"] if name.startswith("SGLANG_"))

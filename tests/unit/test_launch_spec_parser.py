@@ -11,19 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.launch_spec import (
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.cli_flags import supported_versions
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.spec import (
     CONTAINER_SECRETS_DIR,
     SERVER_CONFIG_FILE,
     LaunchRequest,
     Node,
     build_launch_spec,
 )
-from ansible_collections.datacrunch.sglang.plugins.module_utils.profiles import (
+from ansible_collections.datacrunch.sglang.plugins.module_utils.plan.profiles import (
     load_profile_files,
     resolve_profile,
     shipped_profiles_dir,
 )
-from ansible_collections.datacrunch.sglang.plugins.module_utils.sglang_cli_flags import supported_versions
 
 PARSER_DIR = Path(__file__).resolve().parents[1] / "sglang_parser"
 sys.path.insert(0, str(PARSER_DIR))

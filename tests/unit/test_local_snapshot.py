@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.local_snapshot import snapshot_problem
+from ansible_collections.datacrunch.sglang.plugins.module_utils.hub.local_snapshot import snapshot_problem
 
 REPO = "org/model"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

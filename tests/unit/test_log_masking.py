@@ -4,7 +4,8 @@ masks the key before it shows anything (failure evidence of a launch, status and
 The log line is SGLang 0.5.18's own start-up line (sglang/srt/entrypoints/engine.py: logger.info(f"{server_args=}")).
 """
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils import server_container, server_status
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch import container as server_container
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch import status as server_status
 
 KEY = "sk-live-0123456789abcdef"
 LOG = (

@@ -8,15 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils import gpu_checks, nccl_ib
-from ansible_collections.datacrunch.sglang.plugins.module_utils import gpu_host_probe as probe
-from ansible_collections.datacrunch.sglang.plugins.module_utils.launch_spec import (
+from ansible_collections.datacrunch.sglang.plugins.module_utils.gpu import checks as gpu_checks
+from ansible_collections.datacrunch.sglang.plugins.module_utils.gpu import host_probe as probe
+from ansible_collections.datacrunch.sglang.plugins.module_utils.gpu import nccl_ib
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.spec import (
     LaunchRequest,
     LaunchSpecError,
     Node,
     build_launch_spec,
 )
-from ansible_collections.datacrunch.sglang.plugins.module_utils.profiles import (
+from ansible_collections.datacrunch.sglang.plugins.module_utils.plan.profiles import (
     load_profile_files,
     resolve_profile,
     shipped_profiles_dir,

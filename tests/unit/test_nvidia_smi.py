@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils import nvidia_smi
-from ansible_collections.datacrunch.sglang.plugins.module_utils.nvidia_smi import NvidiaSmiError
+from ansible_collections.datacrunch.sglang.plugins.module_utils.gpu import nvidia_smi
+from ansible_collections.datacrunch.sglang.plugins.module_utils.gpu.nvidia_smi import NvidiaSmiError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "nvidia-smi"
 STANDIN = FIXTURES / "nvidia-smi-standin"

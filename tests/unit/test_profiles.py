@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.profiles import (
+from ansible_collections.datacrunch.sglang.plugins.module_utils.plan.profiles import (
     ProfileError,
     load_profile_files,
     resolve_profile,
@@ -91,7 +91,7 @@ def test_collection_version_matches_galaxy():
 @pytest.mark.parametrize("name", sorted(SHIPPED))
 def test_speculative_profiles_are_judged_by_bench_serving_against_a_published_figure(name):
     """bench_one_batch decodes without speculation: a speculative profile expects no figure from it."""
-    from ansible_collections.datacrunch.sglang.plugins.module_utils.profiles import speculative_algorithm
+    from ansible_collections.datacrunch.sglang.plugins.module_utils.plan.profiles import speculative_algorithm
 
     profile = resolve_profile(name, SHIPPED)
     if not speculative_algorithm(profile):
@@ -103,7 +103,7 @@ def test_speculative_profiles_are_judged_by_bench_serving_against_a_published_fi
 
 
 def test_mtp_profile_is_speculative():
-    from ansible_collections.datacrunch.sglang.plugins.module_utils.profiles import speculative_algorithm
+    from ansible_collections.datacrunch.sglang.plugins.module_utils.plan.profiles import speculative_algorithm
 
     assert speculative_algorithm(resolve_profile("deepseek-r1-mtp", SHIPPED)) == "EAGLE"
     assert speculative_algorithm(resolve_profile("deepseek-r1", SHIPPED)) is None

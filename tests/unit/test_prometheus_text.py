@@ -1,7 +1,10 @@
 """SGLang's /metrics read by meaning: one series per DP rank with DP attention, priority breakdowns beside totals."""
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.fleet_status import fleet_rows
-from ansible_collections.datacrunch.sglang.plugins.module_utils.prometheus_text import parse_metrics, serving_load
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common.prometheus_text import (
+    parse_metrics,
+    serving_load,
+)
+from ansible_collections.datacrunch.sglang.plugins.module_utils.plan.fleet_status import fleet_rows
 
 
 def _rank_labels(rank, priority=None):

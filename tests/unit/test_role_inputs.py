@@ -12,7 +12,7 @@ from ansible_collections.datacrunch.sglang.plugins.action.sglang_inputs import (
     unit_errors,
     unknown_extra_vars,
 )
-from ansible_collections.datacrunch.sglang.plugins.module_utils.role_inputs import api_key_error, check_role_inputs
+from ansible_collections.datacrunch.sglang.plugins.module_utils.plan.role_inputs import api_key_error, check_role_inputs
 
 ROLES = Path(__file__).resolve().parents[2] / "roles"
 SPECS = role_specs(DEPLOY_ROLES)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.rollout import (
+from ansible_collections.datacrunch.sglang.plugins.module_utils.plan.rollout import (
     RolloutError,
     batch_size,
     plan_rollout,

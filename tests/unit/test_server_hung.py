@@ -11,8 +11,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils import server_container
-from ansible_collections.datacrunch.sglang.plugins.module_utils.server_container import (
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch import container as server_container
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.container import (
     READY_RECORD_FILE,
     ServerContainer,
 )

@@ -1,6 +1,6 @@
 """The start-up step a person sees while SGLang loads, read from log lines in the format SGLang 0.5.18/0.5.23 print."""
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.startup_progress import startup_progress
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.startup_progress import startup_progress
 
 # Lines as SGLang prints them (format strings from the pinned versions' source; see the module's docstring).
 INIT = "[2026-12-03 10:00:01 TP0] Init torch distributed begin."

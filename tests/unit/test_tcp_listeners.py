@@ -1,12 +1,12 @@
-"""module_utils/tcp_listeners.py, the one port-owner probe (the preflight and the launch both ask it), against this
-machine's real /proc: a socket this test opens is found with its process; a closed port has no listener."""
+"""module_utils/common/tcp_listeners.py, the one port-owner probe (the preflight and the launch both ask it), against
+this machine's real /proc: a socket this test opens is found with its process; a closed port has no listener."""
 
 import os
 import socket
 
 import pytest
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils import tcp_listeners
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common import tcp_listeners
 
 
 def listening(family=socket.AF_INET, address="127.0.0.1"):

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the SGLang TEST STAND-IN images localhost/sglang-standin:v<version> (not SGLang: see README.md) for every
-# version in plugins/module_utils/sglang_cli_flags.py, FROM datacrunch-sglang-lab/debian:bookworm.
+# version in plugins/module_utils/launch/cli_flags.py, FROM datacrunch-sglang-lab/debian:bookworm.
 # Idempotent: an image whose sglang-standin.inputs-sha256 label matches its inputs (this folder's files, the flag
 # data, the base image, the version) is left as it is. Usage: build.sh [--force] [VERSION...]
 set -euo pipefail
@@ -9,7 +9,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../../.." && pwd)
 base=datacrunch-sglang-lab/debian:bookworm
 repo=localhost/sglang-standin
-flags="$root/plugins/module_utils/sglang_cli_flags.py"
+flags="$root/plugins/module_utils/launch/cli_flags.py"
 force=false
 if [ "${1:-}" = "--force" ]; then force=true; shift; fi
 

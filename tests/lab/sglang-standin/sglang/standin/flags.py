@@ -1,6 +1,6 @@
 """Test stand-in (not SGLang): SGLang's command-line parsers rebuilt from the flag data generated from them.
 
-The data is plugins/module_utils/sglang_cli_flags.py, produced by tests/sglang_parser/generate_flags.py from SGLang's
+The data is plugins/module_utils/launch/cli_flags.py, produced by tests/sglang_parser/generate_flags.py from SGLang's
 own argparse definitions; the image carries a copy next to this file. Rebuilding argparse from it gives the same
 accepted flags, abbreviations, choices, types, deprecation warnings and error messages as the real parser of the
 version played. The --config YAML merge follows SGLang's ConfigArgumentMerger with the version's boolean sets.
@@ -28,7 +28,7 @@ SERVER_PROG = "sglang serve"
 def _load_data():
     candidates = [os.environ.get("SGLANG_STANDIN_FLAGS_FILE", ""), str(HERE / "sglang_cli_flags.py")]
     # In the checkout: tests/lab/sglang-standin/sglang/standin -> plugins/module_utils
-    candidates.append(str(HERE.parents[4] / "plugins" / "module_utils" / "sglang_cli_flags.py"))
+    candidates.append(str(HERE.parents[4] / "plugins" / "module_utils" / "launch" / "cli_flags.py"))
     for candidate in candidates:
         if candidate and Path(candidate).is_file():
             spec = importlib.util.spec_from_file_location("sglang_standin_cli_flags", candidate)

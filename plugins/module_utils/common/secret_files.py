@@ -16,7 +16,7 @@ import json
 import os
 import secrets
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.atomic_file import replace_file
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common.atomic_file import replace_file
 
 SALT_FILE = ".digest-salt"
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.atomic_file import replace_file
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common.atomic_file import replace_file
 
 NFTABLES_CONF = "/etc/nftables.conf"
 UNIT_NAME = "datacrunch-sglang-firewall.service"

@@ -13,7 +13,10 @@ from urllib.parse import urlsplit
 
 from ansible.module_utils.urls import open_url
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.prometheus_text import parse_metrics, serving_load
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common.prometheus_text import (
+    parse_metrics,
+    serving_load,
+)
 
 # /health_generate runs a one-token generation with SGLang's own 20 s timeout: wait longer than that.
 PROBE_TIMEOUT = 30

@@ -33,8 +33,8 @@ fabric                        {busbw_gbps, min_busbw_gbps, size_bytes, ...} from
 
 from __future__ import annotations
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils import cuda_compat, nccl_ib
-from ansible_collections.datacrunch.sglang.plugins.module_utils.network_address import is_private_address
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common.network_address import is_private_address
+from ansible_collections.datacrunch.sglang.plugins.module_utils.gpu import cuda_compat, nccl_ib
 
 PASS, FAIL, WARN, SKIP, DEGRADED = "pass", "fail", "warn", "skip", "degraded"
 GIB = 1024**3

@@ -34,9 +34,9 @@ import json
 import os
 import re
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.atomic_file import replace_file
-from ansible_collections.datacrunch.sglang.plugins.module_utils.bench_output import PER_USER_DECODE
-from ansible_collections.datacrunch.sglang.plugins.module_utils.image_ref import ImageRefError, parse_image_ref
+from ansible_collections.datacrunch.sglang.plugins.module_utils.bench.output import PER_USER_DECODE
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common.atomic_file import replace_file
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common.image_ref import ImageRefError, parse_image_ref
 
 SCHEMA_VERSION = 1
 ONE_BATCH = "bench_one_batch"

@@ -7,8 +7,8 @@ The content goes into a temporary file in the same directory, which has the fina
 secret is never readable by others, not even for a moment) and then takes the file's place in one rename. A failure
 leaves the old file as it was and no temporary file behind.
 
-The Hugging Face cache's own files (refs, links, the download's progress) are written by module_utils/hub.py the way
-huggingface_hub writes them, under the process's umask, and do not use this.
+The Hugging Face cache's own files (refs, links, the download's progress) are written by module_utils/hub/snapshot.py
+the way huggingface_hub writes them, under the process's umask, and do not use this.
 """
 
 from __future__ import annotations

@@ -17,24 +17,24 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils import nccl_ib
-from ansible_collections.datacrunch.sglang.plugins.module_utils.env_names import EnvNameError, check_env_name
-from ansible_collections.datacrunch.sglang.plugins.module_utils.image_ref import (
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common.image_ref import (
     DEFAULT_SGLANG_IMAGE,
     ImageRefError,
     image_version,
     parse_image_ref,
 )
-from ansible_collections.datacrunch.sglang.plugins.module_utils.network_address import (
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common.network_address import (
     is_ip_address,
     is_private_address,
 )
-from ansible_collections.datacrunch.sglang.plugins.module_utils.role_inputs import address_error, docker_size_error
-from ansible_collections.datacrunch.sglang.plugins.module_utils.sglang_flags import (
+from ansible_collections.datacrunch.sglang.plugins.module_utils.gpu import nccl_ib
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.env_names import EnvNameError, check_env_name
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.flags import (
     FlagError,
     FlagTable,
     supported_versions,
 )
+from ansible_collections.datacrunch.sglang.plugins.module_utils.plan.role_inputs import address_error, docker_size_error
 
 LABEL_PREFIX = "datacrunch.sglang."
 LABEL_SPEC_HASH = LABEL_PREFIX + "spec-hash"

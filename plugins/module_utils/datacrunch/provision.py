@@ -14,7 +14,7 @@ import time
 
 from ansible.module_utils.basic import env_fallback
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.datacrunch_api import (
+from ansible_collections.datacrunch.sglang.plugins.module_utils.datacrunch.api import (
     BASE_URL_ENV,
     CLIENT_ID_ENV,
     CLIENT_SECRET_ENV,

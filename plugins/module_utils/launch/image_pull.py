@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import time
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.gpu_checks import PASS, container_gpus_check
-from ansible_collections.datacrunch.sglang.plugins.module_utils.gpu_docker import DockerClient, gpu_probe, socket_path
-from ansible_collections.datacrunch.sglang.plugins.module_utils.image_ref import parse_image_ref
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common.image_ref import parse_image_ref
+from ansible_collections.datacrunch.sglang.plugins.module_utils.gpu.checks import PASS, container_gpus_check
+from ansible_collections.datacrunch.sglang.plugins.module_utils.gpu.docker_engine import (
+    DockerClient,
+    gpu_probe,
+    socket_path,
+)
 
 try:
     from docker.errors import APIError, DockerException, ImageNotFound

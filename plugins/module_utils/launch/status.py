@@ -10,16 +10,19 @@ import os
 import shutil
 import time
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils import host_command
-from ansible_collections.datacrunch.sglang.plugins.module_utils.launch_spec import LABEL_PREFIX
-from ansible_collections.datacrunch.sglang.plugins.module_utils.prometheus_text import parse_metrics, serving_load
-from ansible_collections.datacrunch.sglang.plugins.module_utils.secret_files import redact
-from ansible_collections.datacrunch.sglang.plugins.module_utils.server_container import (
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common import host_command
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common.prometheus_text import (
+    parse_metrics,
+    serving_load,
+)
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common.secret_files import redact
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.container import (
     SPEC_FILE,
     ServerError,
     parse_docker_time,
 )
-from ansible_collections.datacrunch.sglang.plugins.module_utils.sglang_http import probe_ready, request
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.sglang_http import probe_ready, request
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.spec import LABEL_PREFIX
 
 try:
     import docker

@@ -18,7 +18,7 @@ import re
 import shutil
 import xml.etree.ElementTree as ET
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils import host_command
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common import host_command
 
 # Where nvidia-smi lives when PATH is minimal (e.g. a login-less Ansible connection).
 NVIDIA_SMI_DIRS = ("/usr/bin", "/usr/local/bin", "/usr/local/nvidia/bin", "/usr/sbin", "/bin", "/opt/nvidia/bin")

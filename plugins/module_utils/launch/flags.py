@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.sglang_cli_flags import (
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.cli_flags import (
     SGLANG_CLI_FLAGS,
     canonical_flag,
     flag_spec,

@@ -36,7 +36,7 @@ from fnmatch import fnmatch
 from typing import Any, Callable, Dict, List, Optional
 from urllib.parse import urlsplit
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.hub_ranged import (
+from ansible_collections.datacrunch.sglang.plugins.module_utils.hub.ranged import (
     STALE_SECONDS,
     HTTPRanges,
     PartFile,

@@ -44,7 +44,7 @@ class ProfileError(ValueError):
 def shipped_profiles_dir():
     """The profiles shipped in roles/sglang_server/vars/profiles of this collection."""
     here = os.path.dirname(os.path.abspath(__file__))
-    return os.path.normpath(os.path.join(here, "..", "..", "roles", "sglang_server", "vars", "profiles"))
+    return os.path.normpath(os.path.join(here, "..", "..", "..", "roles", "sglang_server", "vars", "profiles"))
 
 
 def load_profile_files(directory):

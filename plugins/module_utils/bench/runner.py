@@ -28,31 +28,31 @@ import threading
 import time
 import uuid
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.bench_output import (
+from ansible_collections.datacrunch.sglang.plugins.module_utils.bench.output import (
     BenchOutputError,
     one_batch_result,
     serving_result,
 )
-from ansible_collections.datacrunch.sglang.plugins.module_utils.bench_report import utc_now
-from ansible_collections.datacrunch.sglang.plugins.module_utils.crash_log import excerpt, root_cause
-from ansible_collections.datacrunch.sglang.plugins.module_utils.env_names import EnvNameError
-from ansible_collections.datacrunch.sglang.plugins.module_utils.env_names import check_env as check_env_names
-from ansible_collections.datacrunch.sglang.plugins.module_utils.launch_spec import (
-    CONTAINER_SECRETS_DIR,
-    LABEL_PREFIX,
-    SERVER_CONFIG_FILE,
+from ansible_collections.datacrunch.sglang.plugins.module_utils.bench.report import utc_now
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common.secret_files import redact
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.cli_flags import (
+    SGLANG_BENCH_FLAGS,
+    SGLANG_CLI_FLAGS,
 )
-from ansible_collections.datacrunch.sglang.plugins.module_utils.secret_files import redact
-from ansible_collections.datacrunch.sglang.plugins.module_utils.server_container import (
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.container import (
     SPEC_FILE,
     ServerContainer,
     ServerError,
 )
-from ansible_collections.datacrunch.sglang.plugins.module_utils.sglang_cli_flags import (
-    SGLANG_BENCH_FLAGS,
-    SGLANG_CLI_FLAGS,
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.crash_log import excerpt, root_cause
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.env_names import EnvNameError
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.env_names import check_env as check_env_names
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.sglang_http import probe_ready
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.spec import (
+    CONTAINER_SECRETS_DIR,
+    LABEL_PREFIX,
+    SERVER_CONFIG_FILE,
 )
-from ansible_collections.datacrunch.sglang.plugins.module_utils.sglang_http import probe_ready
 
 try:
     import docker

@@ -18,7 +18,7 @@ import re
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.parsing.convert_bool import boolean
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.nft_ruleset import FirewallRequest, input_problems
+from ansible_collections.datacrunch.sglang.plugins.module_utils.firewall.ruleset import FirewallRequest, input_problems
 
 # Docker's size grammar as the docker SDK reads it (docker/utils/utils.py parse_bytes): digits with an optional
 # fraction, an optional unit b, k, m or g, and an optional trailing b ("32g", "32gb", "512m").

@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, List, Optional
 from urllib.parse import unquote, urlsplit
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.hub import CacheLayout, RemoteFile
+from ansible_collections.datacrunch.sglang.plugins.module_utils.hub.snapshot import CacheLayout, RemoteFile
 
 CHUNK = 4 * 1024 * 1024
 RANGE_RE = re.compile(r"^bytes=(\d+)-(\d*)$")

@@ -25,9 +25,9 @@ from types import SimpleNamespace
 from ansible.module_utils.urls import ConnectionError as UrlConnectionError
 from ansible.module_utils.urls import open_url
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.atomic_file import replace_file
-from ansible_collections.datacrunch.sglang.plugins.module_utils.gpu_checks import private_address
-from ansible_collections.datacrunch.sglang.plugins.module_utils.launch_spec import LaunchSpecError, Node, assign_ranks
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common.atomic_file import replace_file
+from ansible_collections.datacrunch.sglang.plugins.module_utils.gpu.checks import private_address
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.spec import LaunchSpecError, Node, assign_ranks
 
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 DEFAULT_HUB = "https://huggingface.co"

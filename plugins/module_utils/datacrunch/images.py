@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import re
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils import cuda_compat
-from ansible_collections.datacrunch.sglang.plugins.module_utils.datacrunch_api import DataCrunchError
-from ansible_collections.datacrunch.sglang.plugins.module_utils.image_ref import DEFAULT_SGLANG_IMAGE
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common.image_ref import DEFAULT_SGLANG_IMAGE
+from ansible_collections.datacrunch.sglang.plugins.module_utils.datacrunch.api import DataCrunchError
+from ansible_collections.datacrunch.sglang.plugins.module_utils.gpu import cuda_compat
 
 _OS_CUDA = re.compile(r"(?:^|-)cuda-?(\d+)\.(\d+)(?=-|$)")
 _OS_UBUNTU = re.compile(r"ubuntu-(\d+)\.(\d+)")

@@ -23,7 +23,7 @@ from __future__ import annotations
 import difflib
 import re
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.sglang_cli_flags import (
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.cli_flags import (
     SGLANG_ENV_NAMES,
     SGLANG_ENV_REMOVED,
 )

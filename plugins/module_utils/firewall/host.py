@@ -17,9 +17,9 @@ import os
 import shutil
 import tempfile
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.atomic_file import replace_file
-from ansible_collections.datacrunch.sglang.plugins.module_utils.nft_persist import Persistence
-from ansible_collections.datacrunch.sglang.plugins.module_utils.nft_ruleset import (
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common.atomic_file import replace_file
+from ansible_collections.datacrunch.sglang.plugins.module_utils.firewall.persist import Persistence
+from ansible_collections.datacrunch.sglang.plugins.module_utils.firewall.ruleset import (
     FirewallError,
     HostNetwork,
     load_script,

@@ -16,18 +16,8 @@ import os
 import socket
 import time
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.atomic_file import replace_file
-from ansible_collections.datacrunch.sglang.plugins.module_utils.crash_log import describe_exit, excerpt
-from ansible_collections.datacrunch.sglang.plugins.module_utils.image_pull import ImagePullError, ensure_image
-from ansible_collections.datacrunch.sglang.plugins.module_utils.launch_spec import (
-    LABEL_PREFIX,
-    LABEL_SECRETS_DIGEST,
-    LABEL_SPEC_HASH,
-    SERVER_CONFIG_FILE,
-    spec_hash,
-)
-from ansible_collections.datacrunch.sglang.plugins.module_utils.local_snapshot import snapshot_problem
-from ansible_collections.datacrunch.sglang.plugins.module_utils.secret_files import (
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common.atomic_file import replace_file
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common.secret_files import (
     ensure_private_dir,
     host_salt,
     redact,
@@ -36,14 +26,24 @@ from ansible_collections.datacrunch.sglang.plugins.module_utils.secret_files imp
     server_config_yaml,
     write_private_file,
 )
-from ansible_collections.datacrunch.sglang.plugins.module_utils.sglang_http import (
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common.tcp_listeners import listeners, process_ancestors
+from ansible_collections.datacrunch.sglang.plugins.module_utils.hub.local_snapshot import snapshot_problem
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.crash_log import describe_exit, excerpt
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.image_pull import ImagePullError, ensure_image
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.sglang_http import (
     port_open,
     probe_ready,
     smoke,
     wait_drained,
 )
-from ansible_collections.datacrunch.sglang.plugins.module_utils.startup_progress import startup_progress
-from ansible_collections.datacrunch.sglang.plugins.module_utils.tcp_listeners import listeners, process_ancestors
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.spec import (
+    LABEL_PREFIX,
+    LABEL_SECRETS_DIGEST,
+    LABEL_SPEC_HASH,
+    SERVER_CONFIG_FILE,
+    spec_hash,
+)
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.startup_progress import startup_progress
 
 try:
     import docker

@@ -25,12 +25,14 @@ import struct
 import threading
 import time
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils import gpu_docker, host_command, nvidia_smi
-from ansible_collections.datacrunch.sglang.plugins.module_utils.network_address import is_private_address
-from ansible_collections.datacrunch.sglang.plugins.module_utils.tcp_listeners import (
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common import host_command
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common.network_address import is_private_address
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common.tcp_listeners import (
     listening_sockets,
     socket_owners,
 )
+from ansible_collections.datacrunch.sglang.plugins.module_utils.gpu import docker_engine as gpu_docker
+from ansible_collections.datacrunch.sglang.plugins.module_utils.gpu import nvidia_smi
 
 SUBSETS = ("gpu", "toolkit", "docker", "storage", "ports", "network")
 OUR_LABEL_PREFIX = "datacrunch.sglang."
