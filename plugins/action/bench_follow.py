@@ -10,9 +10,9 @@ import json
 import time
 
 from ansible.errors import AnsibleActionFail
-from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
-from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
+
+from ansible_collections.datacrunch.sglang.plugins.plugin_utils.controller_action import ControllerAction
 
 ARGUMENT_SPEC = {
     "jid": {"type": "str", "required": True},
@@ -36,15 +36,14 @@ def progress_line(host, progress):
     return line + (": %s" % progress["state"] if progress.get("state") in ENDED else "")
 
 
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
+class ActionModule(ControllerAction):
+    NAME = "bench_follow"
+    ARGUMENT_SPEC = ARGUMENT_SPEC
+    _requires_connection = True
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
-        validation = ArgumentSpecValidator(ARGUMENT_SPEC).validate(self._task.args)
-        if validation.error_messages:
-            raise AnsibleActionFail("bench_follow: %s" % "; ".join(validation.error_messages))
-        args = validation.validated_parameters
+        args = self.task_args()
         host = (task_vars or {}).get("inventory_hostname", "?")
         async_dir = self._remote_expand_user(self.get_shell_option("async_dir", default="~/.ansible_async"))
         interval = max(1, args["interval"])

@@ -8,11 +8,10 @@ from __future__ import annotations
 import os
 
 from ansible.errors import AnsibleActionFail
-from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.common.text.converters import to_bytes
-from ansible.plugins.action import ActionBase
 
 from ansible_collections.datacrunch.sglang.plugins.module_utils.common.atomic_file import replace_file
+from ansible_collections.datacrunch.sglang.plugins.plugin_utils.controller_action import ControllerAction
 
 ARGUMENT_SPEC = {
     "path": {"type": "path", "required": True},
@@ -29,16 +28,13 @@ def _mode(value, name):
         raise AnsibleActionFail("controller_file: %s=%r is not an octal mode such as '0644'" % (name, value)) from None
 
 
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
-    _requires_connection = False
+class ActionModule(ControllerAction):
+    NAME = "controller_file"
+    ARGUMENT_SPEC = ARGUMENT_SPEC
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
-        validation = ArgumentSpecValidator(ARGUMENT_SPEC).validate(self._task.args)
-        if validation.error_messages:
-            raise AnsibleActionFail("controller_file: %s" % "; ".join(validation.error_messages))
-        args = validation.validated_parameters
+        args = self.task_args()
         path = os.path.abspath(os.path.expanduser(args["path"]))
         data = to_bytes(args["content"])
         mode = _mode(args["mode"], "mode")

@@ -5,10 +5,9 @@
 
 from __future__ import annotations
 
-from ansible.errors import AnsibleActionFail
-from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
-from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
+
+from ansible_collections.datacrunch.sglang.plugins.plugin_utils.controller_action import ControllerAction
 
 ARGUMENT_SPEC = {
     "text": {"type": "raw", "required": True},
@@ -25,16 +24,13 @@ def text_lines(text):
     return text.splitlines() if text else []
 
 
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
-    _requires_connection = False
+class ActionModule(ControllerAction):
+    NAME = "print_text"
+    ARGUMENT_SPEC = ARGUMENT_SPEC
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
-        validation = ArgumentSpecValidator(ARGUMENT_SPEC).validate(self._task.args)
-        if validation.error_messages:
-            raise AnsibleActionFail("print_text: %s" % "; ".join(validation.error_messages))
-        args = validation.validated_parameters
+        args = self.task_args()
         lines = text_lines(args["text"])
         if lines and args["warning"]:
             Display().warning("\n".join(lines))

@@ -11,8 +11,6 @@ import re
 
 from ansible import context
 from ansible.errors import AnsibleActionFail, AnsibleError
-from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
-from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
 from ansible_collections.datacrunch.sglang.plugins.module_utils.plan.role_inputs import check_role_inputs
@@ -22,6 +20,8 @@ try:
 except ImportError:  # pragma: no cover - PyPI's PyYAML ships libyaml
     from yaml import SafeLoader
 import yaml
+
+from ansible_collections.datacrunch.sglang.plugins.plugin_utils.controller_action import ControllerAction
 
 ROLES_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "roles")
 DEPLOY_ROLES = ["sglang", "gpu_host", "sglang_firewall", "host_venv", "model_cache", "sglang_server", "sglang_tls"]
@@ -129,9 +129,9 @@ def unit_errors(groups, hostvars, play_hosts, forks):
     return errors
 
 
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
-    _requires_connection = False
+class ActionModule(ControllerAction):
+    NAME = "sglang_inputs"
+    ARGUMENT_SPEC = ARGUMENT_SPEC
 
     def _user_values(self, names, task_vars):
         values = {}
@@ -150,10 +150,7 @@ class ActionModule(ActionBase):
         task_vars = task_vars or {}
         for warning in unknown_extra_vars(context.CLIARGS.get("extra_vars"), known_names()):
             Display().warning(warning)  # Display repeats no warning: one line per variable, not one per host
-        validation = ArgumentSpecValidator(ARGUMENT_SPEC).validate(self._task.args)
-        if validation.error_messages:
-            raise AnsibleActionFail("sglang_inputs: %s" % "; ".join(validation.error_messages))
-        args = validation.validated_parameters
+        args = self.task_args()
         specs = role_specs(args["roles"])
         names = set()
         for document in specs.values():

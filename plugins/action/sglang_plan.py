@@ -8,8 +8,6 @@ from __future__ import annotations
 import posixpath
 
 from ansible.errors import AnsibleActionFail
-from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
-from ansible.plugins.action import ActionBase
 
 from ansible_collections.datacrunch.sglang.plugins.module_utils.hub.names import repo_id_problem, revision_problem
 from ansible_collections.datacrunch.sglang.plugins.module_utils.plan.fleet_plan import (
@@ -20,6 +18,7 @@ from ansible_collections.datacrunch.sglang.plugins.module_utils.plan.fleet_plan 
     unit_commit,
     unit_topology,
 )
+from ansible_collections.datacrunch.sglang.plugins.plugin_utils.controller_action import ControllerAction
 
 ARGUMENT_SPEC = {
     "profile": {"type": "dict", "required": True},
@@ -41,17 +40,14 @@ ARGUMENT_SPEC = {
 }
 
 
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
-    _requires_connection = False
+class ActionModule(ControllerAction):
+    NAME = "sglang_plan"
+    ARGUMENT_SPEC = ARGUMENT_SPEC
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         task_vars = task_vars or {}
-        validation = ArgumentSpecValidator(ARGUMENT_SPEC).validate(self._task.args)
-        if validation.error_messages:
-            raise AnsibleActionFail("sglang_plan: %s" % "; ".join(validation.error_messages))
-        args = validation.validated_parameters
+        args = self.task_args()
         me = task_vars["inventory_hostname"]
         hostvars = task_vars.get("hostvars", {})
         inventory_hosts = task_vars.get("groups", {}).get("all", [])
