@@ -107,7 +107,6 @@ reason:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.datacrunch import api as datacrunch_api
 from ansible_collections.datacrunch.sglang.plugins.module_utils.datacrunch import images as datacrunch_images
 from ansible_collections.datacrunch.sglang.plugins.module_utils.datacrunch import provision as datacrunch_provision
 
@@ -127,19 +126,19 @@ def main():
         mutually_exclusive=[("instance_type", "cluster_type")],
         supports_check_mode=True,
     )
-    p = module.params
+    datacrunch_provision.run_module(module, choose_image)
+
+
+def choose_image(client, p, check_mode):
+    """The OS image the API accepts for the type that runs the SGLang image (it changes nothing, in either mode)."""
     cluster = bool(p["cluster_type"])
     type_name = p["cluster_type"] or p["instance_type"]
-    try:
-        client = datacrunch_provision.client_from_params(p, log=module.debug)
-        accepted = client.list_images(type_name, cluster=cluster)
-        result = datacrunch_images.choose_os_image(
-            accepted, ("cluster type " if cluster else "instance type ") + type_name, p["sglang_image"],
-            p["sglang_image_version"], p["image"], p["force"], cluster=cluster,
-        )
-    except datacrunch_api.DataCrunchError as error:
-        module.fail_json(msg=str(error), code=error.code)
-    module.exit_json(changed=False, **result)
+    accepted = client.list_images(type_name, cluster=cluster)
+    result = datacrunch_images.choose_os_image(
+        accepted, ("cluster type " if cluster else "instance type ") + type_name, p["sglang_image"],
+        p["sglang_image_version"], p["image"], p["force"], cluster=cluster,
+    )
+    return dict(result, changed=False)
 
 
 if __name__ == "__main__":

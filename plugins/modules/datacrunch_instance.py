@@ -180,7 +180,6 @@ ssh_banner:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.datacrunch import api as datacrunch_api
 from ansible_collections.datacrunch.sglang.plugins.module_utils.datacrunch import provision as datacrunch_provision
 
 
@@ -220,12 +219,7 @@ def main():
         },
         supports_check_mode=True,
     )
-    try:
-        client = datacrunch_provision.client_from_params(module.params, log=module.debug)
-        result = datacrunch_provision.ensure_instance(client, module.params, check_mode=module.check_mode)
-    except datacrunch_api.DataCrunchError as error:
-        module.fail_json(msg=str(error), code=error.code)
-    module.exit_json(**result)
+    datacrunch_provision.run_module(module, datacrunch_provision.ensure_instance)
 
 
 if __name__ == "__main__":

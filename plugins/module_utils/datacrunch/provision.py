@@ -61,6 +61,17 @@ def client_from_params(params, log=None):
     return DataCrunchClient(settings, timeout=params.get("timeout") or 30, log=log)
 
 
+def run_module(module, answer):
+    """A DataCrunch module's run: the client from the module's options, then answer(client, params, check_mode); an
+    API error fails the module with the API's message and code."""
+    try:
+        client = client_from_params(module.params, log=module.debug)
+        result = answer(client, module.params, check_mode=module.check_mode)
+    except DataCrunchError as error:
+        module.fail_json(msg=str(error), code=error.code)
+    module.exit_json(**result)
+
+
 def public(record):
     """An API object as the modules return it: without secrets."""
     return without_secrets(record)
