@@ -18,6 +18,15 @@ import os
 import tempfile
 
 
+def current_content(path, binary=False):
+    """What path holds now (str as UTF-8, or bytes), or None when there is no such file: what a replace compares."""
+    try:
+        with open(path, "rb" if binary else "r", **({} if binary else {"encoding": "utf-8"})) as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
 def replace_file(path, content, mode=0o644):
     """Write content (str, as UTF-8, or bytes) to path atomically, with the given permission bits."""
     data = content.encode("utf-8") if isinstance(content, str) else content

@@ -16,7 +16,7 @@ import json
 import os
 import secrets
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.common.atomic_file import replace_file
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common.atomic_file import current_content, replace_file
 
 SALT_FILE = ".digest-salt"
 
@@ -35,18 +35,10 @@ def ensure_private_dir(path, check_mode=False):
     return changed
 
 
-def _read(path):
-    try:
-        with open(path, "rb") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return None
-
-
 def write_private_file(path, content, check_mode=False):
     """Write content to path with mode 0600 atomically; return True when the file changed."""
     data = content.encode() if isinstance(content, str) else content
-    current = _read(path)
+    current = current_content(path, binary=True)
     mode_ok = current is not None and (os.stat(path).st_mode & 0o777) == 0o600
     if current == data and mode_ok:
         return False
@@ -71,7 +63,7 @@ def server_config_yaml(api_key):
 
 def host_salt(directory, check_mode=False):
     path = os.path.join(directory, SALT_FILE)
-    existing = _read(path)
+    existing = current_content(path, binary=True)
     if existing:
         return existing
     salt = secrets.token_hex(32).encode()

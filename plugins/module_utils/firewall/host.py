@@ -17,7 +17,7 @@ import os
 import shutil
 import tempfile
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.common.atomic_file import replace_file
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common.atomic_file import current_content, replace_file
 from ansible_collections.datacrunch.sglang.plugins.module_utils.firewall.persist import Persistence
 from ansible_collections.datacrunch.sglang.plugins.module_utils.firewall.ruleset import (
     FirewallError,
@@ -44,17 +44,10 @@ def ssh_connection_port(environ):
     return None
 
 
-def _read(path):
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return None
-
 
 def write_file(path, content, mode=0o644):
     """Write content atomically with the given mode; True when the file changed."""
-    if _read(path) == content and (os.stat(path).st_mode & 0o777) == mode:
+    if current_content(path) == content and (os.stat(path).st_mode & 0o777) == mode:
         return False
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, mode=0o755, exist_ok=True)
@@ -117,7 +110,7 @@ class HostFirewall:
                 ]
         except (ValueError, KeyError, TypeError) as exc:
             raise FirewallError("`ip -j addr show` printed something unexpected (%s)" % exc) from None
-        text = _read(self.root + EPHEMERAL_RANGE_FILE)
+        text = current_content(self.root + EPHEMERAL_RANGE_FILE)
         ephemeral = parse_ephemeral_range(text) if text else (32768, 60999)
         return HostNetwork(interfaces=interfaces, ephemeral_range=ephemeral)
 
@@ -131,7 +124,7 @@ class HostFirewall:
         raise FirewallError("nft list table inet %s failed (%d): %s" % (self.table, rc, err.strip()))
 
     def _state(self):
-        text = _read(self.state_file)
+        text = current_content(self.state_file)
         try:
             return json.loads(text) if text else {}
         except ValueError:
@@ -173,7 +166,7 @@ class HostFirewall:
         script = load_script(self.table, ruleset.text)
         live = self.loaded()
         synced = self.in_sync(live, script, ruleset.text)
-        file_ok = _read(self.rules_file) == script
+        file_ok = current_content(self.rules_file) == script
         changed = False
         if not synced or not file_ok:
             self.validate(script)
@@ -217,7 +210,7 @@ class HostFirewall:
         if rc != 0:
             raise FirewallError("nft -f %s failed (%d): %s" % (self.rules_file_on_host, rc, err.strip()))
         listing = self.loaded() or ""
-        state = {"source_sha256": source_digest(_read(self.rules_file) or ""), "listing": listing}
+        state = {"source_sha256": source_digest(current_content(self.rules_file) or ""), "listing": listing}
         write_file(self.state_file, json.dumps(state, indent=1, sort_keys=True) + "\n")
 
     def remove(self):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.common.atomic_file import replace_file
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common.atomic_file import current_content, replace_file
 
 NFTABLES_CONF = "/etc/nftables.conf"
 UNIT_NAME = "datacrunch-sglang-firewall.service"
@@ -74,13 +74,6 @@ def unit_text(nft_path, rules_file):
         "WantedBy=sysinit.target\n" % (nft_path, rules_file)
     )
 
-
-def _read(path):
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return None
 
 
 def _write(path, content, mode=0o644):
@@ -139,7 +132,7 @@ class Persistence:
 
     def _change_conf(self, result, wanted, action):
         path = self.root + NFTABLES_CONF
-        current = _read(path)
+        current = current_content(path)
         if current is None and wanted is None:
             return
         if (current or "") == (wanted or ""):
@@ -152,12 +145,12 @@ class Persistence:
             _write(path, wanted)
 
     def _ensure_conf(self, rules_file, result):
-        current = _read(self.root + NFTABLES_CONF)
+        current = current_content(self.root + NFTABLES_CONF)
         self._change_conf(result, conf_with_include(current, rules_file),
                           "include %s from %s" % (rules_file, NFTABLES_CONF))
 
     def _remove_conf(self, result):
-        current = _read(self.root + NFTABLES_CONF)
+        current = current_content(self.root + NFTABLES_CONF)
         if current is None or MARKER not in current:
             return
         self._change_conf(result, conf_without_include(current), "remove the include from %s" % NFTABLES_CONF)
@@ -172,7 +165,7 @@ class Persistence:
     def _ensure_unit(self, rules_file, nft_path, result):
         path = self.root + UNIT_FILE
         wanted = unit_text(nft_path, rules_file)
-        current = _read(path)
+        current = current_content(path)
         if current != wanted:
             result["changed"] = True
             result["actions"].append("write %s" % UNIT_FILE)
@@ -194,7 +187,7 @@ class Persistence:
         result["changed"] = True
         result["actions"].append("remove %s" % UNIT_NAME)
         result["diffs"].append({"before_header": UNIT_FILE, "after_header": "(none)",
-                                "before": _read(path) or "", "after": ""})
+                                "before": current_content(path) or "", "after": ""})
         if not self.check_mode:
             if self.systemd_running():
                 self._systemctl("disable", UNIT_NAME)

@@ -105,24 +105,22 @@ def toolkit_state():
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _existing_ancestor(path):
-    path = os.path.abspath(path)
-    while not os.path.exists(path):
+def _nearest_up(path, found):
+    """path, or its nearest parent for which found(parent) holds (the root at the latest)."""
+    while not found(path):
         parent = os.path.dirname(path)
         if parent == path:
             break
         path = parent
     return path
+
+
+def _existing_ancestor(path):
+    return _nearest_up(os.path.abspath(path), os.path.exists)
 
 
 def _mount_point(path):
-    path = os.path.realpath(path)
-    while not os.path.ismount(path):
-        parent = os.path.dirname(path)
-        if parent == path:
-            break
-        path = parent
-    return path
+    return _nearest_up(os.path.realpath(path), os.path.ismount)
 
 
 def disk_state(path):
