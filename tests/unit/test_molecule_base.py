@@ -1,6 +1,6 @@
 """Every molecule scenario, merged on the shared base (extensions/molecule/config.yml) as molecule merges them
 (dicts key by key, lists replaced), runs against this checkout: its ansible.cfg and collections, the lab's create and
-destroy playbooks of its own folder, no Galaxy dependency step."""
+destroy playbooks (the shared ones in extensions/molecule/shared unless it names its own), no Galaxy dependency step."""
 
 from pathlib import Path
 
@@ -35,5 +35,8 @@ def test_the_scenario_runs_against_this_checkout(scenario):
     for step, playbook in config["provisioner"]["playbooks"].items():
         assert (folder / playbook).is_file(), "%s: %s names %s, which is not in %s" % (scenario, step, playbook, folder)
     assert {"create", "converge", "destroy"} <= set(config["provisioner"]["playbooks"])
+    # The shared create starts one lab host per platform.
+    if config["provisioner"]["playbooks"]["create"] == "../shared/create.yml":
+        assert config["platforms"] and all(item["name"].startswith(env["LAB_NAME"]) for item in config["platforms"])
     assert config["scenario"]["test_sequence"][0] == "destroy" and config["scenario"]["test_sequence"][-1] in (
         "destroy", "verify")
