@@ -9,53 +9,14 @@ from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.options import argument_spec, launch_request
 from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.spec import (
-    LaunchRequest,
     LaunchSpecError,
     Node,
     build_launch_spec,
     docker_run_command,
 )
 from ansible_collections.datacrunch.sglang.plugins.module_utils.plan.fleet_plan import PlanError, unit_topology
-
-ARGUMENT_SPEC = {
-    "profile": {"type": "dict", "required": True},
-    "image": {"type": "str", "default": ""},
-    "image_version": {"type": "str", "default": ""},
-    "model": {"type": "str", "default": ""},
-    "revision": {"type": "str", "default": ""},
-    "snapshot": {"type": "dict"},
-    "port": {"type": "int", "default": 30000},
-    "bind_host": {"type": "str", "default": ""},
-    "dist_port": {"type": "int", "default": 50000},
-    "hf_home": {"type": "str", "default": "/root/.cache/huggingface"},
-    "hf_endpoint": {"type": "str", "default": ""},
-    "cache_dir": {"type": "str", "default": "/var/cache/datacrunch-sglang"},
-    "secrets_dir": {"type": "str", "default": "/etc/datacrunch-sglang"},
-    "container_name": {"type": "str", "default": "sglang-server"},
-    "args": {"type": "dict", "default": {}},
-    "env": {"type": "dict", "default": {}},
-    "env_names_extra": {"type": "list", "elements": "str", "default": []},
-    "api_key": {"type": "bool", "default": True},
-    "hf_token": {"type": "bool", "default": False},
-    "enable_metrics": {"type": "bool", "default": True},
-    "shm_size": {"type": "str", "default": "32g"},
-    "ulimits": {"type": "dict", "default": {"memlock": -1, "stack": 67108864}},
-    "log_max_size": {"type": "str", "default": "100m"},
-    "log_max_files": {"type": "int", "default": 5},
-    "allow_public_rendezvous": {"type": "bool", "default": False},
-    "allow_deprecated_flags": {"type": "bool", "default": False},
-    "nccl_ib_hca": {"type": "str", "default": ""},
-    "nccl_ib_gid_index": {"type": "str", "default": ""},
-    "nccl_ib_pkey": {"type": "str", "default": ""},
-    "nccl_socket_ifname": {"type": "str", "default": ""},
-    "cluster": {"type": "str", "default": ""},
-    "node_rank": {"type": "int", "default": -1},
-    "private_ip": {"type": "str", "default": ""},
-    "collection_version": {"type": "str", "default": ""},
-    "plan": {"type": "bool", "default": False},
-    "fleet_plan": {"type": "dict"},
-}
 
 
 def _interface_of(address, interfaces):
@@ -94,7 +55,7 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         task_vars = task_vars or {}
-        validation = ArgumentSpecValidator(ARGUMENT_SPEC).validate(self._task.args)
+        validation = ArgumentSpecValidator(argument_spec()).validate(self._task.args)
         if validation.error_messages:
             raise AnsibleActionFail("sglang_launch_spec: %s" % "; ".join(validation.error_messages))
         args = validation.validated_parameters
@@ -137,43 +98,7 @@ class ActionModule(ActionBase):
                     "cluster (check --limit)" % (cluster, ", ".join(absent))
                 )
 
-        request = LaunchRequest(
-            profile=args["profile"],
-            host=me,
-            nodes=nodes,
-            cluster=cluster,
-            image=args["image"],
-            image_version=args["image_version"],
-            model=args["model"],
-            revision=args["revision"],
-            snapshot=args["snapshot"],
-            port=args["port"],
-            bind_host=args["bind_host"],
-            dist_port=args["dist_port"],
-            hf_home=args["hf_home"],
-            hf_endpoint=args["hf_endpoint"],
-            cache_dir=args["cache_dir"],
-            secrets_dir=args["secrets_dir"],
-            container_name=args["container_name"],
-            user_args=args["args"],
-            user_env=args["env"],
-            env_names_extra=args["env_names_extra"],
-            api_key=args["api_key"],
-            hf_token=args["hf_token"],
-            enable_metrics=args["enable_metrics"],
-            shm_size=args["shm_size"],
-            ulimits=args["ulimits"],
-            log_max_size=args["log_max_size"],
-            log_max_files=args["log_max_files"],
-            allow_public_rendezvous=args["allow_public_rendezvous"],
-            allow_deprecated_flags=args["allow_deprecated_flags"],
-            nccl_ib_hca=args["nccl_ib_hca"],
-            nccl_ib_gid_index=args["nccl_ib_gid_index"],
-            nccl_ib_pkey=(args["nccl_ib_pkey"] or "").strip(),
-            nccl_socket_ifname=args["nccl_socket_ifname"],
-            collection_version=args["collection_version"],
-            plan=args["plan"],
-        )
+        request = launch_request(args, host=me, nodes=nodes, cluster=cluster)
         try:
             spec = build_launch_spec(request)
         except LaunchSpecError as exc:

@@ -34,6 +34,7 @@ from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.flags imp
     FlagTable,
     supported_versions,
 )
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.options import LaunchRequest  # noqa: F401 - made from the options
 from ansible_collections.datacrunch.sglang.plugins.module_utils.plan.role_inputs import address_error, docker_size_error
 
 LABEL_PREFIX = "datacrunch.sglang."
@@ -90,49 +91,6 @@ class Node:
     gpu_model: str | None = None
     interface: str | None = None
     ib_devices: list = field(default_factory=list)
-
-
-@dataclass
-class LaunchRequest:
-    profile: dict
-    host: str
-    nodes: list
-    cluster: str = ""
-    image: str = ""
-    image_version: str = ""
-    model: str = ""
-    revision: str = ""
-    snapshot: dict | None = None
-    port: int = 30000
-    # Empty: the host's private address when it has one, else every interface (guarded by the key and the firewall).
-    bind_host: str = ""
-    dist_port: int = 50000
-    hf_home: str = "/root/.cache/huggingface"
-    hf_endpoint: str = ""
-    cache_dir: str = "/var/cache/datacrunch-sglang"
-    secrets_dir: str = "/etc/datacrunch-sglang"
-    container_name: str = "sglang-server"
-    user_args: dict = field(default_factory=dict)
-    user_env: dict = field(default_factory=dict)
-    # SGLANG_* names the image reads beyond those of its version (sglang_server_env_names_extra).
-    env_names_extra: list = field(default_factory=list)
-    api_key: bool = True
-    hf_token: bool = False
-    enable_metrics: bool = True
-    shm_size: str = "32g"
-    # name -> limit (soft and hard), -1 for unlimited; SGLang's compose file asks for these.
-    ulimits: dict = field(default_factory=lambda: {"memlock": -1, "stack": 67108864})
-    log_max_size: str = "100m"
-    log_max_files: int = 5
-    allow_public_rendezvous: bool = False
-    allow_deprecated_flags: bool = False
-    nccl_ib_hca: str = ""
-    nccl_ib_gid_index: str = ""
-    nccl_ib_pkey: str = ""
-    nccl_socket_ifname: str = ""
-    collection_version: str = ""
-    # Plan mode: values only a host can tell become explicit placeholders instead of errors.
-    plan: bool = False
 
 
 def resolve_image(request):
