@@ -6,8 +6,6 @@
 from __future__ import annotations
 
 from ansible.errors import AnsibleActionFail
-from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
-from ansible.plugins.action import ActionBase
 
 from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.options import argument_spec, launch_request
 from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.spec import (
@@ -17,6 +15,7 @@ from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.spec impo
     docker_run_command,
 )
 from ansible_collections.datacrunch.sglang.plugins.module_utils.plan.fleet_plan import PlanError, unit_topology
+from ansible_collections.datacrunch.sglang.plugins.plugin_utils.controller_action import ControllerAction
 
 
 def _interface_of(address, interfaces):
@@ -48,17 +47,14 @@ def _node_from_vars(name, host_vars, explicit=None):
     )
 
 
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
-    _requires_connection = False
+class ActionModule(ControllerAction):
+    NAME = "sglang_launch_spec"
+    ARGUMENT_SPEC = argument_spec()
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         task_vars = task_vars or {}
-        validation = ArgumentSpecValidator(argument_spec()).validate(self._task.args)
-        if validation.error_messages:
-            raise AnsibleActionFail("sglang_launch_spec: %s" % "; ".join(validation.error_messages))
-        args = validation.validated_parameters
+        args = self.task_args()
         me = task_vars["inventory_hostname"]
         hostvars = task_vars.get("hostvars", {})
         cluster = args["cluster"] or ""

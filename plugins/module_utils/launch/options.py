@@ -158,11 +158,12 @@ LaunchRequest.__module__ = __name__
 
 
 def launch_request(args, host, nodes, cluster=""):
-    """The LaunchRequest of validated arguments (argument_spec()) for one host of a unit."""
+    """The LaunchRequest of validated arguments (argument_spec()) for one host of a unit; the request holds copies,
+    so that nothing it does reaches the arguments or the argument spec's defaults."""
     values = {}
     for option in OPTIONS:
         if option.request_field is None:
             continue
-        value = args[option.name] if option.name in args else copy.deepcopy(option.default)
+        value = copy.deepcopy(args.get(option.name, option.default))
         values[option.request_field] = option.clean(value) if option.clean else value
     return LaunchRequest(host=host, nodes=nodes, cluster=cluster, **values)
