@@ -34,6 +34,17 @@ from ansible_collections.datacrunch.sglang.plugins.module_utils.bench.output imp
     serving_result,
 )
 from ansible_collections.datacrunch.sglang.plugins.module_utils.bench.report import utc_now
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common.docker_sdk import (
+    APIError,
+    DeviceRequest,
+    DockerException,
+    DockerUnavailable,
+    ImageNotFound,
+    Mount,
+    NotFound,
+    Ulimit,
+    connect,
+)
 from ansible_collections.datacrunch.sglang.plugins.module_utils.common.secret_files import redact
 from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.cli_flags import (
     SGLANG_BENCH_FLAGS,
@@ -55,17 +66,10 @@ from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.spec impo
 )
 
 try:
-    import docker
-    from docker.errors import APIError, DockerException, ImageNotFound, NotFound
-    from docker.types import DeviceRequest, Mount, Ulimit
     from requests.exceptions import ConnectionError as RequestsConnectionError
     from requests.exceptions import ReadTimeout
-
-    HAS_DOCKER = True
-    DOCKER_IMPORT_ERROR = None
-except ImportError as exc:  # pragma: no cover - depends on the host
-    HAS_DOCKER = False
-    DOCKER_IMPORT_ERROR = str(exc)
+except ImportError:  # pragma: no cover - requests comes with the docker SDK, without which nothing here runs
+    RequestsConnectionError = ReadTimeout = DockerException
 
 LABEL_BENCHMARK = LABEL_PREFIX + "benchmark"
 CONTAINER_NAME_PREFIX = "sglang-bench-"
@@ -493,18 +497,10 @@ class BenchRunner:
         self.secrets = []
         self.client = client
         if client is None:
-            if not HAS_DOCKER:
-                raise BenchRunError(
-                    f"the docker Python SDK is not importable on this host ({DOCKER_IMPORT_ERROR}); run the "
-                    "datacrunch.sglang.host_venv role first so that modules run in the collection's virtualenv"
-                )
             try:
-                self.client = docker.from_env(timeout=120)
-                self.client.ping()
-            except DockerException as exc:
-                raise BenchRunError(
-                    f"the Docker engine on this host does not answer ({exc}); start it (systemctl start docker)"
-                ) from None
+                self.client = connect(timeout=120)
+            except DockerUnavailable as exc:
+                raise BenchRunError(str(exc)) from None
 
     def container_env(self):
         """The server's environment (caches, offline mode, NCCL) without secret paths, plus the user's."""

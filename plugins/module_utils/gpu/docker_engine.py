@@ -1,8 +1,12 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """What the preflight asks the host's Docker engine, through its API on the Unix socket.
 
-Standard library only (http.client over AF_UNIX), so the preflight runs under the system Python of a fresh host
-before any virtualenv exists. Read-only except ``gpu_probe``, which runs a throw-away container and removes it.
+Standard library only (http.client over AF_UNIX), because the preflight (``gpu_info``) runs under the system Python
+of a fresh host, before role host_venv has made the virtualenv that holds the docker SDK. This is the collection's
+only Docker client besides the SDK: everything that runs after host_venv (the server container, its status, the
+benchmarks, the TLS proxy) goes through ``common/docker_sdk.py`` instead, and nothing should be added here that the
+preflight does not need. (``gpu_probe`` is also what the image prefetch runs, so that its GPU check is the
+preflight's own.) Read-only except ``gpu_probe``, which runs a throw-away container and removes it.
 """
 
 from __future__ import annotations

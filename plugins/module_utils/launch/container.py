@@ -17,6 +17,20 @@ import socket
 import time
 
 from ansible_collections.datacrunch.sglang.plugins.module_utils.common.atomic_file import replace_file
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common.docker_sdk import (
+    HAS_DOCKER_SDK,
+    APIError,
+    DeviceRequest,
+    DockerException,
+    DockerUnavailable,
+    ImageNotFound,
+    LogConfig,
+    Mount,
+    NotFound,
+    Ulimit,
+    connect,
+    container_or_none,
+)
 from ansible_collections.datacrunch.sglang.plugins.module_utils.common.secret_files import (
     ensure_private_dir,
     host_salt,
@@ -45,18 +59,9 @@ from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.spec impo
 )
 from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.startup_progress import startup_progress
 
-try:
-    import docker
-    from docker.errors import APIError, DockerException, ImageNotFound, NotFound
-    from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
-
-    HAS_DOCKER = True
-    DOCKER_IMPORT_ERROR = None
-    DOCKER_ERRORS = (DockerException,)
-except ImportError as exc:  # pragma: no cover - depends on the host
-    HAS_DOCKER = False
-    DOCKER_IMPORT_ERROR = str(exc)
-    DOCKER_ERRORS = ()
+# What the module catches around a call to the engine.
+DOCKER_ERRORS = (DockerException,)
+HAS_DOCKER = HAS_DOCKER_SDK  # tests that need the SDK's types skip on it
 
 SPEC_FILE = "spec.json"
 READY_SPEC_FILE = "spec.ready.json"
@@ -111,11 +116,6 @@ def diff_view(spec):
 
 class ServerContainer:
     def __init__(self, spec, secrets=None, check_mode=False, client=None):
-        if not HAS_DOCKER:
-            raise ServerError(
-                "the docker Python SDK is not importable on this host (%s); run the datacrunch.sglang.host_venv role "
-                "first so that modules run in the collection's virtualenv" % DOCKER_IMPORT_ERROR
-            )
         self.spec = spec
         self.secrets = {name: value for name, value in (secrets or {}).items() if value}
         self.check_mode = check_mode
@@ -125,22 +125,16 @@ class ServerContainer:
         # Seconds a serving rank 0 may take to finish its requests once asked to stop (drain_timeout).
         self.drain_timeout = 0
         try:
-            self.client = client or docker.from_env(timeout=120)
-            self.client.ping()
-        except DockerException as exc:
-            raise ServerError(
-                "the Docker engine on this host does not answer (%s); start it (systemctl start docker)" % exc
-            ) from None
+            self.client = client or connect(timeout=120)
+        except DockerUnavailable as exc:
+            raise ServerError(str(exc)) from None
         self.host_dir = spec["host_dirs"]["secrets"]
         self.secrets_dir = os.path.join(self.host_dir, "secrets")
 
     # --- state on the host -------------------------------------------------------------------------------------
 
     def container(self):
-        try:
-            return self.client.containers.get(self.spec["name"])
-        except NotFound:
-            return None
+        return container_or_none(self.client, self.spec["name"])
 
     def read_spec_file(self, name):
         try:

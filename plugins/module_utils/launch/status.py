@@ -11,6 +11,13 @@ import shutil
 import time
 
 from ansible_collections.datacrunch.sglang.plugins.module_utils.common import host_command
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common.docker_sdk import (
+    DockerException,
+    DockerUnavailable,
+    connect,
+    container_or_none,
+    is_ours,
+)
 from ansible_collections.datacrunch.sglang.plugins.module_utils.common.prometheus_text import (
     parse_metrics,
     serving_load,
@@ -23,12 +30,6 @@ from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.container
 )
 from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.sglang_http import probe_ready, request
 from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.spec import LABEL_PREFIX
-
-try:
-    import docker
-    from docker.errors import DockerException, NotFound
-except ImportError:  # pragma: no cover - depends on the host
-    docker = None
 
 
 def gpu_memory_used_mib(nvidia_smi="nvidia-smi"):
@@ -52,15 +53,14 @@ def read_stored_spec(secrets_dir, name):
 
 def server_status(name, secrets_dir, api_key="", secrets=(), logs_tail=0, client=None):
     """One host's view of its server; never raises for a missing or stopped container."""
-    if docker is None:
-        raise ServerError("the docker Python SDK is not importable; run the datacrunch.sglang.host_venv role first")
     try:
-        client = client or docker.from_env(timeout=60)
-        container = client.containers.get(name)
-    except NotFound:
-        return {"exists": False, "state": "absent", "ready": False, "gpu_memory_used_mib": gpu_memory_used_mib()}
+        container = container_or_none(client or connect(timeout=60), name)
+    except DockerUnavailable as exc:
+        raise ServerError(str(exc)) from None
     except DockerException as exc:
         raise ServerError("the Docker engine on this host does not answer: %s" % exc) from None
+    if container is None:
+        return {"exists": False, "state": "absent", "ready": False, "gpu_memory_used_mib": gpu_memory_used_mib()}
 
     state = container.attrs["State"]
     labels = container.labels or {}
@@ -69,7 +69,7 @@ def server_status(name, secrets_dir, api_key="", secrets=(), logs_tail=0, client
     running = state.get("Status") == "running"
     status = {
         "exists": True,
-        "ours": any(key.startswith(LABEL_PREFIX) for key in labels),
+        "ours": is_ours(labels),
         "container_id": container.id,
         "state": state.get("Status"),
         "exit_code": state.get("ExitCode"),
