@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Optional
 
@@ -142,7 +143,7 @@ def _request_fields():
         elif option.default is None:
             optional.append((option.request_field, Optional[kind], dataclasses.field(default=None)))
         elif isinstance(option.default, (dict, list)):
-            factory = (lambda value: lambda: copy.deepcopy(value))(option.default)
+            factory = functools.partial(copy.deepcopy, option.default)
             optional.append((option.request_field, kind, dataclasses.field(default_factory=factory)))
         else:
             optional.append((option.request_field, kind, dataclasses.field(default=option.default)))
