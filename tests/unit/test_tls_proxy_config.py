@@ -16,10 +16,9 @@ def render(**overrides):
     values = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
     values.update(
         sglang_tls_enabled=True,
-        sglang_tls_upstream_address="127.0.0.1:30000",
-        sglang_tls_container_dir="/etc/datacrunch-sglang-tls",
-        sglang_tls_cert_name="self-signed-0123456789ab.crt",
-        sglang_tls_key_name="self-signed-0123456789ab.key",
+        _sglang_tls_upstream_address="127.0.0.1:30000",
+        _sglang_tls_cert_name="self-signed-0123456789ab.crt",
+        _sglang_tls_key_name="self-signed-0123456789ab.key",
     )
     values.update(overrides)
     # An nginx configuration, not HTML: nothing to escape.
@@ -65,7 +64,7 @@ def test_the_access_log_holds_no_request_headers(conf):
 
 def test_settings_reach_the_configuration():
     conf = render(sglang_tls_port=443, sglang_tls_read_timeout=600, sglang_tls_client_max_body_size="1g",
-                  sglang_tls_upstream_address="10.0.0.5:30000")
+                  _sglang_tls_upstream_address="10.0.0.5:30000")
     lines = directives(conf)
     assert "listen 443 ssl;" in lines and "server 10.0.0.5:30000;" in lines
     assert "proxy_read_timeout 600s;" in lines and "client_max_body_size 1g;" in lines
