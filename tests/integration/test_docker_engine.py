@@ -78,10 +78,10 @@ def test_containers_by_id_by_label_and_by_published_port(client, run):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    name, container_id = run("--label", "datacrunch.sglang.spec-hash=f00d", "-p", "127.0.0.1:%d:8080" % port,
+    name, container_id = run("--label", "datacrunch.sglang.profile=f00d", "-p", "127.0.0.1:%d:8080" % port,
                              BASE_IMAGE, "sleep", "300")
     labels = json.loads(docker("inspect", "--format", "{{json .Config.Labels}}", name).stdout)
-    assert labels["datacrunch.sglang.spec-hash"] == "f00d"
+    assert labels["datacrunch.sglang.profile"] == "f00d"
     assert docker_engine.container_by_id(client, container_id) == {
         "id": container_id, "name": name, "image": BASE_IMAGE, "labels": labels}
     assert docker_engine.container_by_id(client, "dcsg-unit-no-such-container") is None
