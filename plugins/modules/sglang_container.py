@@ -221,8 +221,8 @@ import shutil
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common.docker_sdk import DockerException
 from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.container import (
-    DOCKER_ERRORS,
     READY_RECORD_FILE,
     ServerContainer,
     ServerError,
@@ -380,7 +380,7 @@ def main():
         if "logs" in evidence:
             evidence["logs"] = evidence["logs"].splitlines()
         module.fail_json(msg=str(exc), **evidence)
-    except DOCKER_ERRORS as exc:
+    except DockerException as exc:
         module.fail_json(msg="the Docker engine refused: %s" % str(exc).strip()[:1000])
     for warning in result.pop("warnings", []):
         module.warn(warning)

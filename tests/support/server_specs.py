@@ -115,8 +115,10 @@ def server_spec(host: Path, name=None, port=None, api_key=False, model=REPO_ID, 
         "ipc_mode": "host",
         "shm_size": "64m",
         # Low limits: this machine's own hard limits cap what a container may have (memlock: 8 MiB here).
-        "ulimits": [{"name": "memlock", "soft": 65536, "hard": 65536}, {"name": "nofile", "soft": 4096,
-                                                                         "hard": 8192}],
+        "ulimits": [
+            {"name": "memlock", "soft": 65536, "hard": 65536},
+            {"name": "nofile", "soft": 4096, "hard": 8192},
+        ],
         "gpus": None,
         "restart_policy": restart_policy,
         "log_config": {"type": "json-file", "config": {"max-size": "10m", "max-file": "2"}},

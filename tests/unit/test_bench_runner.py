@@ -14,6 +14,7 @@ from ansible_collections.datacrunch.sglang.plugins.module_utils.bench.runner imp
 from ansible_collections.datacrunch.sglang.plugins.module_utils.common.secret_files import server_config_yaml
 from ansible_collections.datacrunch.sglang.plugins.module_utils.launch import cli_flags as sglang_cli_flags
 from ansible_collections.datacrunch.sglang.plugins.module_utils.launch import spec as launch_spec
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.options import LaunchRequest
 from ansible_collections.datacrunch.sglang.plugins.module_utils.plan import profiles
 
 SERVING_DEFAULTS = {
@@ -44,7 +45,7 @@ def server_spec(profile="deepseek-r1", **request):
     shipped = profiles.load_profile_files(profiles.shipped_profiles_dir())
     resolved = profiles.resolve_profile(profile, shipped)
     nodes = [launch_spec.Node(name="h1", gpus=8, gpu_model="H200")]
-    return launch_spec.build_launch_spec(launch_spec.LaunchRequest(profile=resolved, host="h1", nodes=nodes, **request))
+    return launch_spec.build_launch_spec(LaunchRequest(profile=resolved, host="h1", nodes=nodes, **request))
 
 
 # --- settings ----------------------------------------------------------------------------------------
@@ -117,7 +118,7 @@ def test_env_refuses_secrets_and_stringifies():
 def test_benchmark_env_refuses_what_the_server_env_refuses(version, name):
     """One rule: a name the server's environment refuses is refused in the benchmark's too, with the same words."""
     profile = profiles.resolve_profile("deepseek-r1", profiles.load_profile_files(profiles.shipped_profiles_dir()))
-    server = launch_spec.LaunchRequest(
+    server = LaunchRequest(
         profile=profile, host="gpu-0", nodes=[launch_spec.Node("gpu-0", private_ip="10.0.0.10", gpus=8)],
         image="lmsysorg/sglang:v%s" % version, user_env={name: "1"},
     )

@@ -100,8 +100,8 @@ def test_requests_go_to_the_pinned_api_version_with_a_json_body(engine):
     server, client = engine
     server.answer("POST", "/v1.41/containers/create", 201, {"Id": CONTAINER_ID, "Warnings": []})
     server.answer("POST", "/v1.41/containers/[0-9a-f]+/start", 204)
-    assert client.request("POST", "/containers/create", body={"Image": "debian"}) == {"Id": CONTAINER_ID,
-                                                                                       "Warnings": []}
+    created = client.request("POST", "/containers/create", body={"Image": "debian"})
+    assert created == {"Id": CONTAINER_ID, "Warnings": []}
     assert client.request("POST", "/containers/%s/start" % CONTAINER_ID) is None
     assert server.asked == [("POST", "/v1.41/containers/create", {"Image": "debian"}),
                             ("POST", "/v1.41/containers/%s/start" % CONTAINER_ID, None)]

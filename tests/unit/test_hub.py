@@ -8,13 +8,13 @@ import os
 
 import pytest
 
+from ansible_collections.datacrunch.sglang.plugins.module_utils.hub import snapshot as hub
 from ansible_collections.datacrunch.sglang.plugins.module_utils.hub.snapshot import (
     CacheLayout,
     HubError,
     RemoteFile,
     SnapshotRequest,
 )
-from ansible_collections.datacrunch.sglang.plugins.module_utils.hub import snapshot as hub
 
 COMMIT = "a" * 40
 

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.hub.ranged import PartFile, RangeSet, split_pieces
 from ansible_collections.datacrunch.sglang.plugins.module_utils.hub import ranged as hub_ranged
+from ansible_collections.datacrunch.sglang.plugins.module_utils.hub.ranged import PartFile, RangeSet, split_pieces
 
 ETAG = "e" * 64
 

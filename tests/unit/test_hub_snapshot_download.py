@@ -164,8 +164,8 @@ def test_files_out_receives_the_listing_and_patterns_select(tmp_path, peer):
     listed = []
     result = hub.ensure_snapshot(request(tmp_path, endpoint, allow_patterns=["*.json"]), files_out=listed)
     assert sorted(f.path for f in listed) == ["config.json", "model.safetensors.index.json"]
-    assert result["files"] == 2 and set(snapshot_contents(tmp_path)) == {"config.json",
-                                                                       "model.safetensors.index.json"}
+    assert result["files"] == 2
+    assert set(snapshot_contents(tmp_path)) == {"config.json", "model.safetensors.index.json"}
     with pytest.raises(hub.HubError) as none:
         hub.ensure_snapshot(request(tmp_path, endpoint, allow_patterns=["*.bin"]))
     assert "matches allow_patterns=['*.bin']" in none.value.message and "widen the patterns" in none.value.message

@@ -7,10 +7,10 @@ import subprocess
 
 import pytest
 
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.options import LaunchRequest
 from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.spec import (
     LABEL_COLLECTION_VERSION,
     LABEL_SPEC_HASH,
-    LaunchRequest,
     LaunchSpecError,
     Node,
     build_launch_spec,

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.cli_flags import supported_versions
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.options import LaunchRequest
 from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.spec import (
     CONTAINER_SECRETS_DIR,
     SERVER_CONFIG_FILE,
-    LaunchRequest,
     Node,
     build_launch_spec,
 )

@@ -11,8 +11,8 @@ import pytest
 from ansible_collections.datacrunch.sglang.plugins.module_utils.gpu import checks as gpu_checks
 from ansible_collections.datacrunch.sglang.plugins.module_utils.gpu import host_probe as probe
 from ansible_collections.datacrunch.sglang.plugins.module_utils.gpu import nccl_ib
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.options import LaunchRequest
 from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.spec import (
-    LaunchRequest,
     LaunchSpecError,
     Node,
     build_launch_spec,

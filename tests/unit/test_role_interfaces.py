@@ -115,7 +115,7 @@ def rendered(value):
 @pytest.mark.parametrize("role", ROLE_NAMES)
 def test_readme_table_lists_each_variable_once(role):
     spec = load(ROLES / role / "meta" / "argument_specs.yml")["argument_specs"]["main"]["options"]
-    listed = [name for names, _ in variable_rows(role) for name in names]
+    listed = [name for names, _default in variable_rows(role) for name in names]
     twice = sorted({name for name in listed if listed.count(name) > 1})
     assert not twice, "README of role %s lists %s more than once in its variable table" % (role, ", ".join(twice))
     missing = sorted(set(spec) - set(listed))

@@ -144,7 +144,7 @@ def test_task_variables_are_private(role):
 
 def test_public_facts_are_set_by_their_role():
     for role, facts in PUBLIC_FACTS.items():
-        set_here = {name for _, task in role_tasks(role) for module in SET_FACT for name in task.get(module) or {}}
+        set_here = {name for _path, task in role_tasks(role) for module in SET_FACT for name in task.get(module) or {}}
         assert set(facts) <= set_here, "%s no longer sets %s" % (role, ", ".join(sorted(set(facts) - set_here)))
 
 

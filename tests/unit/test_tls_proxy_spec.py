@@ -28,7 +28,7 @@ def test_the_proxy_is_the_container_the_role_ran_before():
 
 
 def test_a_trailing_slash_does_not_double_in_the_command():
-    assert proxy_spec(**dict(BASE, config_dir="/srv/tls/"))["command"][2] == "/srv/tls/nginx.conf"
+    assert proxy_spec(**{**BASE, "config_dir": "/srv/tls/"})["command"][2] == "/srv/tls/nginx.conf"
 
 
 def test_the_hash_is_stable_and_short():

@@ -38,6 +38,26 @@ except ImportError as exc:  # pragma: no cover - depends on the host
 
 
 HAS_DOCKER_SDK = docker is not None
+
+# The SDK's names the other files take from here, so that they import without the SDK too.
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "HAS_DOCKER_SDK",
+    "LABEL_PREFIX",
+    "APIError",
+    "DeviceRequest",
+    "DockerException",
+    "DockerUnavailable",
+    "ImageNotFound",
+    "LogConfig",
+    "Mount",
+    "NotFound",
+    "Ulimit",
+    "connect",
+    "container_or_none",
+    "is_ours",
+    "missing_sdk_message",
+]
 # What marks a container (or image) as the collection's own: any label under this prefix.
 LABEL_PREFIX = "datacrunch.sglang."
 # Seconds a call to the engine may take before the SDK gives up (a pull or a stop may pass a longer one).

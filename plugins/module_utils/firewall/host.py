@@ -44,7 +44,6 @@ def ssh_connection_port(environ):
     return None
 
 
-
 def write_file(path, content, mode=0o644):
     """Write content atomically with the given mode; True when the file changed."""
     if current_content(path) == content and (os.stat(path).st_mode & 0o777) == mode:

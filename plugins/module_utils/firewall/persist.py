@@ -75,7 +75,6 @@ def unit_text(nft_path, rules_file):
     )
 
 
-
 def _write(path, content, mode=0o644):
     directory = os.path.dirname(path)
     os.makedirs(directory, mode=0o755, exist_ok=True)

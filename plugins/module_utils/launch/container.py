@@ -21,7 +21,6 @@ from ansible_collections.datacrunch.sglang.plugins.module_utils.common.docker_sd
     HAS_DOCKER_SDK,
     APIError,
     DeviceRequest,
-    DockerException,
     DockerUnavailable,
     ImageNotFound,
     LogConfig,
@@ -60,7 +59,6 @@ from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.spec impo
 from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.startup_progress import startup_progress
 
 # What the module catches around a call to the engine.
-DOCKER_ERRORS = (DockerException,)
 HAS_DOCKER = HAS_DOCKER_SDK  # tests that need the SDK's types skip on it
 
 SPEC_FILE = "spec.json"

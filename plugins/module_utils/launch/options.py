@@ -131,6 +131,7 @@ def argument_spec():
 
 
 def _request_fields():
+    # pylint: disable=invalid-field-call  # the fields go to make_dataclass below
     # What the action knows besides the options: the host, the members of its unit and the unit's name.
     required = [("host", str), ("nodes", list)]
     optional = [("cluster", str, dataclasses.field(default=""))]

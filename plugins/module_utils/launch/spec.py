@@ -34,7 +34,6 @@ from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.flags imp
     FlagTable,
     supported_versions,
 )
-from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.options import LaunchRequest  # noqa: F401 - made from the options
 from ansible_collections.datacrunch.sglang.plugins.module_utils.plan.role_inputs import address_error, docker_size_error
 
 LABEL_PREFIX = "datacrunch.sglang."
