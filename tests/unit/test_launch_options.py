@@ -13,7 +13,7 @@ import pytest
 import yaml
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
-from ansible_collections.datacrunch.sglang.plugins.module_utils.launch import options, spec
+from ansible_collections.datacrunch.sglang.plugins.module_utils.launch import options
 from ansible_collections.datacrunch.sglang.plugins.modules import sglang_launch_spec as module
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,8 +74,7 @@ def test_argument_spec_comes_from_the_schema():
 
 
 def test_request_has_a_field_for_each_option_it_takes():
-    fields = {item.name: item for item in dataclasses.fields(spec.LaunchRequest)}
-    assert spec.LaunchRequest is options.LaunchRequest
+    fields = {item.name: item for item in dataclasses.fields(options.LaunchRequest)}
     wanted = {option.request_field for option in OPTIONS if option.request_field} | {"host", "nodes", "cluster"}
     assert set(fields) == wanted
     assert fields["user_args"].default_factory() == {}
@@ -85,14 +84,14 @@ def test_request_has_a_field_for_each_option_it_takes():
 
 
 def test_request_defaults_are_the_schema_defaults():
-    request = spec.LaunchRequest(profile={}, host="h1", nodes=[])
+    request = options.LaunchRequest(profile={}, host="h1", nodes=[])
     for option in OPTIONS:
         if option.request_field and not option.required:
             assert getattr(request, option.request_field) == option.default, option.name
     assert request.cluster == ""
     # Mutable defaults are not shared between requests.
     request.ulimits["memlock"] = 0
-    assert spec.LaunchRequest(profile={}, host="h1", nodes=[]).ulimits["memlock"] == -1
+    assert options.LaunchRequest(profile={}, host="h1", nodes=[]).ulimits["memlock"] == -1
 
 
 def test_request_is_built_from_validated_arguments():
