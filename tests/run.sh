@@ -70,6 +70,36 @@ side_by_side() { # side_by_side A B: stages A and B at once; each one's output s
     ((failed == 0)) || die "stage $1 or $2"
 }
 
+start_background_setup() { # tests/setup.sh BACKGROUND_SETUP... in the background; wait_background_setup joins it
+    local logs=$REPO_ROOT/tests/output/setup-background
+    rm -rf "$logs"
+    mkdir -p "$logs"
+    log "setup in the background: ${BACKGROUND_SETUP[*]}"
+    background_started=$SECONDS
+    (
+        rc=0
+        tests/setup.sh "${BACKGROUND_SETUP[@]}" >"$logs/setup.log" 2>&1 || rc=$?
+        printf '%d %d\n' "$rc" "$((SECONDS - background_started))" >"$logs/status"
+    ) &
+    background_pid=$!
+}
+
+wait_background_setup() { # the background setup's output and duration, once; fails the run when it failed
+    [[ -n $background_pid ]] || return 0
+    local logs=$REPO_ROOT/tests/output/setup-background waited=$SECONDS rc seconds
+    wait "$background_pid" || true
+    background_pid=""
+    waited=$((SECONDS - waited))
+    log "setup in the background: ${BACKGROUND_SETUP[*]}"
+    cat "$logs/setup.log" >&2
+    read -r rc seconds <"$logs/status"
+    if ((rc != 0)); then
+        DURATIONS+=("setup (${BACKGROUND_SETUP[*]}): $seconds s (failed)")
+        die "setup in the background"
+    fi
+    DURATIONS+=("setup (${BACKGROUND_SETUP[*]}): $seconds s in the background, $waited s waited for")
+}
+
 pytest_must_run() { # pytest exit 5 means no test was collected: a broken suite, not a pass
     local rc=0
     "$@" || rc=$?
@@ -210,8 +240,16 @@ for arg in "$@"; do
 done
 ((${#stages[@]})) || stages=(lint sanity unit compat build integration molecule)
 
+# Setup in two parts. Lint, sanity and build need only .venv; the other environments (.venv-py311, SGLang's parser
+# venv, the slowest at about 200 s) and the lab images build in the background meanwhile, and the first stage that
+# needs them waits for them.
+BACKGROUND_SETUP=(py311 parser images)
+NEEDS_ONLY_VENV=" lint sanity build "
+background_pid=""
 if $setup; then
-    stage setup tests/setup.sh all
+    stage setup tests/setup.sh packages docker
+    start_background_setup
+    stage venv tests/setup.sh venv
 fi
 # Stages that each keep one core busy run two at a time: lint beside sanity, build beside compat.
 SIDE_BY_SIDE=(lint:sanity compat:build)
@@ -219,6 +257,7 @@ index=0
 while ((index < ${#stages[@]})); do
     name=${stages[index]}
     next=${stages[index + 1]:-}
+    [[ $NEEDS_ONLY_VENV == *" $name "* && (-z $next || $NEEDS_ONLY_VENV == *" $next "*) ]] || wait_background_setup
     if [[ " ${SIDE_BY_SIDE[*]} " == *" $name:$next "* ]]; then
         side_by_side "$name" "$next"
         index=$((index + 2))
@@ -227,5 +266,6 @@ while ((index < ${#stages[@]})); do
         index=$((index + 1))
     fi
 done
+wait_background_setup
 summary
 log "all stages passed"
