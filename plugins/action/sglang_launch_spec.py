@@ -14,7 +14,6 @@ from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.spec impo
     build_launch_spec,
     docker_run_command,
 )
-from ansible_collections.datacrunch.sglang.plugins.module_utils.plan.fleet_plan import PlanError, unit_topology
 from ansible_collections.datacrunch.sglang.plugins.plugin_utils.controller_action import ControllerAction
 
 
@@ -55,8 +54,7 @@ class ActionModule(ControllerAction):
         result = super().run(tmp, task_vars)
         task_vars = task_vars or {}
         args = self.task_args()
-        me = task_vars["inventory_hostname"]
-        hostvars = task_vars.get("hostvars", {})
+        me, hostvars = self.host_and_hostvars(task_vars)
         cluster = args["cluster"] or ""
 
         fleet_plan = args["fleet_plan"]
@@ -70,10 +68,7 @@ class ActionModule(ControllerAction):
             }
             view = {name: hostvars[name] for name in task_vars.get("groups", {}).get("all", []) if name != me}
             view[me] = own
-            try:
-                fleet_plan = unit_topology(me, sorted(view), view)
-            except PlanError as exc:
-                raise AnsibleActionFail("%s: %s" % (me, exc)) from None
+            fleet_plan = self.unit_of(me, sorted(view), view)
         # The unit, its ranks and addresses as the fleet plan (datacrunch.sglang.sglang_plan) made them.
         cluster = fleet_plan.get("cluster") or ""
         ranks = {name: rank for rank, name in enumerate(fleet_plan.get("members") or [me])}

@@ -16,7 +16,6 @@ from ansible_collections.datacrunch.sglang.plugins.module_utils.plan.fleet_plan 
     is_commit,
     member_address,
     unit_commit,
-    unit_topology,
 )
 from ansible_collections.datacrunch.sglang.plugins.plugin_utils.controller_action import ControllerAction
 
@@ -48,13 +47,8 @@ class ActionModule(ControllerAction):
         result = super().run(tmp, task_vars)
         task_vars = task_vars or {}
         args = self.task_args()
-        me = task_vars["inventory_hostname"]
-        hostvars = task_vars.get("hostvars", {})
-        inventory_hosts = task_vars.get("groups", {}).get("all", [])
-        try:
-            topology = unit_topology(me, inventory_hosts, hostvars)
-        except PlanError as exc:
-            raise AnsibleActionFail("%s: %s" % (me, exc)) from None
+        me, hostvars = self.host_and_hostvars(task_vars)
+        topology = self.unit_of(me, task_vars.get("groups", {}).get("all", []), hostvars)
 
         repo = args["model"] or args["profile"].get("model") or ""
         revision = args["revision"] or args["profile"].get("revision") or "main"

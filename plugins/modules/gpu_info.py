@@ -214,6 +214,7 @@ seconds:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common.module_io import pick
 from ansible_collections.datacrunch.sglang.plugins.module_utils.gpu.host_probe import SUBSETS, gather
 
 
@@ -257,13 +258,7 @@ def main():
         subsets=subsets,
         nvidia_smi_path=params["nvidia_smi"],
         nvidia_smi_timeout=params["nvidia_smi_timeout"],
-        paths=params["paths"],
-        sizes=params["sizes"],
-        ports=params["ports"],
-        images=params["images"],
-        container_probe=params["container_probe"],
-        rendezvous=params["rendezvous"],
-        docker_host=params["docker_host"],
+        **pick(params, ("paths", "sizes", "ports", "images", "container_probe", "rendezvous", "docker_host")),
     )
     module.exit_json(changed=False, **facts)
 

@@ -264,6 +264,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common.module_io import request_from_params
 from ansible_collections.datacrunch.sglang.plugins.module_utils.hub.snapshot import (
     CacheLayout,
     HubError,
@@ -303,22 +304,8 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    req = SnapshotRequest(
-        repo_id=p["repo_id"],
-        revision=p["revision"],
-        hf_home=p["hf_home"],
-        allow_patterns=p["allow_patterns"],
-        ignore_patterns=p["ignore_patterns"],
-        token=p["token"] or None,
-        endpoint=p["endpoint"] or "",
-        parallelism=p["parallelism"],
-        connections_per_file=p["connections_per_file"],
-        split_size=p["split_size"],
-        request_timeout=p["request_timeout"],
-        verify=p["verify"],
-        disk_reserve_gb=p["disk_reserve_gb"],
-        progress_file=p["progress_file"],
-        check_mode=module.check_mode,
+    req = request_from_params(
+        SnapshotRequest, p, token=p["token"] or None, endpoint=p["endpoint"] or "", check_mode=module.check_mode
     )
     files = []
     try:

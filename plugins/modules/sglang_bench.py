@@ -340,6 +340,7 @@ from ansible_collections.datacrunch.sglang.plugins.module_utils.bench.runner imp
 )
 from ansible_collections.datacrunch.sglang.plugins.module_utils.common.atomic_file import replace_file
 from ansible_collections.datacrunch.sglang.plugins.module_utils.common.image_ref import ImageRefError, image_version
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common.module_io import pick
 
 ARGUMENT_SPEC = {
     "mode": {"type": "str", "choices": ["serving", "one_batch", "report"], "required": True},
@@ -480,12 +481,7 @@ def write_report(module):
         image,
         serving=serving,
         one_batch=one_batch,
-        expected=params["expected"],
-        tolerance_pct=params["tolerance_pct"],
-        report_dir=params["report_dir"],
-        model=params["model"],
-        note=params["note"],
-        simulated=params["simulated"],
+        **pick(params, ("expected", "tolerance_pct", "report_dir", "model", "note", "simulated")),
     )
     written = bench_report.write_report(params["report_dir"], document, previous, check_mode=module.check_mode)
     for warning in written["warnings"]:

@@ -222,6 +222,7 @@ import shutil
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.datacrunch.sglang.plugins.module_utils.common.docker_sdk import DockerException
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common.module_io import exit_with_result
 from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.container import (
     READY_RECORD_FILE,
     ServerContainer,
@@ -382,9 +383,7 @@ def main():
         module.fail_json(msg=str(exc), **evidence)
     except DockerException as exc:
         module.fail_json(msg="the Docker engine refused: %s" % str(exc).strip()[:1000])
-    for warning in result.pop("warnings", []):
-        module.warn(warning)
-    module.exit_json(**result)
+    exit_with_result(module, result)
 
 
 if __name__ == "__main__":

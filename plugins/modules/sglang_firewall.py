@@ -173,6 +173,10 @@ actions:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common.module_io import (
+    exit_with_result,
+    request_from_params,
+)
 from ansible_collections.datacrunch.sglang.plugins.module_utils.firewall.host import HostFirewall
 from ansible_collections.datacrunch.sglang.plugins.module_utils.firewall.ruleset import FirewallError, FirewallRequest
 
@@ -206,25 +210,11 @@ def main():
         if params["state"] == "absent":
             result = firewall.remove()
         else:
-            request = FirewallRequest(
-                client_ports=params["client_ports"],
-                client_cidrs=params["client_cidrs"],
-                local_ports=params["local_ports"],
-                unit_ports=params["unit_ports"],
-                unit_peers=params["unit_peers"],
-                protect_ephemeral_ports=params["protect_ephemeral_ports"],
-                ssh_ports=params["ssh_ports"],
-                refuse=params["refuse"],
-                table=params["table"],
-            )
+            request = request_from_params(FirewallRequest, params)
             result = firewall.ensure(request, persist=params["persist"], persist_note=params["no_systemd_note"])
     except (FirewallError, OSError) as exc:
         module.fail_json(msg="host firewall: %s" % exc, actions=firewall.actions)
-    for warning in result.pop("warnings"):
-        module.warn(warning)
-    if not module._diff:
-        result.pop("diff")
-    module.exit_json(**result)
+    exit_with_result(module, result)
 
 
 if __name__ == "__main__":

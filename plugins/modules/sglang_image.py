@@ -91,17 +91,14 @@ seconds:
   type: float
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common.docker_sdk import (
+    DockerException,
+    DockerUnavailable,
+    connect,
+)
 from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.image_pull import ImagePullError, prefetch_image
-
-try:
-    import docker
-    from docker.errors import DockerException
-
-    HAS_DOCKER = True
-except ImportError:
-    HAS_DOCKER = False
 
 
 def main():
@@ -114,14 +111,14 @@ def main():
         },
         supports_check_mode=True,
     )
-    if not HAS_DOCKER:
-        module.fail_json(msg=missing_required_lib("docker"), image=module.params["image"], probe=None)
     params = module.params
     try:
         # Long enough for a layer of a 30 GB image to be extracted between two progress messages.
-        client = docker.from_env(timeout=900)
+        client = connect(timeout=900)
         result = prefetch_image(client, params["image"], params["pull"], params["gpus"], module.check_mode,
                                 probe_timeout=params["probe_timeout"])
+    except DockerUnavailable as exc:
+        module.fail_json(msg=str(exc), image=params["image"], probe=None)
     except ImagePullError as exc:
         module.fail_json(msg=str(exc), image=params["image"], probe=exc.result.get("probe"))
     except DockerException as exc:

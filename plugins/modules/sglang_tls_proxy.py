@@ -132,6 +132,7 @@ from ansible_collections.datacrunch.sglang.plugins.module_utils.common.docker_sd
     DockerUnavailable,
     connect,
 )
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common.module_io import exit_with_result
 from ansible_collections.datacrunch.sglang.plugins.module_utils.tls.proxy import ProxyError, TlsProxy, proxy_spec
 
 
@@ -165,11 +166,7 @@ def main():
     except DockerException as exc:
         module.fail_json(msg="the Docker engine refused: %s" % " ".join(str(exc).split())[:1000],
                          container=params["container_name"], actions=proxy.actions if proxy else [])  # fmt: skip
-    for warning in result.pop("warnings"):
-        module.warn(warning)
-    if not module._diff:
-        result.pop("diff")
-    module.exit_json(**result)
+    exit_with_result(module, result)
 
 
 if __name__ == "__main__":

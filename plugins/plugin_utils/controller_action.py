@@ -10,6 +10,8 @@ from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.datacrunch.sglang.plugins.module_utils.plan.fleet_plan import PlanError, unit_topology
+
 
 class ControllerAction(ActionBase):
     TRANSFERS_FILES = False
@@ -24,3 +26,16 @@ class ControllerAction(ActionBase):
         if validation.error_messages:
             raise AnsibleActionFail("%s: %s" % (self.NAME, "; ".join(validation.error_messages)))
         return validation.validated_parameters
+
+    @staticmethod
+    def host_and_hostvars(task_vars):
+        """The task's host and every host's variables."""
+        return task_vars["inventory_hostname"], task_vars.get("hostvars", {})
+
+    @staticmethod
+    def unit_of(host, names, hostvars):
+        """The unit that host belongs to among names (fleet_plan.unit_topology); its refusal fails this host."""
+        try:
+            return unit_topology(host, names, hostvars)
+        except PlanError as exc:
+            raise AnsibleActionFail("%s: %s" % (host, exc)) from None

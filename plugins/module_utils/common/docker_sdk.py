@@ -13,6 +13,8 @@ SDK's exception names stay defined (as never-raised stand-ins) so that ``except`
 
 from __future__ import annotations
 
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common.labels import LABEL_PREFIX, is_ours
+
 try:
     import docker
     from docker.errors import APIError, DockerException, ImageNotFound, NotFound
@@ -58,8 +60,6 @@ __all__ = [
     "is_ours",
     "missing_sdk_message",
 ]
-# What marks a container (or image) as the collection's own: any label under this prefix.
-LABEL_PREFIX = "datacrunch.sglang."
 # Seconds a call to the engine may take before the SDK gives up (a pull or a stop may pass a longer one).
 DEFAULT_TIMEOUT = 120
 
@@ -87,11 +87,6 @@ def connect(timeout=DEFAULT_TIMEOUT):
             "the Docker engine on this host does not answer (%s); start it (systemctl start docker)" % exc
         ) from None
     return client
-
-
-def is_ours(labels):
-    """Whether labels mark something this collection made."""
-    return any(key.startswith(LABEL_PREFIX) for key in labels or {})
 
 
 def container_or_none(client, name):

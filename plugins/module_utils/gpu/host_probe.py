@@ -26,6 +26,7 @@ import threading
 import time
 
 from ansible_collections.datacrunch.sglang.plugins.module_utils.common import host_command
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common.labels import is_ours, our_labels
 from ansible_collections.datacrunch.sglang.plugins.module_utils.common.network_address import is_private_address
 from ansible_collections.datacrunch.sglang.plugins.module_utils.common.tcp_listeners import (
     listening_sockets,
@@ -35,7 +36,6 @@ from ansible_collections.datacrunch.sglang.plugins.module_utils.gpu import docke
 from ansible_collections.datacrunch.sglang.plugins.module_utils.gpu import nvidia_smi
 
 SUBSETS = ("gpu", "toolkit", "docker", "storage", "ports", "network")
-OUR_LABEL_PREFIX = "datacrunch.sglang."
 TOOLKIT_BINARIES = (
     "nvidia-ctk",
     "nvidia-container-runtime",
@@ -203,7 +203,7 @@ def parse_cgroup(text):
 
 
 def _is_ours(labels):
-    return any(key.startswith(OUR_LABEL_PREFIX) and key != gpu_docker.PROBE_LABEL for key in (labels or {}))
+    return is_ours({key: value for key, value in (labels or {}).items() if key != gpu_docker.PROBE_LABEL})
 
 
 def describe_process(pid, client):
@@ -224,7 +224,7 @@ def describe_process(pid, client):
                 "id": container["id"][:12],
                 "name": container["name"],
                 "image": container["image"],
-                "labels": {k: v for k, v in container["labels"].items() if k.startswith(OUR_LABEL_PREFIX)},
+                "labels": our_labels(container["labels"]),
             }
             entry["ours"] = _is_ours(container["labels"])
             break
@@ -255,7 +255,7 @@ def listeners_state(ports, client):
                         "id": container["id"][:12],
                         "name": container["name"],
                         "image": container["image"],
-                        "labels": {k: v for k, v in container["labels"].items() if k.startswith(OUR_LABEL_PREFIX)},
+                        "labels": our_labels(container["labels"]),
                     }
                     holder["ours"] = _is_ours(container["labels"])
             held.append({"address": listener["address"], **holder})

@@ -29,6 +29,7 @@ from ansible_collections.datacrunch.sglang.plugins.module_utils.common.docker_sd
     Ulimit,
     connect,
     container_or_none,
+    is_ours,
 )
 from ansible_collections.datacrunch.sglang.plugins.module_utils.common.secret_files import (
     ensure_private_dir,
@@ -50,7 +51,6 @@ from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.sglang_ht
     wait_drained,
 )
 from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.spec import (
-    LABEL_PREFIX,
     LABEL_SECRETS_DIGEST,
     LABEL_SPEC_HASH,
     SERVER_CONFIG_FILE,
@@ -525,4 +525,4 @@ class ServerContainer:
 
 
 def ours(container):
-    return any(key.startswith(LABEL_PREFIX) for key in (container.labels or {}))
+    return is_ours(container.labels)

@@ -11,6 +11,11 @@ from __future__ import annotations
 
 import time
 
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common.docker_sdk import (
+    APIError,
+    DockerException,
+    ImageNotFound,
+)
 from ansible_collections.datacrunch.sglang.plugins.module_utils.common.image_ref import parse_image_ref
 from ansible_collections.datacrunch.sglang.plugins.module_utils.gpu.checks import PASS, container_gpus_check
 from ansible_collections.datacrunch.sglang.plugins.module_utils.gpu.docker_engine import (
@@ -18,11 +23,6 @@ from ansible_collections.datacrunch.sglang.plugins.module_utils.gpu.docker_engin
     gpu_probe,
     socket_path,
 )
-
-try:
-    from docker.errors import APIError, DockerException, ImageNotFound
-except ImportError:  # pragma: no cover - the module reports the missing SDK
-    APIError = DockerException = ImageNotFound = Exception
 
 
 class ImagePullError(Exception):

@@ -23,6 +23,7 @@ from ansible_collections.datacrunch.sglang.plugins.module_utils.common.image_ref
     image_version,
     parse_image_ref,
 )
+from ansible_collections.datacrunch.sglang.plugins.module_utils.common.labels import LABEL_PREFIX
 from ansible_collections.datacrunch.sglang.plugins.module_utils.common.network_address import (
     is_ip_address,
     is_private_address,
@@ -36,7 +37,6 @@ from ansible_collections.datacrunch.sglang.plugins.module_utils.launch.flags imp
 )
 from ansible_collections.datacrunch.sglang.plugins.module_utils.plan.role_inputs import address_error, docker_size_error
 
-LABEL_PREFIX = "datacrunch.sglang."
 LABEL_SPEC_HASH = LABEL_PREFIX + "spec-hash"
 LABEL_PROFILE = LABEL_PREFIX + "profile"
 LABEL_CLUSTER = LABEL_PREFIX + "cluster"
