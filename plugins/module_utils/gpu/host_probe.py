@@ -7,7 +7,8 @@ container, ours or foreign), InfiniBand devices, the host's interfaces and addre
 that asks for every GPU and a rendezvous test between nodes. It only reads, except the GPU probe container,
 which it removes again.
 
-The checks themselves are judged on the controller (``gpu_checks``) from these facts.
+The checks themselves are judged on the controller from these facts (``gpu/checks.py``, through the
+``gpu_preflight`` filter).
 Standard library only: it runs under the system Python of a fresh host.
 """
 
