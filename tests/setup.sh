@@ -99,7 +99,8 @@ make_venv() { # make_venv VENV PYTHON REQUIREMENTS (REQUIREMENTS -r's the contro
     rm -rf "$venv"
     "$python" -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check --upgrade pip 2>&1 | grep -v "is ignored" >&2 || true
-    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements" 2>&1 |
+    # --no-compile: no bytecode for every installed file up front; Python writes it for what is imported, when it is.
+    "$venv/bin/pip" install --quiet --no-compile --disable-pip-version-check -r "$requirements" 2>&1 |
         grep -v "is ignored: it is neither a file nor a directory" >&2 || true
     "$venv/bin/python" -c "import ansible, yaml" || die "installing $requirements into $venv failed"
     cat "$requirements" requirements.txt | sha256sum | cut -d' ' -f1 >"$venv/.requirements.sha256"

@@ -573,6 +573,8 @@ class Handler(BaseHTTPRequestHandler):
         else:
             body = b""
             content_type = "application/json"
+        # Logged before the answer leaves: a client that has its answer finds its request in the log.
+        self._log_request(status)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -589,6 +591,9 @@ class Handler(BaseHTTPRequestHandler):
         status = 500
         auth = "bearer" if (self.headers.get("Authorization") or "").startswith("Bearer ") else "none"
         self._grant = None
+        self._entry = None
+        if not path.startswith(ADMIN_PREFIX):
+            self._entry = {"method": method, "path": path, "query": query, "auth": auth}
         try:
             with self.state.lock:
                 if path.startswith(ADMIN_PREFIX):
@@ -601,10 +606,14 @@ class Handler(BaseHTTPRequestHandler):
         except ApiError as error:
             status = self._send(error.status, {"code": error.code, "message": error.message}, headers=error.headers)
         finally:
-            if not path.startswith(ADMIN_PREFIX):
-                with self.state.lock:
-                    self.state.requests.append({"method": method, "path": path, "query": query, "auth": auth,
-                                                "grant": self._grant, "status": status, "at": time.time()})
+            self._log_request(status)
+
+    def _log_request(self, status):
+        """Adds this API request to the log once (admin requests are not logged)."""
+        entry, self._entry = self._entry, None
+        if entry is not None:
+            with self.state.lock:
+                self.state.requests.append({**entry, "grant": self._grant, "status": status, "at": time.time()})
 
     def do_GET(self):
         self._dispatch("GET")
