@@ -90,8 +90,9 @@ venv_is_current() { # venv_is_current VENV REQUIREMENTS...
     [[ -x $venv/bin/python && -f $venv/.requirements.sha256 && $(cat "$venv/.requirements.sha256") == "$stamp" ]]
 }
 
-make_venv() { # make_venv VENV PYTHON REQUIREMENTS (REQUIREMENTS -r's the controller's requirements.txt)
+make_venv() { # make_venv VENV PYTHON REQUIREMENTS [PIP_OPTION...] (REQUIREMENTS -r's the controller's requirements.txt)
     local venv=$1 python=$2 requirements=$3
+    shift 3
     if venv_is_current "$venv" "$requirements" requirements.txt; then
         log "$venv is current"
         return
@@ -99,8 +100,7 @@ make_venv() { # make_venv VENV PYTHON REQUIREMENTS (REQUIREMENTS -r's the contro
     rm -rf "$venv"
     "$python" -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check --upgrade pip 2>&1 | grep -v "is ignored" >&2 || true
-    # --no-compile: no bytecode for every installed file up front; Python writes it for what is imported, when it is.
-    "$venv/bin/pip" install --quiet --no-compile --disable-pip-version-check -r "$requirements" 2>&1 |
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "$@" -r "$requirements" 2>&1 |
         grep -v "is ignored: it is neither a file nor a directory" >&2 || true
     "$venv/bin/python" -c "import ansible, yaml" || die "installing $requirements into $venv failed"
     cat "$requirements" requirements.txt | sha256sum | cut -d' ' -f1 >"$venv/.requirements.sha256"
@@ -109,7 +109,10 @@ make_venv() { # make_venv VENV PYTHON REQUIREMENTS (REQUIREMENTS -r's the contro
 step_venv() {
     local python
     python=$(find_python 12) || die "no Python >= 3.12 found (ansible-core 2.21 needs it); install python3.12"
-    make_venv .venv "$python" requirements-dev.txt
+    # Lint and sanity wait for .venv alone: no bytecode for every installed file up front (Python writes it for what
+    # is imported, when it is). The other environments build in the background, where compiling up front costs
+    # nothing that waits.
+    make_venv .venv "$python" requirements-dev.txt --no-compile
 }
 
 step_py311() {

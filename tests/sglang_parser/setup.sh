@@ -48,8 +48,7 @@ else
   log "building $venv"
   rm -rf "$venv"
   "$python" -m venv "$venv"
-  # --no-compile: torch alone is thousands of files; only the few the parser imports get bytecode, when imported.
-  pip_quiet install --quiet --no-compile -r "$here/requirements.txt"
+  pip_quiet install --quiet -r "$here/requirements.txt"
   "$venv/bin/python" -c 'import torch, torchvision' 2>/dev/null \
     || { log "torch does not import in $venv"; exit 1; }
   echo "$venv_hash" > "$venv/.requirements.sha256"
@@ -66,7 +65,7 @@ for req in "$here"/requirements-*.txt; do
     log "per-version packages up to date: $site"
   else
     rm -rf "$site"
-    pip_quiet install --quiet --no-compile --no-deps --target "$site" -r "$req"
+    pip_quiet install --quiet --no-deps --target "$site" -r "$req"
     echo "$site_hash" > "$site/.sha256"
   fi
 
