@@ -392,13 +392,20 @@ def test_dp_attention_keeps_dp_inside_tp_and_publishes_a_series_per_dp_rank(env_
                  "--enable-priority-scheduling")
     wait_ready(proc, port)
     body = {"text": "one two three four five six seven eight",
-            "sampling_params": {"max_new_tokens": 40, "ignore_eos": True}}
+            "sampling_params": {"max_new_tokens": 100, "ignore_eos": True}}
     requests = [threading.Thread(target=http, args=("POST", f"http://127.0.0.1:{port}/generate", body))
                 for _index in range(8)]
     for request in requests:
         request.start()
+    # Read the metrics a second in, once all eight run (each decodes for 5 s; on a loaded machine the last may start
+    # late).
     time.sleep(1)
-    text = http("GET", f"http://127.0.0.1:{port}/metrics")[2].decode()
+    deadline = time.monotonic() + 3
+    while True:
+        text = http("GET", f"http://127.0.0.1:{port}/metrics")[2].decode()
+        if serving_load(parse_metrics(text))["running_requests"] >= 8 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     for request in requests:
         request.join()
     usage = [line for line in text.splitlines() if line.startswith("sglang:token_usage{")]
