@@ -147,7 +147,8 @@ done
 # when it ends. SETUP_PARALLEL=0 builds them one after the other.
 PARALLEL_STEPS=" venv py311 parser images "
 run_parallel() { # run_parallel STEP...: at once; fails when any fails
-    local logs=$REPO_ROOT/tests/output/setup step failed=0
+    # Logs apart per set of steps: tests/run.sh builds .venv while another setup.sh builds the rest in the background.
+    local logs=$REPO_ROOT/tests/output/setup/$(IFS=-; echo "$*") step failed=0
     rm -rf "$logs"
     mkdir -p "$logs"
     log "building at once: $*"
@@ -164,12 +165,20 @@ run_parallel() { # run_parallel STEP...: at once; fails when any fails
     ((failed == 0)) || die "a step failed (its output is above)"
 }
 batch=()
+flush_batch() { # the steps gathered so far: at once, or a lone one as it is
+    case ${#batch[@]} in
+        0) ;;
+        1) timed "${batch[0]}" "step_${batch[0]}" ;;
+        *) run_parallel "${batch[@]}" ;;
+    esac
+    batch=()
+}
 for step in "${expanded[@]}"; do
     if [[ ${SETUP_PARALLEL:-1} != 0 && $PARALLEL_STEPS == *" $step "* ]]; then
         batch+=("$step")
         continue
     fi
-    ((${#batch[@]} == 0)) || { run_parallel "${batch[@]}"; batch=(); }
+    flush_batch
     timed "$step" "step_$step"
 done
-((${#batch[@]} == 0)) || run_parallel "${batch[@]}"
+flush_batch
