@@ -5,6 +5,7 @@ the collection's. Each test uses its own container name and port; every containe
 
 import json
 import os
+import shutil
 import socket
 import ssl
 import subprocess
@@ -31,10 +32,7 @@ IMAGE = "datacrunch-sglang-lab/tls-proxy:bookworm"  # nginx from Debian's packag
 MISSING_IMAGE = "datacrunch-sglang-lab/not-built:never"
 FULL_SETTLE = proxy.SETTLE_SECONDS
 
-pytestmark = pytest.mark.skipif(
-    subprocess.run(["docker", "image", "inspect", IMAGE], capture_output=True, check=False).returncode != 0,
-    reason=f"needs a Docker engine with {IMAGE} (tests/lab/tls-proxy/build.sh)",
-)
+pytestmark = pytest.mark.skipif(shutil.which("docker") is None, reason="needs a Docker engine")
 
 NGINX_CONF = """
 worker_processes 1;
@@ -63,6 +61,15 @@ def free_port():
 def quick_settle(monkeypatch):
     """A good proxy is watched for half a second here; the test of a refused configuration keeps the full time."""
     monkeypatch.setattr(proxy, "SETTLE_SECONDS", 0.5)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def proxy_image():
+    """The lab's nginx image, built here when missing (tests/lab/tls-proxy/build.sh: only when its inputs changed; it
+    needs the lab's base image, which tests/setup.sh images builds)."""
+    built = subprocess.run([str(ROOT / "tests/lab/tls-proxy/build.sh")], capture_output=True, text=True, check=False)
+    assert built.returncode == 0, built.stderr
+    return IMAGE
 
 
 @pytest.fixture(scope="module")
