@@ -69,7 +69,6 @@ def proxy_image():
     needs the lab's base image, which tests/setup.sh images builds)."""
     built = subprocess.run([str(ROOT / "tests/lab/tls-proxy/build.sh")], capture_output=True, text=True, check=False)
     assert built.returncode == 0, built.stderr
-    return IMAGE
 
 
 @pytest.fixture(scope="module")
