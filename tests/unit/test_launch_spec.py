@@ -262,6 +262,22 @@ def test_bad_user_flags_are_refused_with_the_variable_named(args, message):
         build_launch_spec(request(user_args=args))
 
 
+def test_every_bad_user_flag_is_refused_in_one_message():
+    args = {"tp": 4, "enable-teleport": True, "kv-cache-dtype": "fp3", "mem-fraction-static": True,
+            "context-length": 4096}
+    with pytest.raises(LaunchSpecError) as refused:
+        build_launch_spec(request(user_args=args))
+    message = str(refused.value)
+    assert message.startswith("4 SGLang flags refused:\n- ")
+    lines = message.splitlines()[1:]
+    assert len(lines) == 4
+    assert "sglang_server_args['tp'] conflicts with a flag the launch renders itself" in lines[0]
+    assert "SGLang 0.5.18 has no flag --enable-teleport" in lines[1]
+    assert "--kv-cache-dtype='fp3' is not one of SGLang 0.5.18's choices" in lines[2]
+    assert "--mem-fraction-static takes a value in SGLang 0.5.18" in lines[3]
+    assert "context-length" not in message
+
+
 def test_deprecated_flag_refused_unless_allowed():
     newer = "lmsysorg/sglang:v0.5.23"
     with pytest.raises(LaunchSpecError, match=r"deprecated in SGLang 0\.5\.23"):

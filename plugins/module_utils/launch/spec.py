@@ -237,9 +237,11 @@ def _flag_origin(source, flag):
 
 
 def _collect_args(request, table):
-    """Profile flags overridden by user flags, keyed by canonical option; conflicts with owned flags refused."""
+    """Profile flags overridden by user flags, keyed by canonical option; conflicts with owned flags refused. Every
+    refused flag is reported at once (a user fixing sglang_server_args sees them all in one run)."""
     merged = {}
     origins = {}
+    problems = []
     for source, mapping in (
         ("profile %s sglang_args" % request.profile.get("name"), request.profile.get("sglang_args") or {}),
         ("sglang_server_args", request.user_args or {}),
@@ -248,28 +250,43 @@ def _collect_args(request, table):
             raise LaunchSpecError("%s must be a mapping of SGLang flag to value, got %r" % (source, mapping))
         for flag, value in mapping.items():
             origin = _flag_origin(source, flag)
-            if not table.knows(flag):
-                raise LaunchSpecError(
-                    "%s: SGLang %s has no flag %s (%s); check the spelling against `python3 -m sglang.launch_server "
-                    "--help` of that version"
-                    % (origin, table.version, FlagTable.normalize(flag), table.why_unknown(flag))
-                )
-            dest = table.dest(flag)
-            if dest in OWNED_FLAG_DESTS:
-                raise LaunchSpecError(
-                    "%s conflicts with a flag the launch renders itself (%s): %s"
-                    % (origin, table.canonical(flag), OWNED_FLAG_DESTS[dest])
-                )
-            notice = table.deprecation(flag)
-            if notice and not request.allow_deprecated_flags and value not in (None, False):
-                raise LaunchSpecError(
-                    "%s: %s is deprecated in SGLang %s (%s); use the current syntax, or set "
-                    "sglang_server_allow_deprecated_flags=true" % (origin, table.canonical(flag), table.version, notice)
-                )
+            try:
+                problem = _flag_problem(request, table, flag, value, origin)
+            except FlagError as exc:
+                problem = str(exc)
+            if problem:
+                problems.append(problem)
+                continue
             canonical = table.canonical(flag)
             merged[canonical] = value
             origins[canonical] = origin
+    if len(problems) == 1:
+        raise LaunchSpecError(problems[0])
+    if problems:
+        raise LaunchSpecError("%d SGLang flags refused:\n- %s" % (len(problems), "\n- ".join(problems)))
     return merged, origins
+
+
+def _flag_problem(request, table, flag, value, origin):
+    """Why flag=value (from origin) cannot go on the command line, or ''; raises FlagError for a value the flag's
+    type or choices refuse."""
+    if not table.knows(flag):
+        return (
+            "%s: SGLang %s has no flag %s (%s); check the spelling against `python3 -m sglang.launch_server "
+            "--help` of that version" % (origin, table.version, FlagTable.normalize(flag), table.why_unknown(flag))
+        )
+    dest = table.dest(flag)
+    if dest in OWNED_FLAG_DESTS:
+        return "%s conflicts with a flag the launch renders itself (%s): %s" % (
+            origin, table.canonical(flag), OWNED_FLAG_DESTS[dest])
+    notice = table.deprecation(flag)
+    if notice and not request.allow_deprecated_flags and value not in (None, False):
+        return (
+            "%s: %s is deprecated in SGLang %s (%s); use the current syntax, or set "
+            "sglang_server_allow_deprecated_flags=true" % (origin, table.canonical(flag), table.version, notice)
+        )
+    table.render(flag, value, origin)
+    return ""
 
 
 def _dp_attention_args(request, table):

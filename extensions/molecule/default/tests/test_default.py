@@ -156,15 +156,16 @@ BAD_INPUTS = [
     ({"sglang_image": "lmsysorg/SGLang:v0.5.18"}, "is not a well-formed image reference"),
     ({"sglang_image": "localhost/sglang-standin:latest"}, "does not name an SGLang version"),
     ({"sglang_image": "localhost/sglang-standin:v0.5.9"}, "which this collection has no flag data for"),
-    ({"sglang_server_args": {"tp": 4}}, "conflicts with a flag the launch renders itself"),
-    ({"sglang_server_args": {"enable-teleport": True}}, "SGLang 0.5.18 has no flag --enable-teleport"),
-    ({"sglang_server_args": {"kv-cache-dtype": "fp3"}}, "is not one of SGLang 0.5.18's choices"),
-    ({"sglang_server_args": {"mem-fraction-static": True}}, "takes a value in SGLang 0.5.18"),
+    # Every flag of sglang_server_args that SGLang 0.5.18 would refuse, all reported by one run.
+    ({"sglang_server_args": {"tp": 4, "enable-teleport": True, "kv-cache-dtype": "fp3", "mem-fraction-static": True}},
+     ["4 SGLang flags refused",
+      "conflicts with a flag the launch renders itself",
+      "SGLang 0.5.18 has no flag --enable-teleport",
+      "is not one of SGLang 0.5.18's choices",
+      "takes a value in SGLang 0.5.18"]),
     ({"sglang_server_env": {"HF_TOKEN": "hf_x"}}, "secrets never go into the container environment"),
-    ({"sglang_port": 70000}, "sglang_port=70000 must be a TCP port number"),
     ({"sglang_hf_home": "cache/hf"}, "sglang_hf_home='cache/hf' must be an absolute path"),
     ({"sglang_profiles_extra": {"lab-tiny": {"extends": "deepseek-r1", "tp": 16}}}, "tp=16 needs 16 GPUs"),
-    ({"sglang_server_pull": "sometimes"}, "sglang_server_pull"),
     # A branch the unit has no commit recorded for, and no Hub: refused on the controller with the fix.
     ({"sglang_model_revision": "v1", "sglang_hf_endpoint": "http://127.0.0.1:9"},
      ["cannot reach the Hub at http://127.0.0.1:9 to resolve it to one commit",
@@ -172,12 +173,17 @@ BAD_INPUTS = [
     # Values a type cannot catch, refused on the controller before any host changes (they used to remove the
     # running server, or crash-loop its replacement), all reported by one run:
     ({"sglang_server_shm_size": "abc", "sglang_server_bind_host": "999.1.1.1", "sglang_tls_enabled": "ture",
-      "sglang_api_key": " "},
-     ["4 input(s) refused before anything changed on a host",
+      "sglang_api_key": " ", "sglang_port": 70000, "sglang_server_pull": "sometimes"},
+     # sglang_port also sets the firewall's client and unit ports: they are refused with it.
+     ["8 input(s) refused before anything changed on a host",
       "sglang_server_shm_size='abc' is not a size Docker understands",
       "sglang_server_bind_host='999.1.1.1' is not an IP address",
       "sglang_tls_enabled='ture' is not a boolean; set true or false",
-      "sglang_api_key is blank"]),
+      "sglang_api_key is blank",
+      "sglang_port=70000 must be a TCP port number",
+      "sglang_firewall_client_ports: 70000 is not a TCP port",
+      "sglang_server_pull='sometimes' is refused by role",
+      "must be one of: missing, always, never"]),
     # The serving port on the SSH port, which the firewall always keeps open: refused on the controller.
     ({"sglang_port": 22}, "sglang_firewall_ssh_ports lists 22, which is also a serving port"),
     # Valid to the controller, refused by the host's preflight before the running server is stopped:
