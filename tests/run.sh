@@ -17,11 +17,12 @@ export PATH=$REPO_ROOT/.venv/bin:$PATH
 export ANSIBLE_FORCE_COLOR=0 PY_COLORS=0
 
 SCENARIOS=(default preflight prefetch multinode benchmark redeploy security)
-declare -a DURATIONS=()
+declare -a DURATIONS=() background_pids=() BACKGROUND_STAGES=()
 
 log() { printf '\nrun: %s\n' "$*" >&2; }
 die() {
     printf '\nrun: FAILED: %s\n' "$*" >&2
+    stop_background_stages
     summary
     exit 1
 }
@@ -70,34 +71,56 @@ side_by_side() { # side_by_side A B: stages A and B at once; each one's output s
     ((failed == 0)) || die "stage $1 or $2"
 }
 
-start_background_setup() { # tests/setup.sh BACKGROUND_SETUP... in the background; wait_background_setup joins it
-    local logs=$REPO_ROOT/tests/output/setup-background
+start_background_stages() { # BACKGROUND_STAGES at once, in the background; wait_background_stages joins them
+    local logs=$REPO_ROOT/tests/output/stages-background name
     rm -rf "$logs"
     mkdir -p "$logs"
-    log "setup in the background: ${BACKGROUND_SETUP[*]}"
+    log "stages in the background: ${BACKGROUND_STAGES[*]}"
     background_started=$SECONDS
-    (
-        rc=0
-        tests/setup.sh "${BACKGROUND_SETUP[@]}" >"$logs/setup.log" 2>&1 || rc=$?
-        printf '%d %d\n' "$rc" "$((SECONDS - background_started))" >"$logs/status"
-    ) &
-    background_pid=$!
+    for name in "${BACKGROUND_STAGES[@]}"; do
+        (
+            started=$SECONDS rc=0
+            "stage_$name" >"$logs/$name.log" 2>&1 || rc=$?
+            printf '%d %d\n' "$rc" "$((SECONDS - started))" >"$logs/$name.status"
+        ) &
+        background_pids+=($!)
+    done
 }
 
-wait_background_setup() { # the background setup's output and duration, once; fails the run when it failed
-    [[ -n $background_pid ]] || return 0
-    local logs=$REPO_ROOT/tests/output/setup-background waited=$SECONDS rc seconds
-    wait "$background_pid" || true
-    background_pid=""
+wait_background_stages() { # the background stages' output and durations, once; fails the run when one failed
+    ((${#background_pids[@]})) || return 0
+    local logs=$REPO_ROOT/tests/output/stages-background waited=$SECONDS name rc seconds failed=0
+    wait "${background_pids[@]}" || true
+    background_pids=()
     waited=$((SECONDS - waited))
-    log "setup in the background: ${BACKGROUND_SETUP[*]}"
-    cat "$logs/setup.log" >&2
-    read -r rc seconds <"$logs/status"
-    if ((rc != 0)); then
-        DURATIONS+=("setup (${BACKGROUND_SETUP[*]}): $seconds s (failed)")
-        die "setup in the background"
-    fi
-    DURATIONS+=("setup (${BACKGROUND_SETUP[*]}): $seconds s in the background, $waited s waited for")
+    for name in "${BACKGROUND_STAGES[@]}"; do
+        log "stage $name (ran in the background)"
+        cat "$logs/$name.log" >&2
+        read -r rc seconds <"$logs/$name.status"
+        if ((rc == 0)); then
+            DURATIONS+=("$name: $seconds s in the background, $waited s waited for")
+        else
+            DURATIONS+=("$name: $seconds s in the background (failed)")
+            failed=1
+        fi
+    done
+    ((failed == 0)) || die "stage ${BACKGROUND_STAGES[*]}"
+}
+
+stop_background_stages() { # on a failure elsewhere: the background stages and everything they started
+    local pid
+    for pid in "${background_pids[@]}"; do
+        kill_tree "$pid"
+    done
+    background_pids=()
+}
+
+kill_tree() { # kill_tree PID: the process and its descendants
+    local child
+    for child in $(pgrep -P "$1" 2>/dev/null); do
+        kill_tree "$child"
+    done
+    kill "$1" 2>/dev/null || true
 }
 
 pytest_must_run() { # pytest exit 5 means no test was collected: a broken suite, not a pass
@@ -177,15 +200,17 @@ stage_coverage() {
     rm -rf "$out"
     mkdir -p "$out"
     export COVERAGE_FILE=$out/coverage.data
-    pytest_must_run pytest -q -p no:cacheprovider -n 2 "${measure[@]}" tests/unit
-    pytest_must_run pytest -q -p no:cacheprovider -n 2 --dist loadfile "${measure[@]}" --cov-append tests/integration
+    pytest_must_run pytest -q -p no:cacheprovider -n 3 "${measure[@]}" tests/unit
+    pytest_must_run pytest -q -p no:cacheprovider -n 3 --dist loadfile "${measure[@]}" --cov-append tests/integration
     coverage report --format=markdown --sort=cover | tee "$out/module_utils.md"
 }
 
 # Scenarios run in two lanes side by side; MOLECULE_LANES=1 runs them one after the other. Each scenario has its own
 # lab hosts, inventory, commit record and reports, and lab.sh serialises what the labs share (networks, services).
-MOLECULE_LANE_1=(multinode prefetch benchmark preflight)
-MOLECULE_LANE_2=(default redeploy security)
+# The lanes are balanced on a fresh two-core machine's figures (side by side: multinode 687 s, security 501,
+# benchmark 285 | default 491, redeploy 459, prefetch 262, preflight 303), the longest first in each.
+MOLECULE_LANE_1=(multinode security benchmark)
+MOLECULE_LANE_2=(default redeploy preflight prefetch)
 
 molecule_lane() { # molecule_lane LOGDIR SCENARIO...: each scenario in turn; "scenario seconds rc" lines on stdout
     local logs=$1 scenario started rc
@@ -248,16 +273,23 @@ for arg in "$@"; do
 done
 ((${#stages[@]})) || stages=(lint sanity unit compat build integration molecule)
 
-# Setup in two parts. Lint, sanity and build need only .venv; the other environments (.venv-py311, SGLang's parser
-# venv, the slowest at about 200 s) and the lab images build in the background meanwhile, and the first stage that
-# needs them waits for them.
-BACKGROUND_SETUP=(py311 parser images)
-NEEDS_ONLY_VENV=" lint sanity build "
-background_pid=""
+# Setup first, whole (tests/setup.sh builds .venv, .venv-py311, SGLang's parser venv and the lab images at once).
+# Then lint and sanity, which need only .venv and keep a core busy each, run in the background beside unit, compat,
+# build and integration: those tests wait on ansible-playbook runs, containers and lab hosts, and leave the two cores
+# idle about half the time (integration on three workers, two cores: 514 CPU-s in 498 s). Their output and verdict
+# come before molecule, which keeps both cores busy. Asked for alone (tests/run.sh lint sanity), they run side by side.
 if $setup; then
-    stage setup tests/setup.sh packages docker
-    start_background_setup
-    stage venv tests/setup.sh venv
+    stage setup tests/setup.sh
+fi
+if [[ " ${stages[*]} " == *" lint sanity "* ]] &&
+    [[ " ${stages[*]} " == *" unit "* || " ${stages[*]} " == *" integration "* ]]; then
+    BACKGROUND_STAGES=(lint sanity)
+    remaining=()
+    for name in "${stages[@]}"; do
+        [[ $name == lint || $name == sanity ]] || remaining+=("$name")
+    done
+    stages=("${remaining[@]}")
+    start_background_stages
 fi
 # Stages that each keep one core busy run two at a time: lint beside sanity, build beside compat.
 SIDE_BY_SIDE=(lint:sanity compat:build)
@@ -265,7 +297,7 @@ index=0
 while ((index < ${#stages[@]})); do
     name=${stages[index]}
     next=${stages[index + 1]:-}
-    [[ $NEEDS_ONLY_VENV == *" $name "* && (-z $next || $NEEDS_ONLY_VENV == *" $next "*) ]] || wait_background_setup
+    [[ $name != molecule && $name != coverage ]] || wait_background_stages
     if [[ " ${SIDE_BY_SIDE[*]} " == *" $name:$next "* ]]; then
         side_by_side "$name" "$next"
         index=$((index + 2))
@@ -274,6 +306,6 @@ while ((index < ${#stages[@]})); do
         index=$((index + 1))
     fi
 done
-wait_background_setup
+wait_background_stages
 summary
 log "all stages passed"
