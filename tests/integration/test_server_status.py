@@ -85,11 +85,27 @@ def test_logs_come_with_timestamps_and_without_secrets(client, serving):
     assert API_KEY not in everything["logs"] and "server_args=ServerArgs(" in everything["logs"]
     assert everything["log_lines"] == len(everything["logs"].splitlines()) > 5
     assert everything["logs"].splitlines()[0][:4].isdigit()  # docker's RFC 3339 timestamp
+    metrics_line = '"GET /metrics HTTP/1.1" 200'
+    served_before = -1
+    while True:  # until the earlier calls' access lines are all stored
+        count = container.logs().decode().count(metrics_line)
+        if count == served_before:
+            break
+        served_before = count
+        time.sleep(0.3)
     last = server_status(spec["name"], secrets_dir, logs_tail=3, client=client)
     assert last["log_lines"] == 3
-    # The last three lines, the latest the access line of this very call's /metrics request.
-    assert last["logs"] in container.logs(timestamps=True).decode()
-    assert '"GET /metrics HTTP/1.1" 200' in last["logs"].splitlines()[-1]
+    # The server logs a request's access line as it answers; the engine may store it a moment after the call read the
+    # logs. Once it is there, the three lines read are the log's last three, but for this call's own access lines.
+    deadline = time.monotonic() + 10
+    while container.logs().decode().count(metrics_line) == served_before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    full = container.logs(timestamps=True).decode()
+    assert full.count(metrics_line) == served_before + 1, "this call's /metrics request was not logged"
+    assert last["logs"] in full
+    later = full.split(last["logs"], 1)[1].strip().splitlines()
+    assert all('"GET /health_generate HTTP/1.1"' in line or metrics_line in line for line in later), later
+    assert metrics_line in (last["logs"].splitlines() + later)[-1]
 
 
 def test_without_its_spec_file_a_server_is_described_by_the_engine_alone(client, serving, tmp_path):
