@@ -76,7 +76,6 @@ start_background_stages() { # BACKGROUND_STAGES at once, in the background; wait
     rm -rf "$logs"
     mkdir -p "$logs"
     log "stages in the background: ${BACKGROUND_STAGES[*]}"
-    background_started=$SECONDS
     for name in "${BACKGROUND_STAGES[@]}"; do
         (
             started=$SECONDS rc=0
@@ -257,7 +256,8 @@ stage_molecule() {
     while read -r name seconds rc; do
         ((rc == 0)) && continue
         printf '\nmolecule: scenario %s failed; its failing tasks:\n' "$name" >&2
-        grep -n -B 3 -A 30 -E '^(fatal|failed): |^ERROR |CRITICAL ' "$logs/$name.log" | head -n 200 >&2 || true
+        grep -n -B 3 -A 30 -E '^(fatal|failed): ' "$logs/$name.log" | head -n 120 >&2 || true
+        grep -n -E '^(E  |FAILED |ERROR |CRITICAL )' "$logs/$name.log" | head -n 80 >&2 || true
     done < <(cat "$logs"/lane*.txt)
     return "$failed"
 }
