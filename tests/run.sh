@@ -17,7 +17,7 @@ export PATH=$REPO_ROOT/.venv/bin:$PATH
 export ANSIBLE_FORCE_COLOR=0 PY_COLORS=0
 
 SCENARIOS=(default preflight prefetch multinode benchmark redeploy security)
-declare -a DURATIONS=() background_pids=() BACKGROUND_STAGES=()
+declare -a DURATIONS=() background_pids=() BACKGROUND_STAGES=() LAUNCHED=()
 
 log() { printf '\nrun: %s\n' "$*" >&2; }
 die() {
@@ -44,64 +44,61 @@ stage() {
     DURATIONS+=("$name: $((SECONDS - started)) s")
 }
 
-side_by_side() { # side_by_side A B: stages A and B at once; each one's output shown whole once both have ended
-    local logs=$REPO_ROOT/tests/output/stages name failed=0 rc seconds
+launch_stages() { # launch_stages DIR NAME...: each stage_NAME at once, in the background, its output and status in DIR;
+    # their pids in LAUNCHED
+    local logs=$1 name
+    shift
     rm -rf "$logs"
     mkdir -p "$logs"
-    log "stages $1 and $2, side by side"
-    for name in "$1" "$2"; do
+    LAUNCHED=()
+    for name in "$@"; do
         (
             started=$SECONDS rc=0
             "stage_$name" >"$logs/$name.log" 2>&1 || rc=$?
             printf '%d %d\n' "$rc" "$((SECONDS - started))" >"$logs/$name.status"
         ) &
+        LAUNCHED+=($!)
     done
-    wait
-    for name in "$1" "$2"; do
-        log "stage $name"
-        cat "$logs/$name.log" >&2
-        read -r rc seconds <"$logs/$name.status"
-        if ((rc == 0)); then
-            DURATIONS+=("$name: $seconds s (beside ${1/$name/$2})")
-        else
-            DURATIONS+=("$name: $seconds s (failed)")
-            failed=1
-        fi
-    done
+}
+
+report_stage() { # report_stage DIR NAME HEADER NOTE: a launched stage's output and duration; fails when it failed
+    local logs=$1 name=$2 rc seconds
+    log "stage $name$3"
+    cat "$logs/$name.log" >&2
+    read -r rc seconds <"$logs/$name.status"
+    if ((rc == 0)); then
+        DURATIONS+=("$name: $seconds s$4")
+    else
+        DURATIONS+=("$name: $seconds s (failed)")
+        return 1
+    fi
+}
+
+side_by_side() { # side_by_side A B: stages A and B at once; each one's output shown whole once both have ended
+    local logs=$REPO_ROOT/tests/output/stages failed=0
+    log "stages $1 and $2, side by side"
+    launch_stages "$logs" "$1" "$2"
+    wait "${LAUNCHED[@]}" # these two alone: the background stages go on
+    report_stage "$logs" "$1" "" " (beside $2)" || failed=1
+    report_stage "$logs" "$2" "" " (beside $1)" || failed=1
     ((failed == 0)) || die "stage $1 or $2"
 }
 
 start_background_stages() { # BACKGROUND_STAGES at once, in the background; wait_background_stages joins them
-    local logs=$REPO_ROOT/tests/output/stages-background name
-    rm -rf "$logs"
-    mkdir -p "$logs"
     log "stages in the background: ${BACKGROUND_STAGES[*]}"
-    for name in "${BACKGROUND_STAGES[@]}"; do
-        (
-            started=$SECONDS rc=0
-            "stage_$name" >"$logs/$name.log" 2>&1 || rc=$?
-            printf '%d %d\n' "$rc" "$((SECONDS - started))" >"$logs/$name.status"
-        ) &
-        background_pids+=($!)
-    done
+    launch_stages "$REPO_ROOT/tests/output/stages-background" "${BACKGROUND_STAGES[@]}"
+    background_pids=("${LAUNCHED[@]}")
 }
 
 wait_background_stages() { # the background stages' output and durations, once; fails the run when one failed
     ((${#background_pids[@]})) || return 0
-    local logs=$REPO_ROOT/tests/output/stages-background waited=$SECONDS name rc seconds failed=0
+    local waited=$SECONDS name failed=0
     wait "${background_pids[@]}" || true
     background_pids=()
     waited=$((SECONDS - waited))
     for name in "${BACKGROUND_STAGES[@]}"; do
-        log "stage $name (ran in the background)"
-        cat "$logs/$name.log" >&2
-        read -r rc seconds <"$logs/$name.status"
-        if ((rc == 0)); then
-            DURATIONS+=("$name: $seconds s in the background, $waited s waited for")
-        else
-            DURATIONS+=("$name: $seconds s in the background (failed)")
-            failed=1
-        fi
+        report_stage "$REPO_ROOT/tests/output/stages-background" "$name" " (ran in the background)" \
+            " in the background, $waited s waited for" || failed=1
     done
     ((failed == 0)) || die "stage ${BACKGROUND_STAGES[*]}"
 }
