@@ -243,7 +243,21 @@ def test_disk_needs_add_up_per_mount(healthy, req):
     check = failing(gpu_checks.evaluate(healthy, req))["disk /"]
     assert check["summary"].startswith("700.0 GiB free on /, needs 738.5 GiB: model 673.3 GiB")
     assert "image 46.6 GiB (/var/lib/docker)" in check["summary"]
-    assert "sglang_hf_home" in check["fix"]
+    assert check["fix"].startswith("free 38.5 GiB on /: remove old images (`docker image prune -a`)")
+    assert "lmsysorg/sglang:v0.5.18 is smaller than gpu_host_image_size_gb=50 GB, set that to its size" in check["fix"]
+    assert "`hf cache delete`" in check["fix"] and "sglang_hf_home" in check["fix"]
+
+
+def test_a_full_docker_root_is_fixed_by_the_image_ways_alone(healthy, req):
+    healthy["disk"]["/var/lib/docker"] = {"free": 40 * GIB, "total": 100 * GIB, "mount": "/var/lib/docker", "error": ""}
+    healthy["images"][0]["present"] = False
+    check = failing(gpu_checks.evaluate(healthy, req))["disk /var/lib/docker"]
+    assert check["summary"] == "40.0 GiB free on /var/lib/docker, needs 46.6 GiB: image 46.6 GiB (/var/lib/docker)"
+    assert check["fix"].startswith("free 6.6 GiB on /var/lib/docker: remove old images")
+    assert "data-root" in check["fix"]
+    assert "sglang_hf_home" not in check["fix"] and "hf cache delete" not in check["fix"]
+    req["image_bytes"] = 39 * 10**9
+    assert "disk /var/lib/docker" not in failing(gpu_checks.evaluate(healthy, req))
 
 
 def test_missing_image_that_may_not_be_pulled_fails_and_needs_no_room(healthy, req):

@@ -438,6 +438,24 @@ def container_gpus_check(probe, count=None):
     return _check("container gpus", PASS, f"a container sees {len(seen)} GPUs ({probe.get('seconds')} s)")
 
 
+def _disk_fix(mount, short, names, req):
+    """What to do about a full mount, for the things that need room on it: the image and the Hub cache have
+    different ways out."""
+    ways = []
+    if "image" in names:
+        ways.append(
+            "remove old images (`docker image prune -a`), move Docker's data-root (/etc/docker/daemon.json) to a "
+            f"bigger volume, or, if {req.get('image')} is smaller than gpu_host_image_size_gb="
+            f"{(req.get('image_bytes') or 0) / 10**9:g} GB, set that to its size"
+        )
+    if names - {"image"}:
+        ways.append(
+            "remove old model revisions (`hf cache delete`), mount a bigger volume there, or point sglang_hf_home / "
+            "sglang_cache_dir at a volume with room"
+        )
+    return f"free {_gib(short)} on {mount}: " + "; ".join(ways)
+
+
 def _storage_checks(facts, req):
     checks = []
     disk = facts.get("disk") or {}
@@ -491,9 +509,7 @@ def _storage_checks(facts, req):
                     f"disk {mount}",
                     FAIL,
                     f"{_gib(entry['free'])} free on {mount}, needs {_gib(total)}: {listed}",
-                    f"free {_gib(total - entry['free'])} on {mount} (old images: `docker image prune -a`; old "
-                    "model revisions: `hf cache delete`), mount a bigger volume there, or point sglang_hf_home / "
-                    "sglang_cache_dir at a volume with room",
+                    _disk_fix(mount, total - entry["free"], {name for name, _path, _need in entry["items"]}, req),
                 )
             )
     shm = facts.get("shm") or {}
