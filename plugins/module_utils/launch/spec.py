@@ -250,10 +250,7 @@ def _collect_args(request, table):
             raise LaunchSpecError("%s must be a mapping of SGLang flag to value, got %r" % (source, mapping))
         for flag, value in mapping.items():
             origin = _flag_origin(source, flag)
-            try:
-                problem = _flag_problem(request, table, flag, value, origin)
-            except FlagError as exc:
-                problem = str(exc)
+            problem = _flag_problem(request, table, flag, value, origin)
             if problem:
                 problems.append(problem)
                 continue
@@ -268,8 +265,8 @@ def _collect_args(request, table):
 
 
 def _flag_problem(request, table, flag, value, origin):
-    """Why flag=value (from origin) cannot go on the command line, or ''; raises FlagError for a value the flag's
-    type or choices refuse."""
+    """Why flag=value (from origin) cannot go on the command line (an unknown, owned or deprecated flag, or a value
+    its type or choices refuse), or ''."""
     if not table.knows(flag):
         return (
             "%s: SGLang %s has no flag %s (%s); check the spelling against `python3 -m sglang.launch_server "
@@ -285,7 +282,10 @@ def _flag_problem(request, table, flag, value, origin):
             "%s: %s is deprecated in SGLang %s (%s); use the current syntax, or set "
             "sglang_server_allow_deprecated_flags=true" % (origin, table.canonical(flag), table.version, notice)
         )
-    table.render(flag, value, origin)
+    try:
+        table.render(flag, value, origin)
+    except FlagError as exc:
+        return str(exc)
     return ""
 
 
