@@ -3,6 +3,7 @@
 #   packages   Docker engine, debootstrap, ssh client, git, the container registry (from Debian's archive)
 #   docker     a running Docker engine
 #   venv       .venv: Python >= 3.12 with the pinned tools of requirements-dev.txt
+#              (every virtualenv is built with uv, pinned in tests/requirements-uv.txt: tests/uv.sh)
 #   py311      .venv-py311: Python 3.11 with ansible-core 2.19 (the oldest supported controller)
 #   parser     .venv-sglang-parser: SGLang's own argument parser (tests/sglang_parser/setup.sh)
 #   images     the lab images (tests/lab/lab.sh build)
@@ -12,6 +13,8 @@ set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO_ROOT"
+# shellcheck source=tests/uv.sh
+source tests/uv.sh
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 die() {
@@ -90,18 +93,15 @@ venv_is_current() { # venv_is_current VENV REQUIREMENTS...
     [[ -x $venv/bin/python && -f $venv/.requirements.sha256 && $(cat "$venv/.requirements.sha256") == "$stamp" ]]
 }
 
-make_venv() { # make_venv VENV PYTHON REQUIREMENTS [PIP_OPTION...] (REQUIREMENTS -r's the controller's requirements.txt)
+make_venv() { # make_venv VENV PYTHON REQUIREMENTS (REQUIREMENTS -r's the controller's requirements.txt)
     local venv=$1 python=$2 requirements=$3
-    shift 3
     if venv_is_current "$venv" "$requirements" requirements.txt; then
         log "$venv is current"
         return
     fi
-    rm -rf "$venv"
-    "$python" -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check --upgrade pip 2>&1 | grep -v "is ignored" >&2 || true
-    "$venv/bin/pip" install --quiet --disable-pip-version-check "$@" -r "$requirements" 2>&1 |
-        grep -v "is ignored: it is neither a file nor a directory" >&2 || true
+    uv_ready "$python" || die "uv did not install (tests/requirements-uv.txt)"
+    uv_make_venv "$venv" "$python"
+    uv_install "$venv" -r "$requirements"
     "$venv/bin/python" -c "import ansible, yaml" || die "installing $requirements into $venv failed"
     cat "$requirements" requirements.txt | sha256sum | cut -d' ' -f1 >"$venv/.requirements.sha256"
 }
@@ -109,10 +109,7 @@ make_venv() { # make_venv VENV PYTHON REQUIREMENTS [PIP_OPTION...] (REQUIREMENTS
 step_venv() {
     local python
     python=$(find_python 12) || die "no Python >= 3.12 found (ansible-core 2.21 needs it); install python3.12"
-    # Lint and sanity wait for .venv alone: no bytecode for every installed file up front (Python writes it for what
-    # is imported, when it is). The other environments build in the background, where compiling up front costs
-    # nothing that waits.
-    make_venv .venv "$python" requirements-dev.txt --no-compile
+    make_venv .venv "$python" requirements-dev.txt
 }
 
 step_py311() {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds what tests/sglang_parser needs to run SGLang's own argument parser without a GPU:
 #   .venv-sglang-parser/               Python 3.11 venv with torch (CUDA build, imported on CPU) and the modules
-#                                      that sglang.srt.server_args imports (requirements.txt)
+#                                      that sglang.srt.server_args imports (requirements.txt), built with uv
+#                                      (tests/uv.sh)
 #   tests/sglang_parser/.cache/sglang-<version>/   each supported sglang wheel, unpacked (imported from sys.path)
 #   tests/sglang_parser/.cache/site-<version>/     the per-version pins (requirements-<version>.txt, e.g. transformers)
 # The supported versions are the names of the requirements-<version>.txt files. Idempotent: each part is rebuilt
@@ -19,6 +20,9 @@ force=false
 log() { printf 'sglang_parser setup: %s\n' "$*" >&2; }
 
 stamp_of() { cat "$@" | sha256sum | cut -d' ' -f1; }
+
+# shellcheck source=tests/uv.sh
+source "$root/tests/uv.sh"
 
 pip_quiet() {  # pip with this machine's noise about local index folders left out; keeps pip's exit status
   local out rc=0
@@ -46,9 +50,9 @@ if up_to_date "$venv/.requirements.sha256" "$venv_hash"; then
   log "venv up to date: $venv"
 else
   log "building $venv"
-  rm -rf "$venv"
-  "$python" -m venv "$venv"
-  pip_quiet install --quiet -r "$here/requirements.txt"
+  uv_ready "$python" || { log "uv did not install (tests/requirements-uv.txt)"; exit 1; }
+  uv_make_venv "$venv" "$python"
+  uv_install "$venv" -r "$here/requirements.txt"
   "$venv/bin/python" -c 'import torch, torchvision' 2>/dev/null \
     || { log "torch does not import in $venv"; exit 1; }
   echo "$venv_hash" > "$venv/.requirements.sha256"
@@ -65,7 +69,8 @@ for req in "$here"/requirements-*.txt; do
     log "per-version packages up to date: $site"
   else
     rm -rf "$site"
-    pip_quiet install --quiet --no-deps --target "$site" -r "$req"
+    uv_ready "$python" || { log "uv did not install (tests/requirements-uv.txt)"; exit 1; }
+    uv_install "$venv" --no-deps --target "$site" -r "$req"
     echo "$site_hash" > "$site/.sha256"
   fi
 
