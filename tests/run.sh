@@ -17,7 +17,8 @@ export PATH=$REPO_ROOT/.venv/bin:$PATH
 export ANSIBLE_FORCE_COLOR=0 PY_COLORS=0
 
 SCENARIOS=(default preflight prefetch multinode benchmark redeploy security)
-declare -a DURATIONS=() background_pids=() BACKGROUND_STAGES=() LAUNCHED=()
+declare -a DURATIONS=() BACKGROUND_STAGES=() LAUNCHED=()
+declare -A BACKGROUND_PID=() # background stage -> pid, until it is waited for
 
 log() { printf '\nrun: %s\n' "$*" >&2; }
 die() {
@@ -85,30 +86,40 @@ side_by_side() { # side_by_side A B: stages A and B at once; each one's output s
 }
 
 start_background_stages() { # BACKGROUND_STAGES at once, in the background; wait_background_stages joins them
+    local index
     log "stages in the background: ${BACKGROUND_STAGES[*]}"
     launch_stages "$REPO_ROOT/tests/output/stages-background" "${BACKGROUND_STAGES[@]}"
-    background_pids=("${LAUNCHED[@]}")
+    for index in "${!BACKGROUND_STAGES[@]}"; do
+        BACKGROUND_PID[${BACKGROUND_STAGES[index]}]=${LAUNCHED[index]}
+    done
 }
 
-wait_background_stages() { # the background stages' output and durations, once; fails the run when one failed
-    ((${#background_pids[@]})) || return 0
-    local waited=$SECONDS name failed=0
-    wait "${background_pids[@]}" || true
-    background_pids=()
+wait_background_stages() { # wait_background_stages [NAME...]: those background stages (default: all) joined, their
+    # output and durations shown once; fails the run when one failed
+    local waited=$SECONDS name failed=0 names=() wanted=("$@")
+    ((${#wanted[@]})) || wanted=("${BACKGROUND_STAGES[@]}")
+    for name in "${wanted[@]}"; do
+        [[ -n ${BACKGROUND_PID[$name]:-} ]] && names+=("$name")
+    done
+    ((${#names[@]})) || return 0
+    for name in "${names[@]}"; do
+        wait "${BACKGROUND_PID[$name]}" || true
+        unset "BACKGROUND_PID[$name]"
+    done
     waited=$((SECONDS - waited))
-    for name in "${BACKGROUND_STAGES[@]}"; do
+    for name in "${names[@]}"; do
         report_stage "$REPO_ROOT/tests/output/stages-background" "$name" " (ran in the background)" \
             " in the background, $waited s waited for" || failed=1
     done
-    ((failed == 0)) || die "stage ${BACKGROUND_STAGES[*]}"
+    ((failed == 0)) || die "stage ${names[*]}"
 }
 
 stop_background_stages() { # on a failure elsewhere: the background stages and everything they started
-    local pid
-    for pid in "${background_pids[@]}"; do
-        kill_tree "$pid"
+    local name
+    for name in "${!BACKGROUND_PID[@]}"; do
+        kill_tree "${BACKGROUND_PID[$name]}"
     done
-    background_pids=()
+    BACKGROUND_PID=()
 }
 
 kill_tree() { # kill_tree PID: the process and its descendants
@@ -136,6 +147,10 @@ stage_lint() {
 
 stage_sanity() {
     tests/sanity/run.sh
+}
+
+stage_images() {
+    tests/setup.sh images
 }
 
 # The unit and integration tests run on three workers, one more than the machine's two cores: both stages leave a
@@ -203,10 +218,10 @@ stage_coverage() {
 
 # Scenarios run in two lanes side by side; MOLECULE_LANES=1 runs them one after the other. Each scenario has its own
 # lab hosts, inventory, commit record and reports, and lab.sh serialises what the labs share (networks, services).
-# The lanes are balanced on a fresh two-core machine's figures (side by side: multinode 687 s, security 501,
-# benchmark 285 | default 491, redeploy 459, prefetch 262, preflight 303), the longest first in each.
-MOLECULE_LANE_1=(multinode security benchmark)
-MOLECULE_LANE_2=(default redeploy preflight prefetch)
+# The lanes are balanced on a fresh two-core machine's figures (the mean of two whole runs, side by side: multinode
+# 455 s, default 330, preflight 190 | redeploy 323, security 307, benchmark 187, prefetch 169), the longest first.
+MOLECULE_LANE_1=(multinode default preflight)
+MOLECULE_LANE_2=(redeploy security benchmark prefetch)
 
 molecule_lane() { # molecule_lane LOGDIR SCENARIO...: each scenario in turn; "scenario seconds rc" lines on stdout
     local logs=$1 scenario started rc
@@ -270,30 +285,38 @@ for arg in "$@"; do
 done
 ((${#stages[@]})) || stages=(lint sanity unit compat build integration molecule)
 
-# Setup first, whole (tests/setup.sh builds .venv, .venv-py311, SGLang's parser venv and the lab images at once).
-# Then lint and sanity, which need only .venv and keep a core busy each, run in the background beside unit, compat,
+# Setup first: the packages, the Docker engine and the virtualenvs (tests/setup.sh). The lab images, which only the
+# integration and molecule stages use, build in the background (tests/setup.sh images), waited for before those.
+# Lint and sanity, which need only .venv and keep a core busy each, run in the background too, beside unit, compat,
 # build and integration: those tests wait on ansible-playbook runs, containers and lab hosts, and leave the two cores
-# idle about half the time (integration on three workers, two cores: 514 CPU-s in 498 s). Their output and verdict
-# come before molecule, which keeps both cores busy. Asked for alone (tests/run.sh lint sanity), they run side by side.
+# idle part of the time. Their output and verdict come before molecule, which keeps both cores busy. Asked for alone
+# (tests/run.sh lint sanity), they run side by side.
 if $setup; then
-    stage setup tests/setup.sh
+    if [[ " ${stages[*]} " == *" integration "* || " ${stages[*]} " == *" molecule "* ||
+        " ${stages[*]} " == *" coverage "* ]]; then
+        stage setup tests/setup.sh packages docker venv py311 parser
+        BACKGROUND_STAGES+=(images)
+    else
+        stage setup tests/setup.sh
+    fi
 fi
 if [[ " ${stages[*]} " == *" lint sanity "* ]] &&
     [[ " ${stages[*]} " == *" unit "* || " ${stages[*]} " == *" integration "* ]]; then
-    BACKGROUND_STAGES=(lint sanity)
+    BACKGROUND_STAGES+=(lint sanity)
     remaining=()
     for name in "${stages[@]}"; do
         [[ $name == lint || $name == sanity ]] || remaining+=("$name")
     done
     stages=("${remaining[@]}")
-    start_background_stages
 fi
+((${#BACKGROUND_STAGES[@]} == 0)) || start_background_stages
 # Stages that each keep one core busy run two at a time: lint beside sanity, build beside compat.
 SIDE_BY_SIDE=(lint:sanity compat:build)
 index=0
 while ((index < ${#stages[@]})); do
     name=${stages[index]}
     next=${stages[index + 1]:-}
+    [[ $name != integration ]] || wait_background_stages images
     [[ $name != molecule && $name != coverage ]] || wait_background_stages
     if [[ " ${SIDE_BY_SIDE[*]} " == *" $name:$next "* ]]; then
         side_by_side "$name" "$next"
