@@ -1,6 +1,6 @@
 """playbooks/rent.yml refuses an OS image that cannot carry the driver the SGLang image needs, before anything is
-rented. The API stand-in alone, no lab; the choice by rule on a rented instance and cluster is checked end to end in
-test_datacrunch_rent.py."""
+rented. The API stand-in alone, no lab; the choice by rule on a rented instance and cluster is checked end to end in the
+tests under rent/."""
 
 import json
 import sys
