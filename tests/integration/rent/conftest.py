@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 import yaml
-from rental import LAB_SH, REPO_ROOT, standin_control
+from rental import LAB_SH, REPO_ROOT, api_stand_in
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def lab(request, tmp_path_factory):
 @pytest.fixture(scope="module")
 def api(lab):
     pool = ",".join(lab["hosts"].values())
-    with standin_control.in_process("--pool", pool, "--jump-from-workers", "--provision-seconds", "2",
+    with api_stand_in("--pool", pool, "--jump-from-workers", "--provision-seconds", "2",
                                     "--action-seconds", "0.5") as control:
         yield control
 

@@ -8,12 +8,17 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lab" / "verda-api"))
-import standin_control  # noqa: F401 - conftest.py takes it from here, once the path above is set
+import standin_control
 from standin_control import CLIENT_SECRET, REPO_ROOT, ansible
 
 LAB_SH = REPO_ROOT / "tests" / "lab" / "lab.sh"
 PROBE = "tests/lab/verda-api/playbooks/probe.yml"
 FAIL = "tests/lab/verda-api/playbooks/fail.yml"
+
+
+def api_stand_in(*args):
+    """The API stand-in as its own process (standin_control.in_process) with these arguments; a context manager."""
+    return standin_control.in_process(*args)
 
 
 def rent(standin, lab, inventory, tmp_path, *extra, steps=(PROBE,), profile="lab-tiny", step_args=()):
