@@ -39,7 +39,7 @@ def lab(request, tmp_path_factory):
 def api(lab):
     pool = ",".join(lab["hosts"].values())
     with api_stand_in("--pool", pool, "--jump-from-workers", "--provision-seconds", "2",
-                                    "--action-seconds", "0.5") as control:
+                      "--action-seconds", "0.5") as control:
         yield control
 
 
