@@ -14,15 +14,19 @@ UV=$UV_HOME/bin/uv
 UV_INDEX_ARGS=() # where packages come from: for uv venv (its seed) and uv pip install
 UV_PIP_ARGS=()   # those and pip's constraints: for uv pip install
 
-uv_ready() { # uv_ready PYTHON
+uv_is_current() { # uv_is_current STAMP: .venv-uv holds the uv that tests/requirements-uv.txt pins
+    [[ -x $UV && -f $UV_HOME/.requirements.sha256 && $(cat "$UV_HOME/.requirements.sha256") == "$1" ]]
+}
+
+uv_ready() { # uv_ready PYTHON (once per process: later calls find uv ready and pip's configuration read)
     local python=$1 stamp
+    ((${#UV_PIP_ARGS[@]} == 0)) || return 0
     stamp=$(sha256sum <"$UV_REQUIREMENTS" | cut -d' ' -f1)
-    if ! [[ -x $UV && -f $UV_HOME/.requirements.sha256 && $(cat "$UV_HOME/.requirements.sha256") == "$stamp" ]]; then
+    if ! uv_is_current "$stamp"; then
         # Several setup steps may get here at once: one builds, the others wait for it.
         (
             flock 9
-            if ! [[ -x $UV && -f $UV_HOME/.requirements.sha256 && $(cat "$UV_HOME/.requirements.sha256") == "$stamp" ]]
-            then
+            if ! uv_is_current "$stamp"; then
                 rm -rf "$UV_HOME"
                 "$python" -m venv "$UV_HOME"
                 "$UV_HOME/bin/pip" install --quiet --disable-pip-version-check -r "$UV_REQUIREMENTS" 2>&1 |
