@@ -229,6 +229,13 @@ files_completed_elsewhere:
   description: Files that another process (a host sharing the cache volume) completed while this run waited for it.
   returned: always
   type: int
+partial_files_removed:
+  description:
+    - Partial files (bytes and their range maps) that downloads no longer running left of blobs that are complete,
+      removed by this run; in check mode, those a run would remove. Two hosts sharing a cache volume may fetch the
+      same blob at once; one killed midway leaves its partial copy beside the blob the other completed.
+  returned: always
+  type: int
 bytes_downloaded:
   description: Bytes downloaded by this run.
   returned: always

@@ -71,6 +71,67 @@ def test_a_live_owners_partial_file_is_left_alone(tmp_path):
     assert len(os.listdir(tmp_path)) == 4
 
 
+def rewrite_writer(part: PartFile, writer) -> None:
+    data = json.loads(Path(part.ranges_path).read_text())
+    data.pop("writer", None)
+    if writer is not None:
+        data["writer"] = writer
+    Path(part.ranges_path).write_text(json.dumps(data))
+
+
+def test_the_ranges_file_names_the_process_that_wrote_it(tmp_path):
+    part = PartFile(str(tmp_path), ETAG, 100)
+    part.open()
+    part.close()
+    start = hub_ranged.process_start(os.getpid())
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    assert start is not None and start.startswith(boot + ":") and start == hub_ranged.process_start(os.getpid())
+    assert start != hub_ranged.process_start(1), "pid 1, started long before this process, has another start"
+    assert json.loads(Path(part.ranges_path).read_text())["writer"] == {"pid": os.getpid(), "start": start}
+    assert hub_ranged.recorded_writer(part.ranges_path) == (os.getpid(), start)
+
+
+def test_a_dead_owners_pid_held_by_a_later_process_counts_as_gone(tmp_path):
+    # The owner was killed and its pid came round to another process (pids wrap every 32768 by default): the files
+    # are abandoned, and a run adopts them instead of leaving them in blobs/ for good.
+    later = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        owner = f"{hub_ranged.socket.gethostname()}.{later.pid}"
+        left = leave_part(tmp_path, owner, 100, [(0, 30)])
+        boot = hub_ranged.process_start(later.pid).partition(":")[0]
+        rewrite_writer(left, {"pid": later.pid, "start": f"{boot}:1"})
+        assert hub_ranged.owner_gone(owner, left.ranges_path)
+        assert hub_ranged.kept_bytes(str(tmp_path), ETAG, 100) == 30
+        part = PartFile(str(tmp_path), ETAG, 100)
+        assert part.open() == 30
+        part.close()
+        assert sorted(os.listdir(tmp_path)) == sorted([Path(part.path).name, Path(part.ranges_path).name])
+    finally:
+        later.kill()
+        later.wait()
+
+
+def test_a_live_owner_is_told_by_its_pid_and_start(tmp_path):
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        owner = f"{hub_ranged.socket.gethostname()}.{live.pid}"
+        left = leave_part(tmp_path, owner, 100, [(0, 30)])
+        # Written by the live owner itself.
+        rewrite_writer(left, {"pid": live.pid, "start": hub_ranged.process_start(live.pid)})
+        assert not hub_ranged.owner_gone(owner, left.ranges_path)
+        # Just adopted by the live owner and not rewritten yet: the file still names the process it came from.
+        rewrite_writer(left, {"pid": 1, "start": "some-boot:1"})
+        assert not hub_ranged.owner_gone(owner, left.ranges_path)
+        # Written before files named their writer.
+        rewrite_writer(left, None)
+        assert not hub_ranged.owner_gone(owner, left.ranges_path)
+        assert hub_ranged.kept_bytes(str(tmp_path), ETAG, 100) == 0
+    finally:
+        live.kill()
+        live.wait()
+    assert hub_ranged.owner_gone(owner, left.ranges_path)
+
+
 def test_another_hosts_partial_file_counts_as_abandoned_only_when_stale(tmp_path):
     other = leave_part(tmp_path, "other-host.1234", 100, [(0, 30)])
     assert not hub_ranged.owner_gone("other-host.1234", other.ranges_path)
@@ -99,3 +160,25 @@ def test_the_blob_appears_only_when_finished(tmp_path):
     part.finish(str(tmp_path / ETAG))
     assert os.listdir(tmp_path) == [ETAG]
     assert (tmp_path / ETAG).read_bytes() == b"0123456789"
+
+
+def test_what_gone_owners_left_of_a_complete_blob_is_found_and_removed_and_nothing_else(tmp_path):
+    # Blob ETAG is complete; a killed download (a pid no process holds now) left its copy and map beside it, and
+    # a cut-short save of its map; a live process of this host (the runner's parent) is still writing its own copy;
+    # another blob's leftovers are not asked about.
+    (tmp_path / ETAG).write_bytes(b"x" * 100)
+    dead = leave_part(tmp_path, dead_owner(tmp_path), 100, [(0, 30)])
+    Path(f"{dead.ranges_path}.tmp").write_text("{")
+    live = leave_part(tmp_path, f"{hub_ranged.socket.gethostname()}.{os.getppid()}", 100, [(0, 10)])
+    other = PartFile(str(tmp_path), "f" * 64, 100, owner=dead.owner)
+    other.fd = os.open(other.path, os.O_RDWR | os.O_CREAT, 0o644)
+    other.save()
+    other.close()
+    found = hub_ranged.abandoned_parts(str(tmp_path), [ETAG])
+    assert found == sorted([dead.path, dead.ranges_path, f"{dead.ranges_path}.tmp"])
+    assert hub_ranged.remove_abandoned_parts(str(tmp_path), [ETAG]) == 3
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        [ETAG, *(os.path.basename(p) for p in (live.path, live.ranges_path, other.path, other.ranges_path))]
+    )
+    assert hub_ranged.remove_abandoned_parts(str(tmp_path), [ETAG]) == 0
+    assert hub_ranged.abandoned_parts(str(tmp_path / "absent"), [ETAG]) == []

@@ -189,3 +189,31 @@ def test_an_unknown_revision_is_refused_with_the_fix(tmp_path, peer):
     assert "was not found at %s" % endpoint in unknown.value.message
     assert "check the spelling" in unknown.value.message
     assert snapshot_contents(tmp_path) == {}
+
+
+def test_what_a_killed_download_left_beside_a_blob_completed_elsewhere_is_removed_once(tmp_path, peer):
+    # Two hosts on one cache volume fetched the shard at once; one was killed midway, the other completed it. No
+    # later run fetches the shard again, so the sweep at the end of a run is what removes the killed one's copy.
+    server, endpoint = peer
+    hub.ensure_snapshot(request(tmp_path, endpoint))
+    etag = hashlib.sha256(SHARD).hexdigest()
+    blobs = tmp_path / "dest" / "hub" / "models--lab--tiny-r1" / "blobs"
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    part = ranged.PartFile(str(blobs), etag, len(SHARD), owner="%s.%d" % (socket.gethostname(), finished.pid))
+    part.open()
+    part.mark(0, 10)
+    part.save()
+    part.close()
+    leftovers = sorted(os.path.basename(p) for p in (part.path, part.ranges_path))
+    served = server.bytes_served
+
+    check = hub.ensure_snapshot(request(tmp_path, endpoint, check_mode=True))
+    assert check["changed"] is True and check["complete"] is True and check["partial_files_removed"] == 2
+    assert set(leftovers) <= set(os.listdir(blobs))
+    result = hub.ensure_snapshot(request(tmp_path, endpoint))
+    assert result["changed"] is True and result["partial_files_removed"] == 2 and result["files_to_fetch"] == 0
+    assert not [name for name in os.listdir(blobs) if "dcsg-" in name]
+    assert snapshot_contents(tmp_path) == FILES and server.bytes_served == served
+    again = hub.ensure_snapshot(request(tmp_path, endpoint))
+    assert again["changed"] is False and again["partial_files_removed"] == 0

@@ -14,9 +14,10 @@ Where the bytes wait until the file is complete, so that huggingface_hub's cache
   ``blobs/<etag>.<owner>.dcsg-ranges`` the ranges that are in it (JSON, replaced atomically, written only after the
   bytes it names). ``<owner>`` is ``<hostname>.<pid>``: every process writes only files of its own, so that hosts
   sharing a volume whose file locks do nothing (some network filesystems) never write into each other's partial file.
-  A later run adopts the files of an owner that is gone (a process of this host that no longer exists, or another
-  host's files that it has not touched for ``STALE_SECONDS``) by renaming them to its own name: of two runs that try,
-  one wins. The ranges file is the claim and moves first.
+  A later run adopts the files of an owner that is gone (a process of this host that no longer exists, or whose pid
+  a later process holds now: the ranges file names the process that wrote it; or another host's files that it has
+  not touched for ``STALE_SECONDS``) by renaming them to its own name: of two runs that try, one wins. The ranges
+  file is the claim and moves first.
 - the blob appears (one rename) only when every range is there and, with verify=sha256, the sha256 checks out.
 
 A run after a kill asks only for the ranges its ranges file does not list.
@@ -116,6 +117,30 @@ def owner_id() -> str:
     return f"{socket.gethostname()}.{os.getpid()}"
 
 
+def process_start(pid: int) -> Optional[str]:
+    """What tells the process now holding ``pid`` from a later one given the same pid: the boot's id and the process's
+    start in clock ticks since boot (Linux /proc; no wall clock involved). None where /proc does not say."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as fh:
+            boot = fh.read().strip()
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+        # Field 22, starttime; counted after the command name, which may hold spaces and ends at the last ')'.
+        return f"{boot}:{int(stat[stat.rindex(b')') + 2:].split()[19])}"
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def recorded_writer(ranges_path: str) -> Optional[Tuple[int, str]]:
+    """(pid, process_start) of the process that last wrote this ranges file, when it says (older files do not)."""
+    try:
+        with open(ranges_path, encoding="utf-8") as fh:
+            writer = json.load(fh).get("writer") or {}
+        return int(writer["pid"]), str(writer["start"])
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
 def owner_gone(owner: str, ranges_path: str, now: Optional[float] = None) -> bool:
     host, _dot, pid = owner.rpartition(".")
     if host == socket.gethostname() and pid.isdigit():
@@ -125,7 +150,14 @@ def owner_gone(owner: str, ranges_path: str, now: Optional[float] = None) -> boo
             return True
         except PermissionError:
             return False
-        return False
+        # A live process holds the pid. Pids come round again (every 32768 processes by default), so it may be a
+        # later process than the owner: the ranges file names the process that wrote it. A file of another pid under
+        # this owner's name was just adopted and not rewritten yet: the owner is the live adopter.
+        writer = recorded_writer(ranges_path)
+        if writer is None or writer[0] != int(pid):
+            return False
+        start = process_start(int(pid))
+        return start is not None and start != writer[1]
     try:
         age = (now or time.time()) - os.stat(ranges_path).st_mtime
     except OSError:
@@ -147,6 +179,7 @@ class PartFile:
         self.lock = threading.Lock()
         self.fd: Optional[int] = None
         self.adopted_bytes = 0
+        self.writer_start: Optional[str] = None
         self.saved_at = 0.0
         self.saved_bytes = 0
 
@@ -252,8 +285,14 @@ class PartFile:
             os.fdatasync(self.fd)
         tmp = f"{self.ranges_path}.tmp"
         with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump({"etag": self.etag, "size": self.size, "ranges": snapshot.intervals}, fh)
+            json.dump({"etag": self.etag, "size": self.size, "ranges": snapshot.intervals, **self._writer()}, fh)
         os.replace(tmp, self.ranges_path)
+
+    def _writer(self) -> Dict[str, Dict[str, object]]:
+        """This process, as owner_gone tells it from a later one with the same pid (nothing where /proc is not)."""
+        if self.writer_start is None:
+            self.writer_start = process_start(os.getpid()) or ""
+        return {"writer": {"pid": os.getpid(), "start": self.writer_start}} if self.writer_start else {}
 
     def close(self) -> None:
         if self.fd is not None:
@@ -475,3 +514,40 @@ def kept_bytes(blobs_dir: str, etag: str, size: int) -> int:
         if ranges is not None:
             best = max(best, ranges.covered())
     return best
+
+
+def abandoned_parts(blobs_dir: str, etags: List[str]) -> List[str]:
+    """Paths of the partial files (bytes, map, a map's cut-short save) that owners now gone left of these blobs.
+
+    For blobs that are complete: no later run opens them again, so nothing else would adopt or remove what a killed
+    download left of them (on a shared volume, two hosts may have fetched the same blob at once). A live download's
+    files are left alone; its own finish replaces the blob with the same bytes.
+    """
+    wanted = set(etags)
+    by_owner: Dict[Tuple[str, str], List[str]] = {}
+    try:
+        names = os.listdir(blobs_dir)
+    except FileNotFoundError:
+        return []
+    for name in names:
+        for suffix in (RANGES_SUFFIX + ".tmp", RANGES_SUFFIX, PART_SUFFIX):
+            if name.endswith(suffix):
+                etag, _dot, owner = name[: -len(suffix)].partition(".")
+                if owner and etag in wanted:
+                    by_owner.setdefault((etag, owner), []).append(os.path.join(blobs_dir, name))
+                break
+    found = []
+    for (etag, owner), paths in sorted(by_owner.items()):
+        if owner_gone(owner, os.path.join(blobs_dir, f"{etag}.{owner}{RANGES_SUFFIX}")):
+            found.extend(sorted(paths))
+    return found
+
+
+def remove_abandoned_parts(blobs_dir: str, etags: List[str]) -> int:
+    """Remove what abandoned_parts finds; the number of files removed."""
+    removed = 0
+    for path in abandoned_parts(blobs_dir, etags):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+            removed += 1
+    return removed

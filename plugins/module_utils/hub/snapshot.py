@@ -42,7 +42,9 @@ from ansible_collections.datacrunch.sglang.plugins.module_utils.hub.ranged impor
     PartFile,
     RangedDownload,
     RangeIgnored,
+    abandoned_parts,
     kept_bytes,
+    remove_abandoned_parts,
 )
 
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
@@ -202,8 +204,12 @@ class CacheLayout:
         self.folder_name = "models--" + repo_id.replace("/", "--")
         self.repo_dir = os.path.join(cache_dir, self.folder_name)
 
+    @property
+    def blobs_dir(self) -> str:
+        return os.path.join(self.repo_dir, "blobs")
+
     def blob(self, etag: str) -> str:
-        return os.path.join(self.repo_dir, "blobs", etag)
+        return os.path.join(self.blobs_dir, etag)
 
     def partial(self, etag: str) -> str:
         return self.blob(etag) + ".incomplete"
@@ -848,6 +854,8 @@ def _ensure_snapshot(req, hf, progress: Progress, clock, files_out) -> Dict[str,
     to_relink = [s for s in states if s.status == "relink"]
     bad = [s for s in states if s.status in ("truncated", "wrong_size", "corrupt")]
     bytes_to_fetch = sum(s.bytes_to_fetch for s in to_fetch)
+    # What killed downloads left of blobs that are complete now: no fetch opens those blobs again to adopt it.
+    leftovers = abandoned_parts(layout.blobs_dir, [s.file.etag for s in states if s.status in ("ok", "relink")])
     result: Dict[str, Any] = {
         "repo": req.repo_id,
         "revision": req.revision,
@@ -868,6 +876,7 @@ def _ensure_snapshot(req, hf, progress: Progress, clock, files_out) -> Dict[str,
         "files_ranged": 0,
         "files_range_ignored": 0,
         "files_completed_elsewhere": 0,
+        "partial_files_removed": len(leftovers),
     }
 
     if to_fetch:
@@ -877,13 +886,13 @@ def _ensure_snapshot(req, hf, progress: Progress, clock, files_out) -> Dict[str,
         result.update(check_disk(req, bytes_to_fetch))
 
     ref_changes = write_ref(layout, req.revision, commit, check_mode=True)
-    result["changed"] = bool(to_fetch or to_relink or ref_changes)
+    result["changed"] = bool(to_fetch or to_relink or ref_changes or leftovers)
     result["diff"] = {
         "before": {"complete": not (to_fetch or to_relink), "missing_or_bad": sorted(s.file.path for s in to_fetch)},
         "after": {"complete": True, "missing_or_bad": []},
     }
     if req.check_mode:
-        result["complete"] = not result["changed"]
+        result["complete"] = not (to_fetch or to_relink or ref_changes)
         return result
 
     progress.base.update(files_to_fetch=len(to_fetch), bytes_to_fetch=bytes_to_fetch)
@@ -934,6 +943,9 @@ def _ensure_snapshot(req, hf, progress: Progress, clock, files_out) -> Dict[str,
     incomplete = [s.file.path for s in final if s.status != "ok"]
     if incomplete:
         raise HubError(f"{req.repo_id}@{commit} is still incomplete after the download: {incomplete[:5]}")
+    # Every blob is complete: what owners now gone left of them goes, also of blobs completed during this run.
+    result["partial_files_removed"] = remove_abandoned_parts(layout.blobs_dir, [f.etag for f in files])
+    result["changed"] = result["changed"] or result["partial_files_removed"] > 0
     seconds = clock() - download_started
     result["complete"] = True
     result["download_seconds"] = round(seconds, 3)
