@@ -325,20 +325,25 @@ def test_order_provision_and_delete_an_instance(clock):
         assert standin.state()["pool"][-1] == "10.9.0.11"  # the address went back to the pool
 
 
-def test_clusters_and_their_availability(standin, clock):
-    client = client_for(standin, clock)
-    assert client.cluster_available("16H200", "FIN-01") is True
-    cluster_id = client.create_cluster({
-        "hostname": "tp16", "cluster_type": "16H200", "image": CLUSTER_IMAGE, "description": "", "ssh_key_ids": [],
-        "location_code": "FIN-01", "contract": "PAY_AS_YOU_GO", "shared_volume": {"name": "tp16-sfs", "size": 1000},
-    })
-    assert client.cluster_available("32H200", "FIN-01") is False  # 5 addresses needed, 0 left
-    time.sleep(0.5)
-    cluster = client.get_cluster(cluster_id)
-    assert cluster["status"] == "running" and cluster["ip"] == "10.9.0.11"
-    assert [w["private_ip"] for w in cluster["worker_nodes"]] == ["10.9.0.12", "10.9.0.13"]
-    client.discontinue_clusters([cluster_id])
-    assert client.get_cluster(cluster_id)["status"] == "discontinued"
+def test_clusters_and_their_availability(clock):
+    # A discontinued cluster is gone one action step later: 3 s here, so that the read right after the discontinue
+    # sees it discontinued even on a loaded machine (with the fixture's 0.2 s it read None beside other stages).
+    with standin_control.in_thread(pool=["10.9.0.11", "10.9.0.12", "10.9.0.13"], action_seconds=3.0) as standin:
+        client = client_for(standin, clock)
+        assert client.cluster_available("16H200", "FIN-01") is True
+        cluster_id = client.create_cluster({
+            "hostname": "tp16", "cluster_type": "16H200", "image": CLUSTER_IMAGE, "description": "",
+            "ssh_key_ids": [], "location_code": "FIN-01", "contract": "PAY_AS_YOU_GO",
+            "shared_volume": {"name": "tp16-sfs", "size": 1000},
+        })
+        assert client.cluster_available("32H200", "FIN-01") is False  # 5 addresses needed, 0 left
+        assert _eventually(lambda: client.get_cluster(cluster_id)["status"], "running") == "running"
+        cluster = client.get_cluster(cluster_id)
+        assert cluster["status"] == "running" and cluster["ip"] == "10.9.0.11"
+        assert [w["private_ip"] for w in cluster["worker_nodes"]] == ["10.9.0.12", "10.9.0.13"]
+        client.discontinue_clusters([cluster_id])
+        assert client.get_cluster(cluster_id)["status"] == "discontinued"
+        assert _eventually(lambda: client.get_cluster(cluster_id), None) is None
 
 
 def test_a_base_url_that_is_not_the_api_is_named(clock):
