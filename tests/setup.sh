@@ -59,7 +59,7 @@ find_python_exact() { # find_python_exact MINOR
 step_packages() {
     local wanted=(docker.io debootstrap openssh-client git curl iproute2 ca-certificates gnupg docker-registry openssl) missing=() package
     for package in "${wanted[@]}"; do
-        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+        [[ $(dpkg-query -W -f='${Status}' "$package" 2>/dev/null || true) == *"install ok installed"* ]] || missing+=("$package")
     done
     if ((${#missing[@]} == 0)); then
         log "packages already installed"

@@ -491,7 +491,7 @@ registry_access() {
 check_services_from() {
     local name=$1 gateway=$2 index hub
     index=$(pip_index "$gateway")
-    docker exec "$name" curl -fsS --max-time 5 "$index" | grep -q '\.whl' ||
+    [[ $(docker exec "$name" curl -fsS --max-time 5 "$index" || true) == *.whl* ]] ||
         die "host $name cannot read the wheel index at $index: is a firewall blocking port $LAB_WHEEL_PORT?"
     if [[ -x $HUB_SCRIPT ]]; then
         hub=$(hub_endpoint "$gateway")

@@ -7,8 +7,9 @@ VENV=${VENV:-$REPO_ROOT/.venv}
 WORK=$REPO_ROOT/tests/output/sanity
 TREE=$WORK/ansible_collections/datacrunch/sglang
 
-pip_version=$(grep -o "pip='[0-9.]*'" "$VENV"/lib/python3*/site-packages/ansible_test/_internal/python_requirements.py |
-    head -n 1 | cut -d"'" -f2)
+pip_version=$(grep -m 1 -o "pip='[0-9.]*'" "$VENV"/lib/python3*/site-packages/ansible_test/_internal/python_requirements.py)
+pip_version=${pip_version#pip=\'}
+pip_version=${pip_version%\'}
 cache=$HOME/.ansible/test/cache/get_pip_${pip_version//./_}.py
 mkdir -p "$(dirname "$cache")"
 cp "$REPO_ROOT/tests/sanity/get_pip_offline.py" "$cache"

@@ -84,7 +84,7 @@ start() {
   local address listen_args=()
   if alive "$STATE/gate.pid" && alive "$STATE/olah.pid" && ready && [[ -n "$(listening 2>/dev/null)" ]]; then
     for address in "$@"; do
-      listening | grep -qxF "$address" || listen_control listen "$address"
+      grep -qxF "$address" <<<"$(listening)" || listen_control listen "$address"
     done
     echo "hub: running at $(url) on $(listening | paste -sd' ' -) only"
     return 0
