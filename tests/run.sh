@@ -34,28 +34,62 @@ summary() {
     printf '  %s\n' "${DURATIONS[@]}" >&2
 }
 
+# A stage runs in a subshell with errexit in force, so that any failing command in it fails the stage. Called as the
+# condition of an if, or before || or &&, a function runs with errexit off, and only its last command would count
+# (a failing ruff before a passing ansible-lint, failing unit tests before the compat stage's plan run): call stage,
+# and run stage functions, only as plain commands, as below. A stage adds lines to the summary with stage_note.
+NOTES=$REPO_ROOT/tests/output/stage-notes
+
 stage() {
-    local name=$1 started=$SECONDS
+    local name=$1 started=$SECONDS rc
     shift
     log "stage $name"
-    if ! "$@"; then
+    rm -f "$NOTES/$name"
+    set +e
+    (
+        set -e
+        "$@"
+    )
+    rc=$?
+    set -e
+    take_notes "$name"
+    if ((rc != 0)); then
         DURATIONS+=("$name: $((SECONDS - started)) s (failed)")
         die "stage $name"
     fi
     DURATIONS+=("$name: $((SECONDS - started)) s")
 }
 
+stage_note() { # stage_note STAGE LINE: a line for the summary, above the stage's own
+    mkdir -p "$NOTES"
+    printf '%s\n' "$2" >>"$NOTES/$1"
+}
+
+take_notes() { # take_notes STAGE: its notes into the summary
+    local line
+    [[ -f $NOTES/$1 ]] || return 0
+    while IFS= read -r line; do
+        DURATIONS+=("$line")
+    done <"$NOTES/$1"
+    rm -f "$NOTES/$1"
+}
+
 launch_stages() { # launch_stages DIR NAME...: each stage_NAME at once, in the background, its output and status in DIR;
     # their pids in LAUNCHED
     local logs=$1 name
     shift
-    rm -rf "$logs"
     mkdir -p "$logs"
     LAUNCHED=()
     for name in "$@"; do
+        rm -f "$logs/$name.log" "$logs/$name.status" "$NOTES/$name"
         (
-            started=$SECONDS rc=0
-            "stage_$name" >"$logs/$name.log" 2>&1 || rc=$?
+            started=$SECONDS
+            set +e
+            (
+                set -e
+                "stage_$name"
+            ) >"$logs/$name.log" 2>&1
+            rc=$?
             printf '%d %d\n' "$rc" "$((SECONDS - started))" >"$logs/$name.status"
         ) &
         LAUNCHED+=($!)
@@ -67,6 +101,7 @@ report_stage() { # report_stage DIR NAME HEADER NOTE: a launched stage's output 
     log "stage $name$3"
     cat "$logs/$name.log" >&2
     read -r rc seconds <"$logs/$name.status"
+    take_notes "$name"
     if ((rc == 0)); then
         DURATIONS+=("$name: $seconds s$4")
     else
@@ -85,13 +120,16 @@ side_by_side() { # side_by_side A B: stages A and B at once; each one's output s
     ((failed == 0)) || die "stage $1 or $2"
 }
 
-start_background_stages() { # BACKGROUND_STAGES at once, in the background; wait_background_stages joins them
-    local index
-    log "stages in the background: ${BACKGROUND_STAGES[*]}"
-    launch_stages "$REPO_ROOT/tests/output/stages-background" "${BACKGROUND_STAGES[@]}"
-    for index in "${!BACKGROUND_STAGES[@]}"; do
-        BACKGROUND_PID[${BACKGROUND_STAGES[index]}]=${LAUNCHED[index]}
+start_background_stages() { # start_background_stages NAME...: those stages at once, in the background;
+    # wait_background_stages joins them
+    local index names=("$@")
+    (($#)) || return 0
+    log "stages in the background: $*"
+    launch_stages "$REPO_ROOT/tests/output/stages-background" "$@"
+    for index in "${!names[@]}"; do
+        BACKGROUND_PID[${names[index]}]=${LAUNCHED[index]}
     done
+    BACKGROUND_STAGES+=("$@")
 }
 
 wait_background_stages() { # wait_background_stages [NAME...]: those background stages (default: all) joined, their
@@ -161,10 +199,13 @@ stage_unit() {
     pytest_must_run pytest -q -p no:cacheprovider -n 3 tests/unit
 }
 
+# The unit tests again on Python 3.11, but for those marked any_python (pyproject.toml), whose outcome does not
+# depend on the Python that runs them.
 stage_compat() {
-    pytest_must_run .venv-py311/bin/pytest -q -p no:cacheprovider -n 3 tests/unit
+    pytest_must_run .venv-py311/bin/pytest -q -p no:cacheprovider -n 3 -m "not any_python" tests/unit
     local version
-    version=$(.venv-py311/bin/ansible --version | head -n 1)
+    version=$(.venv-py311/bin/ansible --version)
+    version=${version%%$'\n'*}
     printf 'compat: %s\n' "$version" >&2
     PATH=$REPO_ROOT/.venv-py311/bin:$PATH ansible-playbook playbooks/plan.yml -i tests/fixtures/inventories/plan \
         -e plan_dir="$REPO_ROOT/tests/output/plan-py311" >/dev/null
@@ -177,24 +218,33 @@ stage_build() {
     mkdir -p "$out"
     ansible-galaxy collection build --output-path "$out" . >/dev/null
     # Installed and read as a user would, away from this checkout's ansible.cfg (whose collections path already
-    # holds the collection through its link).
+    # holds the collection through its link). A plain subshell: with `|| ...` after it, errexit would be off inside.
     (
         cd "$out"
         printf '[defaults]\n' >"$out/ansible.cfg"
         export ANSIBLE_CONFIG=$out/ansible.cfg ANSIBLE_COLLECTIONS_PATH=$out/installed ANSIBLE_NOCOLOR=1
         ansible-galaxy collection install --force --collections-path "$out/installed" \
             "$out"/datacrunch-sglang-*.tar.gz >/dev/null
-        local module plugin
+        # Every module's page from one ansible-doc (its start-up is most of its time); when one is missing (a page
+        # that does not render stops them all), each module alone, to name those that do not render.
+        local module plugin modules=() pages broken=()
         for module in "$out"/installed/ansible_collections/datacrunch/sglang/plugins/modules/*.py; do
-            module=$(basename "$module" .py)
-            ansible-doc "datacrunch.sglang.$module" 2>&1 | grep -q "^> MODULE datacrunch.sglang.$module" ||
-                { printf 'ansible-doc datacrunch.sglang.%s does not render\n' "$module" >&2; return 1; }
+            modules+=("datacrunch.sglang.$(basename "$module" .py)")
         done
+        pages=$(ansible-doc "${modules[@]}" 2>&1 || true)
+        for module in "${modules[@]}"; do
+            grep -q "^> MODULE $module " <<<"$pages" && continue
+            grep -q "^> MODULE $module " <<<"$(ansible-doc "$module" 2>&1 || true)" || broken+=("$module")
+        done
+        if ((${#broken[@]})); then
+            printf 'ansible-doc %s does not render\n' "${broken[@]}" >&2
+            return 1
+        fi
         for plugin in inventory:datacrunch lookup:sglang_profile filter:fleet_status filter:rollout_batches; do
-            ansible-doc -t "${plugin%%:*}" "datacrunch.sglang.${plugin#*:}" 2>&1 | grep -q "datacrunch.sglang.${plugin#*:}" ||
+            grep -qF "datacrunch.sglang.${plugin#*:}" <<<"$(ansible-doc -t "${plugin%%:*}" "datacrunch.sglang.${plugin#*:}" 2>&1 || true)" ||
                 { printf 'ansible-doc -t %s does not render\n' "$plugin" >&2; return 1; }
         done
-    ) || return 1
+    )
     printf 'build: %s installs and its documentation renders\n' "$(basename "$out"/datacrunch-sglang-*.tar.gz)" >&2
 }
 
@@ -218,10 +268,13 @@ stage_coverage() {
 
 # Scenarios run in two lanes side by side; MOLECULE_LANES=1 runs them one after the other. Each scenario has its own
 # lab hosts, inventory, commit record and reports, and lab.sh serialises what the labs share (networks, services).
-# The lanes are balanced on a fresh two-core machine's figures (the mean of two whole runs, side by side: multinode
-# 455 s, default 330, preflight 190 | redeploy 323, security 307, benchmark 187, prefetch 169), the longest first.
-MOLECULE_LANE_1=(multinode default preflight)
-MOLECULE_LANE_2=(redeploy security benchmark prefetch)
+# A scenario's time depends on what runs beside it, so the lanes are judged by whole runs, not by summing figures
+# taken in other pairings. On a fresh two-core machine, multinode beside default (the lanes below) took multinode
+# 457 s, prefetch 167, benchmark 188, preflight 179 | default 331, redeploy 318, security 297: 991 s. The lanes
+# multinode default preflight | redeploy security benchmark prefetch, balanced on sums, put multinode beside redeploy
+# and took 1086 and 1144 s (multinode 512-537, redeploy 379).
+MOLECULE_LANE_1=(multinode prefetch benchmark preflight)
+MOLECULE_LANE_2=(default redeploy security)
 
 molecule_lane() { # molecule_lane LOGDIR SCENARIO...: each scenario in turn; "scenario seconds rc" lines on stdout
     local logs=$1 scenario started rc
@@ -261,7 +314,7 @@ stage_molecule() {
     # Each scenario's whole output, one after the other, then its duration.
     while read -r name seconds rc; do
         cat "$logs/$name.log" >&2
-        DURATIONS+=("  molecule $name: $seconds s$( ((rc == 0)) || printf ' (failed)')")
+        stage_note molecule "  molecule $name: $seconds s$( ((rc == 0)) || printf ' (failed)')"
         ((rc == 0)) || printf 'molecule: scenario %s failed (output above, and in %s)\n' "$name" "$logs/$name.log" >&2
     done < <(cat "$logs"/lane*.txt)
     # The failures again, last, where a reader of the run's tail sees them.
@@ -287,29 +340,32 @@ done
 
 # Setup first: the packages, the Docker engine and the virtualenvs (tests/setup.sh). The lab images, which only the
 # integration and molecule stages use, build in the background (tests/setup.sh images), waited for before those.
-# Lint and sanity, which need only .venv and keep a core busy each, run in the background too, beside unit, compat,
-# build and integration: those tests wait on ansible-playbook runs, containers and lab hosts, and leave the two cores
-# idle part of the time. Their output and verdict come before molecule, which keeps both cores busy. Asked for alone
-# (tests/run.sh lint sanity), they run side by side.
+# Lint and sanity, which need only .venv and keep one core busy each (sanity about 185 CPU-s, lint about 85), run in
+# the background too, from the start. Until molecule the two cores are busy whatever the order (measured: 1.84 cores
+# on average from setup to molecule, whether lint and sanity started at once or with integration, and integration
+# took 643 s instead of 537 beside them): from the start, their verdict comes earliest and the timing-sensitive
+# integration tests have the cores to themselves for longest. Their output and verdict come before molecule. Asked
+# for alone (tests/run.sh lint sanity), they run side by side.
+background_now=()
 if $setup; then
     if [[ " ${stages[*]} " == *" integration "* || " ${stages[*]} " == *" molecule "* ||
         " ${stages[*]} " == *" coverage "* ]]; then
         stage setup tests/setup.sh packages docker venv py311 parser
-        BACKGROUND_STAGES+=(images)
+        background_now+=(images)
     else
         stage setup tests/setup.sh
     fi
 fi
 if [[ " ${stages[*]} " == *" lint sanity "* ]] &&
     [[ " ${stages[*]} " == *" unit "* || " ${stages[*]} " == *" integration "* ]]; then
-    BACKGROUND_STAGES+=(lint sanity)
+    background_now+=(lint sanity)
     remaining=()
     for name in "${stages[@]}"; do
         [[ $name == lint || $name == sanity ]] || remaining+=("$name")
     done
     stages=("${remaining[@]}")
 fi
-((${#BACKGROUND_STAGES[@]} == 0)) || start_background_stages
+start_background_stages "${background_now[@]}"
 # Stages that each keep one core busy run two at a time: lint beside sanity, build beside compat.
 SIDE_BY_SIDE=(lint:sanity compat:build)
 index=0

@@ -9,6 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.any_python
+
 ROOT = Path(__file__).resolve().parents[2]
 NEXT_STEPS = ROOT / "tests/lab/next-steps.sh"
 INVENTORY = "inventories/lab"

@@ -5,7 +5,10 @@ SGLang image or real weights, not the lab's."""
 
 from pathlib import Path
 
+import pytest
 import yaml
+
+pytestmark = pytest.mark.any_python
 
 ROOT = Path(__file__).resolve().parents[2]
 LAB_VARS = yaml.safe_load((ROOT / "inventories/lab/group_vars/all.yml").read_text())

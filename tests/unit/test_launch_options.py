@@ -16,6 +16,8 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible_collections.datacrunch.sglang.plugins.module_utils.launch import options
 from ansible_collections.datacrunch.sglang.plugins.modules import sglang_launch_spec as module
 
+pytestmark = pytest.mark.any_python
+
 ROOT = Path(__file__).resolve().parents[2]
 ROLES = ROOT / "roles"
 OPTIONS = options.OPTIONS

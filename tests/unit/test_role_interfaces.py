@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+pytestmark = pytest.mark.any_python
+
 ROLES = Path(__file__).resolve().parents[2] / "roles"
 ROLE_NAMES = sorted(path.name for path in ROLES.iterdir() if (path / "meta" / "main.yml").is_file())
 

@@ -9,6 +9,8 @@ import jinja2
 import pytest
 import yaml
 
+pytestmark = pytest.mark.any_python
+
 ROLE = Path(__file__).resolve().parents[2] / "roles" / "sglang_tls"
 
 
