@@ -266,15 +266,16 @@ stage_coverage() {
     coverage report --format=markdown --sort=cover | tee "$out/module_utils.md"
 }
 
-# Scenarios run in two lanes side by side; MOLECULE_LANES=1 runs them one after the other. Each scenario has its own
-# lab hosts, inventory, commit record and reports, and lab.sh serialises what the labs share (networks, services).
-# A scenario's time depends on what runs beside it, so the lanes are judged by whole runs, not by summing figures
-# taken in other pairings. On a fresh two-core machine, multinode beside default (the lanes below) took multinode
-# 457 s, prefetch 167, benchmark 188, preflight 179 | default 331, redeploy 318, security 297: 991 s. The lanes
-# multinode default preflight | redeploy security benchmark prefetch, balanced on sums, put multinode beside redeploy
-# and took 1086 and 1144 s (multinode 512-537, redeploy 379).
-MOLECULE_LANE_1=(multinode prefetch benchmark preflight)
-MOLECULE_LANE_2=(default redeploy security)
+# Scenarios run in lanes side by side, each lane's scenarios one after the other; MOLECULE_LANES=1 runs them all in
+# one lane. Each scenario has its own lab hosts, inventory, commit record and reports, and lab.sh serialises what the
+# labs share (networks, services). A scenario spends much of its time waiting (readiness rounds, containers starting,
+# SSH round trips): with two lanes the two cores were busy 1.66 of 2 on average, so a third lane fills the gaps.
+# A scenario's time depends on what runs beside it, so lanes are judged by whole runs, not by summing figures taken in
+# other pairings (two lanes on a fresh two-core machine: multinode 457 s, prefetch 167, benchmark 188, preflight 179 |
+# default 331, redeploy 318, security 297: 991 s). Three lanes, the longest scenario alone with the shortest:
+MOLECULE_LANE_1=(multinode prefetch)
+MOLECULE_LANE_2=(default benchmark preflight)
+MOLECULE_LANE_3=(redeploy security)
 
 molecule_lane() { # molecule_lane LOGDIR SCENARIO...: each scenario in turn; "scenario seconds rc" lines on stdout
     local logs=$1 scenario started rc
@@ -289,41 +290,52 @@ molecule_lane() { # molecule_lane LOGDIR SCENARIO...: each scenario in turn; "sc
 }
 
 stage_molecule() {
-    local scenario logs=$REPO_ROOT/tests/output/molecule lanes=${MOLECULE_LANES:-2} failed=0 name seconds rc
+    local scenario logs=$REPO_ROOT/tests/output/molecule failed=0 name seconds rc lane pids=()
+    local -a all=("${MOLECULE_LANE_1[@]}" "${MOLECULE_LANE_2[@]}" "${MOLECULE_LANE_3[@]}")
     for scenario in "${SCENARIOS[@]}"; do
         if [[ ! -f extensions/molecule/$scenario/molecule.yml ]]; then
             printf 'molecule: scenario %s is missing\n' "$scenario" >&2
             return 1
         fi
     done
-    if [[ $(printf '%s\n' "${MOLECULE_LANE_1[@]}" "${MOLECULE_LANE_2[@]}" | sort | paste -sd' ') != \
-        $(printf '%s\n' "${SCENARIOS[@]}" | sort | paste -sd' ') ]]; then
+    if [[ $(printf '%s\n' "${all[@]}" | sort | paste -sd' ') != $(printf '%s\n' "${SCENARIOS[@]}" | sort | paste -sd' ') ]]; then
         printf 'molecule: the lanes do not hold every scenario once\n' >&2
         return 1
     fi
     rm -rf "$logs"
     mkdir -p "$logs"
-    if ((lanes == 1)); then
-        molecule_lane "$logs" "${MOLECULE_LANE_1[@]}" "${MOLECULE_LANE_2[@]}" >"$logs/lanes.txt" || failed=1
-    else
-        molecule_lane "$logs" "${MOLECULE_LANE_1[@]}" >"$logs/lane-1.txt" &
-        local first=$!
-        molecule_lane "$logs" "${MOLECULE_LANE_2[@]}" >"$logs/lane-2.txt" || failed=1
-        wait "$first" || failed=1
-    fi
+    case ${MOLECULE_LANES:-3} in
+        1) molecule_lane "$logs" "${all[@]}" >"$logs/lane-1.txt" || failed=1 ;;
+        3)
+            for lane in 1 2 3; do
+                declare -n scenarios=MOLECULE_LANE_$lane
+                molecule_lane "$logs" "${scenarios[@]}" >"$logs/lane-$lane.txt" &
+                pids+=($!)
+                unset -n scenarios
+            done
+            for lane in "${pids[@]}"; do
+                wait "$lane" || failed=1
+            done
+            ;;
+        *)
+            printf 'molecule: MOLECULE_LANES=%s: the scenarios run in 3 lanes (MOLECULE_LANE_1/_2/_3 in tests/run.sh), or in 1\n' \
+                "$MOLECULE_LANES" >&2
+            return 1
+            ;;
+    esac
     # Each scenario's whole output, one after the other, then its duration.
     while read -r name seconds rc; do
         cat "$logs/$name.log" >&2
         stage_note molecule "  molecule $name: $seconds s$( ((rc == 0)) || printf ' (failed)')"
         ((rc == 0)) || printf 'molecule: scenario %s failed (output above, and in %s)\n' "$name" "$logs/$name.log" >&2
-    done < <(cat "$logs"/lane*.txt)
+    done < <(cat "$logs"/lane-*.txt)
     # The failures again, last, where a reader of the run's tail sees them.
     while read -r name seconds rc; do
         ((rc == 0)) && continue
         printf '\nmolecule: scenario %s failed; its failing tasks:\n' "$name" >&2
         grep -n -B 3 -A 30 -E '^(fatal|failed): ' "$logs/$name.log" | head -n 120 >&2 || true
         grep -n -E '^(E  |FAILED |ERROR |CRITICAL )' "$logs/$name.log" | head -n 80 >&2 || true
-    done < <(cat "$logs"/lane*.txt)
+    done < <(cat "$logs"/lane-*.txt)
     return "$failed"
 }
 

@@ -46,10 +46,10 @@ def runner(tmp_path_factory):
     return tree
 
 
-def run(tree: Path, *args: str, fail: str = "") -> tuple[int, str, list[str]]:
+def run(tree: Path, *args: str, fail: str = "", env: dict[str, str] | None = None) -> tuple[int, str, list[str]]:
     events = tree / "events"
     events.unlink(missing_ok=True)
-    env = {**os.environ, "FAIL": fail}
+    env = {**os.environ, "FAIL": fail, **(env or {})}
     result = subprocess.run(["bash", "tests/run.sh", *args], cwd=tree, env=env, capture_output=True, text=True,
                             timeout=120, check=False)
     return result.returncode, result.stderr, events.read_text().splitlines() if events.exists() else []
@@ -88,3 +88,27 @@ def test_a_stage_asked_for_alone_fails_on_its_first_failing_command(runner, stag
     rc, err, events = run(runner, "--no-setup", stage, fail=stage)
     assert rc == 1, err
     assert f"end {stage}" not in events
+
+
+def test_one_lane_runs_every_scenario_in_turn(runner):
+    rc, err, events = run(runner, "--no-setup", "molecule", env={"MOLECULE_LANES": "1"})
+    assert rc == 0, err
+    assert [line.split()[1] for line in events if line.startswith("molecule ")] == [
+        "multinode", "prefetch", "default", "benchmark", "preflight", "redeploy", "security"]
+
+
+def test_three_lanes_start_together(runner):
+    rc, err, events = run(runner, "--no-setup", "molecule")
+    assert rc == 0, err
+    ran = [line.split()[1] for line in events if line.startswith("molecule ")]
+    assert sorted(ran) == sorted(SCENARIOS)
+    # Each lane's scenarios in their order; the stand-in scenarios take no time, so only the order within a lane holds.
+    for lane in (["multinode", "prefetch"], ["default", "benchmark", "preflight"], ["redeploy", "security"]):
+        assert [name for name in ran if name in lane] == lane
+
+
+def test_a_lane_count_it_cannot_run_is_named(runner):
+    rc, err, events = run(runner, "--no-setup", "molecule", env={"MOLECULE_LANES": "2"})
+    assert rc == 1
+    assert "MOLECULE_LANES=2" in err and "3 lanes" in err
+    assert not any(line.startswith("molecule ") for line in events)
