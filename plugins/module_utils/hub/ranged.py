@@ -40,6 +40,8 @@ from urllib.request import getproxies, proxy_bypass
 
 PART_SUFFIX = ".dcsg-part"
 RANGES_SUFFIX = ".dcsg-ranges"
+# A ranges file's save under way (or cut short): written whole, then renamed over the ranges file.
+SAVING_SUFFIX = RANGES_SUFFIX + ".tmp"
 # Another host's partial files count as abandoned once they have not been touched for this long (a live download
 # rewrites its ranges file every SAVE_SECONDS).
 STALE_SECONDS = 30.0
@@ -111,6 +113,16 @@ def split_pieces(gaps: List[Tuple[int, int]], split_size: int) -> List[Tuple[int
             pieces.append((start, min(start + split_size, end)))
             start += split_size
     return pieces
+
+
+def partial_file_name(name: str) -> Optional[Tuple[str, str, str]]:
+    """(etag, owner, suffix) of a partial file's name, ``<etag>.<owner><suffix>`` as PartFile writes them (the bytes,
+    the ranges file, a ranges file's save); None for any other name."""
+    for suffix in (SAVING_SUFFIX, RANGES_SUFFIX, PART_SUFFIX):
+        if name.endswith(suffix):
+            etag, _dot, owner = name[: -len(suffix)].partition(".")
+            return (etag, owner, suffix) if owner else None
+    return None
 
 
 def owner_id() -> str:
@@ -190,10 +202,9 @@ class PartFile:
         prefix = self.etag + "."
         with contextlib.suppress(FileNotFoundError):
             for name in os.listdir(self.blobs_dir):
-                for suffix in (RANGES_SUFFIX, PART_SUFFIX):
-                    if name.startswith(prefix) and name.endswith(suffix):
-                        owners.add(name[len(prefix): -len(suffix)])
-        owners.discard("")
+                parsed = partial_file_name(name)
+                if parsed and parsed[0] == self.etag and parsed[2] != SAVING_SUFFIX:
+                    owners.add(parsed[1])
         owners.discard(self.owner)
         # A part file whose ranges file is missing (killed between the two renames of an adoption) is judged by
         # its own age: the ranges path is then that of a file that does not exist, which counts as gone.
@@ -530,12 +541,9 @@ def abandoned_parts(blobs_dir: str, etags: List[str]) -> List[str]:
     except FileNotFoundError:
         return []
     for name in names:
-        for suffix in (RANGES_SUFFIX + ".tmp", RANGES_SUFFIX, PART_SUFFIX):
-            if name.endswith(suffix):
-                etag, _dot, owner = name[: -len(suffix)].partition(".")
-                if owner and etag in wanted:
-                    by_owner.setdefault((etag, owner), []).append(os.path.join(blobs_dir, name))
-                break
+        parsed = partial_file_name(name)
+        if parsed and parsed[0] in wanted:
+            by_owner.setdefault(parsed[:2], []).append(os.path.join(blobs_dir, name))
     found = []
     for (etag, owner), paths in sorted(by_owner.items()):
         if owner_gone(owner, os.path.join(blobs_dir, f"{etag}.{owner}{RANGES_SUFFIX}")):
