@@ -40,20 +40,24 @@ summary() {
 # and run stage functions, only as plain commands, as below. A stage adds lines to the summary with stage_note.
 NOTES=$REPO_ROOT/tests/output/stage-notes
 
-stage() {
-    local name=$1 started=$SECONDS rc
-    shift
-    log "stage $name"
-    rm -f "$NOTES/$name"
+under_errexit() { # under_errexit CMD...: CMD in a subshell with errexit in force; its exit status in STATUS
     set +e
     (
         set -e
         "$@"
     )
-    rc=$?
+    STATUS=$?
     set -e
+}
+
+stage() {
+    local name=$1 started=$SECONDS
+    shift
+    log "stage $name"
+    rm -f "$NOTES/$name"
+    under_errexit "$@"
     take_notes "$name"
-    if ((rc != 0)); then
+    if ((STATUS != 0)); then
         DURATIONS+=("$name: $((SECONDS - started)) s (failed)")
         die "stage $name"
     fi
@@ -84,13 +88,8 @@ launch_stages() { # launch_stages DIR NAME...: each stage_NAME at once, in the b
         rm -f "$logs/$name.log" "$logs/$name.status" "$NOTES/$name"
         (
             started=$SECONDS
-            set +e
-            (
-                set -e
-                "stage_$name"
-            ) >"$logs/$name.log" 2>&1
-            rc=$?
-            printf '%d %d\n' "$rc" "$((SECONDS - started))" >"$logs/$name.status"
+            under_errexit "stage_$name" >"$logs/$name.log" 2>&1
+            printf '%d %d\n' "$STATUS" "$((SECONDS - started))" >"$logs/$name.status"
         ) &
         LAUNCHED+=($!)
     done
